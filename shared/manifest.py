@@ -1,0 +1,41 @@
+"""The manifest: the durable record of a finished job, and the file names shared by a folder and a bucket prefix."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from shared.spec import JobSpec
+
+MANIFEST_VERSION = 1
+GRID_FILE = "grid.png"
+MANIFEST_FILE = "manifest.json"
+
+
+def filter_file(index: int) -> str:
+    """Relative name of one filter's picture."""
+    return f"filters/{index}.png"
+
+
+def build_manifest(
+    *,
+    job_id: str | None,
+    spec: JobSpec,
+    weights: str,
+    filters: Sequence[dict[str, Any]],
+    grid_order: Sequence[int],
+    timings: dict[str, Any],
+    runtime: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything needed to understand and reproduce a rendering, as JSON-ready data.
+
+    `filters` holds one entry per requested filter: index, loss, dead, and optionally where it ran.
+    """
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "id": job_id,
+        "params": spec.model_dump(mode="json"),
+        "weights": weights,
+        "filters": [{**entry, "file": filter_file(entry["index"])} for entry in filters],
+        "grid": {"file": GRID_FILE, "order": list(grid_order), "width": spec.grid_side, "height": spec.grid_side},
+        "timings": timings,
+        "runtime": runtime,
+    }

@@ -1,0 +1,1 @@
+"""The worker side: the TensorFlow engine, model loading, rendering, the CLI and the Celery tasks."""

@@ -1,0 +1,157 @@
+"""`filterviz`: render filter pictures into a folder without any service, or list the conv layers."""
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from shared.layers import conv_layers
+from shared.settings import Settings
+from shared.spec import JobSpec, describe_problems, parse_spec
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """A bad argument: reported as one line, exit status 2, nothing written."""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def parse_filters(text: str) -> list[int]:
+    """'0-199' (inclusive), '3,7,9' or a mix like '0-9,20' into filter indices."""
+    filters: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            filters.extend(range(int(first), int(last) + 1) if dash else [int(first)])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad filter list {text!r}: use e.g. 0-199 or 1,5,9") from None
+    return filters
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, with SPEC.md's defaults."""
+    defaults = JobSpec.model_fields
+    parser = _OneLineParser(prog="filterviz", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+
+    render = commands.add_parser("render", help="render a grid, per-filter pictures and a manifest into a folder")
+    render.add_argument("--layer", default=defaults["layer"].default, help="conv layer (default %(default)s)")
+    render.add_argument("--filters", type=parse_filters, help="e.g. 0-199 or 1,5,9 (default: first 200)")
+    render.add_argument("--size", type=int, default=defaults["image_size"].default, help="image side in px")
+    render.add_argument("--steps", type=int, default=defaults["steps"].default, help="ascent steps")
+    render.add_argument("--step-size", type=float, default=defaults["step_size"].default, help="ascent step size")
+    render.add_argument("--grid", type=int, default=8, help="grid is N x N filters (default %(default)s)")
+    render.add_argument("--margin", type=int, default=5, help="black pixels between cells (default %(default)s)")
+    render.add_argument("--seed", type=int, help="seed of the starting noise (default: random, recorded)")
+    render.add_argument("--weights", help="imagenet, random:<seed> or a weights file (default: $FILTERVIZ_WEIGHTS)")
+    render.add_argument("--batch-size", type=int, help="filters per batch (default: sized to memory)")
+    render.add_argument("--out", type=Path, default=Path("out"), help="output folder (default %(default)s)")
+
+    commands.add_parser("layers", help="list the conv layers and their filter counts")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace, settings: Settings) -> JobSpec:
+    """The validated job spec the arguments describe; UsageError names the first bad one."""
+    request = {
+        "layer": args.layer,
+        "image_size": args.size,
+        "steps": args.steps,
+        "step_size": args.step_size,
+        "grid": {"n": args.grid, "margin": args.margin},
+    }
+    if args.filters is not None:
+        request["filters"] = args.filters
+    if args.seed is not None:
+        request["seed"] = args.seed
+    try:
+        return parse_spec(request, settings.limits)
+    except ValidationError as error:
+        problem = describe_problems(error)[0]
+        raise UsageError(f"{problem['field']}: {problem['reason']}") from None
+
+
+def progress_reporter(total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A progress bar on a terminal, plain lines otherwise; returns (advance, close)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="filter", desc="rendering", dynamic_ncols=True)
+        return bar.update, bar.close
+    started = time.perf_counter()
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        rate = done / max(time.perf_counter() - started, 1e-9)
+        eta = (total - done) / rate if rate else 0.0
+        print(f"rendered {done}/{total} filters, {rate:.2f} filters/s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
+
+    return advance, lambda: None
+
+
+def run_render(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate everything, load the weights, then render and write the folder."""
+    spec = spec_from_args(args, settings)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"batch-size: must be at least 1, got {args.batch_size}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"out: {args.out} exists and is not a folder")
+
+    # TensorFlow is imported only once the arguments are known to be good: errors come fast.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+    from worker.loading import load_engine, pick_batch_size
+    from worker.model import WeightsError
+    from worker.render import render, write_folder
+
+    try:
+        loaded = load_engine(args.weights or settings.weights, settings)
+    except WeightsError as error:
+        raise UsageError(f"weights: {error}") from None
+    batch_size = args.batch_size or pick_batch_size(spec, len(spec.filters), settings)
+    advance, close = progress_reporter(len(spec.filters))
+    try:
+        rendering = render(loaded.engine, spec, loaded.weights, batch_size=batch_size, on_progress=advance)
+    finally:
+        close()
+    manifest = write_folder(rendering, args.out, loaded.runtime)
+    alive = sum(not entry["dead"] for entry in manifest["filters"])
+    print(
+        f"wrote {args.out}/grid.png ({len(rendering.order)} of {alive} live filters), "
+        f"{len(spec.filters)} filter pictures and manifest.json; weights {loaded.weights}"
+    )
+    return 0
+
+
+def list_layers() -> int:
+    """Print each conv layer with its filter count."""
+    for layer in conv_layers():
+        print(f"{layer.name:<14} {layer.filters:>4} filters  (image_size >= {layer.min_image_size})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `filterviz` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "layers":
+            return list_layers()
+        return run_render(args, Settings())
+    except UsageError as error:
+        print(f"filterviz {args.command}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
