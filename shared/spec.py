@@ -93,9 +93,7 @@ class JobSpec(BaseModel):
         if len(filters) > limit:
             raise ValueError(f"{len(filters)} filters asked for; at most {limit} per job")
         if layer is not None and max(filters) >= layer.filters:
-            raise ValueError(
-                f"filter {max(filters)} is out of range: {layer.name} has filters 0..{layer.filters - 1}"
-            )
+            raise ValueError(f"filter {max(filters)} is out of range: {layer.name} has filters 0..{layer.filters - 1}")
         return filters
 
     @field_validator("image_size")

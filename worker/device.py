@@ -1,5 +1,7 @@
 """Which device TensorFlow computes on, set up once per process."""
 
+import contextlib
+
 import tensorflow as tf
 
 
@@ -7,10 +9,9 @@ def configure_device() -> str:
     """Turn on memory growth for every GPU (so several processes can share one) and name the device used."""
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        try:
+        # RuntimeError: already initialised in this process; growth was set then or can't change now.
+        with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass  # already initialised in this process; growth was set then or can't be changed now
     if not gpus:
         return "CPU"
     details = tf.config.experimental.get_device_details(gpus[0])

@@ -20,12 +20,13 @@ BYTES_PER_FLOAT = 4
 
 @dataclass(frozen=True)
 class FilterAscent:
-    """One filter's outcome: its raw image, the loss at its last step, and whether it died."""
+    """One filter's outcome: its raw image, the loss at its last step, whether it died, steps it ran."""
 
     index: int
     image: np.ndarray  # float32, image_size x image_size x 3, raw pixel values
     loss: float
     dead: bool
+    steps_run: int
 
 
 def start_image(seed: int, filter_index: int, image_size: int) -> np.ndarray:
@@ -114,6 +115,7 @@ def _ascend_batch(
     filter_ids = tf.constant(filters, dtype=tf.int32)
     last_loss = np.zeros(count, dtype=np.float64)
     dead = np.zeros(count, dtype=bool)
+    steps_run = np.zeros(count, dtype=int)
     active = np.arange(count)
     step_size_t = tf.constant(step_size, dtype=tf.float32)
     for _ in range(steps):
@@ -126,6 +128,7 @@ def _ascend_batch(
             current = tf.tensor_scatter_nd_update(current, index, moved)
         losses = losses.numpy()
         last_loss[active] = losses
+        steps_run[active] += 1
         # As in the seed, the step that finds loss <= 0 is still applied, then the filter stops.
         died = losses <= 0
         dead[active[died]] = True
@@ -134,7 +137,7 @@ def _ascend_batch(
             break
     final = current.numpy()
     return [
-        FilterAscent(index=k, image=final[i], loss=float(last_loss[i]), dead=bool(dead[i]))
+        FilterAscent(k, final[i], float(last_loss[i]), bool(dead[i]), int(steps_run[i]))
         for i, k in enumerate(filters)
     ]
 

@@ -52,7 +52,7 @@ def load_vgg16(source: str, imagenet_path: str | None = None) -> LoadedModel:
         if not path.is_file():
             raise WeightsError(
                 f"ImageNet weights not found at {path}. On a machine with internet, run "
-                "`python -c \"import keras; keras.applications.VGG16(include_top=False)\"` and copy "
+                '`python -c "import keras; keras.applications.VGG16(include_top=False)"` and copy '
                 f"~/.keras/models/{IMAGENET_NOTOP_FILE} there, or set FILTERVIZ_IMAGENET_WEIGHTS to its path."
             )
         _load_file(network, path)

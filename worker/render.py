@@ -64,7 +64,9 @@ def render_filters(
     return [RenderedFilter(a.index, a.loss, a.dead, deprocess(a.image)) for a in ascents]
 
 
-def stitch(spec: JobSpec, outcomes: Sequence[FilterOutcome], pictures: dict[int, np.ndarray]) -> tuple[list[int], np.ndarray]:
+def stitch(
+    spec: JobSpec, outcomes: Sequence[FilterOutcome], pictures: dict[int, np.ndarray]
+) -> tuple[list[int], np.ndarray]:
     """The grid order and picture for a job's filters."""
     order = grid_order(outcomes, spec.grid.n)
     grid = stitch_grid(order, pictures, n=spec.grid.n, image_size=spec.image_size, margin=spec.grid.margin)
