@@ -84,15 +84,27 @@ def report(name: str, seconds: float, results: list[FilterAscent], flops_per_ima
     return rate
 
 
-def render_peak_rss_mb(batch_size: int, weights: str) -> float:
-    """Peak RSS of a `filterviz render` child at SPEC defaults over one full batch of filters."""
+# Runs the CLI in a child and prints the child's own high-water RSS (VmHWM): getrusage of children
+# would also count the parent's memory, which a forked child inherits until it execs.
+_MEASURED_RENDER = """
+import sys
+from worker.cli import main
+code = main(sys.argv[1:])
+print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')))
+sys.exit(code)
+"""
+
+
+def render_peak_rss_mb(filter_count: int, weights: str) -> float:
+    """Peak RSS of `filterviz render` at SPEC defaults over `filter_count` filters, in MB."""
     with tempfile.TemporaryDirectory() as out:
         command = [
-            sys.executable, "-m", "worker.cli", "render",
-            "--filters", f"0-{batch_size - 1}", "--weights", weights, "--seed", "1", "--out", out,
+            sys.executable, "-c", _MEASURED_RENDER, "render",
+            "--filters", f"0-{filter_count - 1}", "--weights", weights, "--seed", "1", "--out", out,
         ]  # fmt: skip
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        result = subprocess.run(command, check=True, capture_output=True, text=True)
+    kilobytes = int(result.stdout.split("VmHWM:")[1].split()[0])
+    return kilobytes / 1024
 
 
 def main() -> None:

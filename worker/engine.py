@@ -137,8 +137,7 @@ def _ascend_batch(
             break
     final = current.numpy()
     return [
-        FilterAscent(k, final[i], float(last_loss[i]), bool(dead[i]), int(steps_run[i]))
-        for i, k in enumerate(filters)
+        FilterAscent(k, final[i], float(last_loss[i]), bool(dead[i]), int(steps_run[i])) for i, k in enumerate(filters)
     ]
 
 
