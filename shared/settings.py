@@ -13,6 +13,25 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    s3_endpoint_url: str = Field("http://127.0.0.1:9000", validation_alias="S3_ENDPOINT_URL")
+    # Presigned URLs are signed for this host (SigV4 signs the Host header): the one a browser can reach.
+    s3_public_endpoint_url: str | None = Field(None, validation_alias="S3_PUBLIC_ENDPOINT_URL")
+    s3_bucket: str = Field("filterviz", min_length=3, validation_alias="S3_BUCKET")
+    s3_access_key_id: str = Field("filterviz", validation_alias="S3_ACCESS_KEY_ID")
+    s3_secret_access_key: str = Field("filterviz-secret", validation_alias="S3_SECRET_ACCESS_KEY")
+    s3_region: str = Field("us-east-1", validation_alias="S3_REGION")
+    presign_seconds: int = Field(3600, ge=60, validation_alias="FILTERVIZ_PRESIGN_SECONDS")
+
+    # Filters per Celery task: smaller chunks spread a job over more workers.
+    chunk_size: int = Field(32, ge=1, validation_alias="FILTERVIZ_CHUNK_SIZE")
+    # A chunk's hard time limit; the broker redelivers unacked chunks after visibility_timeout,
+    # so that must be longer than any chunk can run.
+    chunk_time_limit: int = Field(3600, ge=1, validation_alias="FILTERVIZ_CHUNK_TIME_LIMIT")
+    visibility_timeout: int = Field(7200, ge=1, validation_alias="FILTERVIZ_VISIBILITY_TIMEOUT")
+    job_record_days: int = Field(7, ge=1, validation_alias="FILTERVIZ_JOB_RECORD_DAYS")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias="FILTERVIZ_MAX_BODY_BYTES")
+
     # Which weights workers and the CLI load: imagenet, random:<seed>, or a file path.
     weights: str = Field("imagenet", validation_alias="FILTERVIZ_WEIGHTS")
     imagenet_weights: str | None = Field(None, validation_alias="FILTERVIZ_IMAGENET_WEIGHTS")

@@ -1,0 +1,124 @@
+"""Job endpoints: submit, look up, list, cancel, and fetch results by job id."""
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Response, request
+from pydantic import ValidationError
+
+from api.errors import ApiError
+from api.resources import job_resource, resource_from_manifest
+from api.services import services
+from shared.celery_app import enqueue_job, split_chunks
+from shared.jobs import FINISHED
+from shared.manifest import GRID_FILE, MANIFEST_FILE, filter_file
+from shared.spec import describe_problems, parse_spec
+from shared.storage import job_key
+
+jobs = Blueprint("jobs", __name__, url_prefix="/v1")
+
+MAX_LISTED = 100
+
+
+def _job_id(raw: str) -> str:
+    """A well-formed job id, or 404: ids are UUID4s, anything else can't name a job."""
+    try:
+        return str(uuid.UUID(raw, version=4))
+    except ValueError:
+        raise ApiError(404, "job_not_found", f"no job {raw!r}") from None
+
+
+def _resource(job_id: str) -> dict[str, Any]:
+    found = services()
+    job = found.jobs.get(job_id)
+    if job is not None:
+        return job_resource(job, found.storage)
+    manifest = found.storage.get_json(job_key(job_id, MANIFEST_FILE))
+    if manifest is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    return resource_from_manifest(manifest, found.storage)
+
+
+def _request_body() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the job as JSON with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON", [{"field": "body", "reason": "malformed"}])
+    if not isinstance(body, dict):
+        raise ApiError(
+            422, "invalid_job", "the body must be a JSON object", [{"field": "body", "reason": "not an object"}]
+        )
+    return body
+
+
+@jobs.post("/jobs")
+def submit_job():
+    """Validate the request, record the job, and queue its chunks."""
+    found = services()
+    try:
+        spec = parse_spec(_request_body(), found.settings.limits)
+    except ValidationError as error:
+        problems = describe_problems(error)
+        raise ApiError(422, "invalid_job", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None
+    job_id = str(uuid.uuid4())
+    chunks = split_chunks(spec.filters, found.settings.chunk_size)
+    found.jobs.create(job_id, spec, len(chunks))
+    enqueue_job(found.celery, job_id, chunks)
+    resource = _resource(job_id)
+    return resource, 202, {"Location": resource["links"]["self"]}
+
+
+@jobs.get("/jobs")
+def list_jobs():
+    """The most recent jobs, newest first (those Redis still holds)."""
+    limit = min(request.args.get("limit", 20, type=int) or 20, MAX_LISTED)
+    found = services()
+    listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit)]
+    return {"jobs": [job_resource(job, found.storage) for job in listed if job is not None]}
+
+
+@jobs.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    """The job resource."""
+    return _resource(_job_id(job_id))
+
+
+@jobs.delete("/jobs/<job_id>")
+@jobs.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str):
+    """Cancel a queued or running job: chunks not yet started do nothing, running ones stop at the next batch."""
+    found = services()
+    resource = _resource(_job_id(job_id))
+    if resource["status"] in FINISHED or not found.jobs.cancel(resource["id"]):
+        current = _resource(resource["id"])
+        raise ApiError(409, "job_finished", f"job {resource['id']} is already {current['status']}")
+    return _resource(resource["id"])
+
+
+def _stored_file(resource: dict[str, Any], name: str, content_type: str) -> Response:
+    data = services().storage.get(job_key(resource["id"], name))
+    if data is None:
+        raise ApiError(404, "not_ready", f"{name} of job {resource['id']} is not there (status {resource['status']})")
+    return Response(data, content_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@jobs.get(f"/jobs/<job_id>/{GRID_FILE}")
+def get_grid(job_id: str):
+    """The stitched grid PNG."""
+    return _stored_file(_resource(_job_id(job_id)), GRID_FILE, "image/png")
+
+
+@jobs.get(f"/jobs/<job_id>/{MANIFEST_FILE}")
+def get_manifest(job_id: str):
+    """The manifest of a finished job."""
+    return _stored_file(_resource(_job_id(job_id)), MANIFEST_FILE, "application/json")
+
+
+@jobs.get("/jobs/<job_id>/filters/<int(signed=True):index>.png")
+def get_filter(job_id: str, index: int):
+    """One filter's picture."""
+    resource = _resource(_job_id(job_id))
+    if index not in resource["params"]["filters"]:
+        raise ApiError(404, "filter_not_in_job", f"filter {index} is not part of job {resource['id']}")
+    return _stored_file(resource, filter_file(index), "image/png")

@@ -1,0 +1,76 @@
+"""Endpoints about the service itself: models, health, readiness, the OpenAPI document and docs page."""
+
+from html import escape
+
+from flask import Blueprint, Response
+
+from api.openapi import openapi_document
+from api.services import services
+from shared.layers import MODELS
+
+meta = Blueprint("meta", __name__)
+
+
+@meta.get("/v1/models")
+def list_models():
+    """Each model with its conv layers and their filter counts (from the static table, no TensorFlow)."""
+    return {
+        "models": [
+            {
+                "name": name,
+                "methods": ["seed"],
+                "layers": [
+                    {"name": layer.name, "filters": layer.filters, "min_image_size": layer.min_image_size}
+                    for layer in layers
+                ],
+            }
+            for name, layers in MODELS.items()
+        ]
+    }
+
+
+@meta.get("/healthz")
+def healthz():
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@meta.get("/readyz")
+def readyz():
+    """Ready when Redis and the bucket answer; 503 naming what doesn't."""
+    found = services()
+    checks: dict[str, str] = {}
+    for name, check in (("redis", found.jobs.ping), ("s3", found.storage.check)):
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as error:  # any failure to reach a dependency means "not ready"
+            checks[name] = f"unavailable: {type(error).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+
+
+@meta.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 document of this API."""
+    return openapi_document()
+
+
+@meta.get("/docs")
+def docs():
+    """A plain page listing every endpoint (no external scripts: many deployments have no internet)."""
+    document = openapi_document()
+    rows = "".join(
+        f"<tr><td><code>{method.upper()}</code></td><td><code>{escape(path)}</code></td>"
+        f"<td>{escape(operation['summary'])}</td></tr>"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    )
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>filterviz API</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}td{padding:.3rem .8rem}</style>"
+        f"<h1>filterviz API {escape(document['info']['version'])}</h1>"
+        "<p>The machine-readable document is at <a href=/openapi.json>/openapi.json</a>.</p>"
+        f"<table><thead><tr><th>method<th>path<th>what it does</thead><tbody>{rows}</tbody></table></html>"
+    )
+    return Response(page, content_type="text/html; charset=utf-8")

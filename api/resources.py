@@ -1,0 +1,55 @@
+"""The job resource: the same JSON shape in every response, from the live record or the manifest."""
+
+from typing import Any
+
+from shared.jobs import SUCCEEDED, Job
+from shared.manifest import GRID_FILE, MANIFEST_FILE
+from shared.storage import Storage, job_key
+
+
+def links(job_id: str, status: str, storage: Storage) -> dict[str, str | None]:
+    """Where the job and its results are; presigned URLs once the grid exists."""
+    base = f"/v1/jobs/{job_id}"
+    done = status == SUCCEEDED
+    return {
+        "self": base,
+        "grid": f"{base}/{GRID_FILE}",
+        "manifest": f"{base}/{MANIFEST_FILE}",
+        "filter": f"{base}/filters/{{index}}.png",
+        "grid_presigned": storage.presign(job_key(job_id, GRID_FILE)) if done else None,
+        "manifest_presigned": storage.presign(job_key(job_id, MANIFEST_FILE)) if done else None,
+    }
+
+
+def job_resource(job: Job, storage: Storage) -> dict[str, Any]:
+    """The resource of a job that Redis still knows."""
+    return {
+        "id": job.id,
+        "status": job.status,
+        "progress": {"done": job.done, "total": job.total},
+        "params": job.spec.model_dump(mode="json"),
+        "weights": job.weights,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
+        "links": links(job.id, job.status, storage),
+    }
+
+
+def resource_from_manifest(manifest: dict[str, Any], storage: Storage) -> dict[str, Any]:
+    """The resource of a finished job, rebuilt from its manifest alone (after Redis forgot it)."""
+    timings = manifest["timings"]
+    total = len(manifest["params"]["filters"])
+    return {
+        "id": manifest["id"],
+        "status": SUCCEEDED,
+        "progress": {"done": total, "total": total},
+        "params": manifest["params"],
+        "weights": manifest["weights"],
+        "created_at": timings["created_at"],
+        "started_at": timings["started_at"],
+        "finished_at": timings["finished_at"],
+        "error": None,
+        "links": links(manifest["id"], SUCCEEDED, storage),
+    }

@@ -1,0 +1,25 @@
+"""What the API talks to, made once per app and reachable from every request."""
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import current_app
+
+from shared.jobs import JobStore
+from shared.settings import Settings
+from shared.storage import Storage
+
+
+@dataclass(frozen=True)
+class Services:
+    """Settings, the job records, storage and the Celery app (used to send, never to run, tasks)."""
+
+    settings: Settings
+    jobs: JobStore
+    storage: Storage
+    celery: Celery
+
+
+def services() -> Services:
+    """The services of the app handling the current request."""
+    return current_app.extensions["filterviz"]

@@ -1,0 +1,93 @@
+"""Results in S3-compatible storage (MinIO, SeaweedFS, AWS): one prefix per job."""
+
+import json
+from typing import Any
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from shared.settings import Settings
+
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+def job_key(job_id: str, name: str) -> str:
+    """Key of a job's file: jobs/<id>/<name> (name as in a CLI output folder, e.g. filters/3.png)."""
+    return f"jobs/{job_id}/{name}"
+
+
+def chunk_record_name(chunk_index: int) -> str:
+    """Name of the record a finished chunk leaves: its filters' losses and who ran it."""
+    return f"chunks/{chunk_index}.json"
+
+
+class Storage:
+    """Reads and writes job files; signs URLs for the public endpoint."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self._client = self._make_client(settings, settings.s3_endpoint_url)
+        # Signing is local: this client never connects, it only signs for the host browsers see.
+        public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+        self._signer = self._make_client(settings, public)
+        self._presign_seconds = settings.presign_seconds
+
+    @staticmethod
+    def _make_client(settings: Settings, endpoint: str) -> BaseClient:
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
+            region_name=settings.s3_region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                connect_timeout=3,
+                read_timeout=30,
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
+        )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it doesn't exist yet."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in _MISSING:
+                raise
+            self._client.create_bucket(Bucket=self.bucket)
+
+    def check(self) -> None:
+        """Raise when the bucket can't be reached (for readiness)."""
+        self._client.head_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        """Store bytes under key, replacing what was there (re-run chunks overwrite their own files)."""
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def put_json(self, key: str, value: Any) -> None:
+        """Store a JSON document."""
+        self.put(key, json.dumps(value, indent=1).encode(), "application/json")
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes under key, or None when there is no such object."""
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _MISSING:
+                return None
+            raise
+
+    def get_json(self, key: str) -> Any | None:
+        """A stored JSON document, or None."""
+        data = self.get(key)
+        return None if data is None else json.loads(data)
+
+    def presign(self, key: str) -> str:
+        """A GET URL for key that a browser can open, signed for the public endpoint."""
+        return self._signer.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self._presign_seconds
+        )
