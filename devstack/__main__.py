@@ -1,0 +1,63 @@
+"""`python -m devstack up|down`: the local stack behind `make up` and `make down`."""
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from devstack.local import LocalStack
+
+STATE = Path(".local")
+PIDS = STATE / "pids.json"
+
+
+def up() -> int:
+    if PIDS.exists():
+        print(f"already up (see {PIDS}); run `make down` first", file=sys.stderr)
+        return 1
+    STATE.mkdir(exist_ok=True)
+    stack = LocalStack(
+        STATE,
+        api_port=int(os.environ.get("FILTERVIZ_API_PORT", "8000")),
+        redis_port=int(os.environ.get("FILTERVIZ_LOCAL_REDIS_PORT", "6390")),
+        s3_port=int(os.environ.get("FILTERVIZ_LOCAL_S3_PORT", "9000")),
+    )
+    try:
+        print("starting redis, s3, worker, api (logs in .local/*.log) ...", flush=True)
+        stack.start_redis()
+        stack.start_s3()
+        stack.start_worker("worker1")
+        stack.start_api()
+    except Exception as error:
+        stack.stop_all()
+        print(f"local stack failed to start: {error}", file=sys.stderr)
+        return 1
+    PIDS.write_text(json.dumps({name: process.pid for name, process in stack.processes.items()}))
+    print(f"filterviz is up: {stack.api_url}  (S3 at {stack.env['S3_ENDPOINT_URL']}, `make down` stops it)")
+    return 0
+
+
+def down() -> int:
+    if not PIDS.exists():
+        print("not running")
+        return 0
+    for name, pid in json.loads(PIDS.read_text()).items():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            print(f"stopped {name}")
+        except ProcessLookupError:
+            pass
+    PIDS.unlink()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser.add_argument("action", choices=["up", "down"])
+    return up() if parser.parse_args().action == "up" else down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

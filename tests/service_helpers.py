@@ -1,0 +1,44 @@
+"""Talking to a running stack the way a client would: submit, poll, fetch."""
+
+import time
+
+import numpy as np
+import requests
+
+from worker.imaging import decode_png
+
+SMALL_JOB = {"layer": "block3_conv1", "filters": {"start": 0, "stop": 16}, "image_size": 32, "steps": 4,
+             "grid": {"n": 3, "margin": 2}, "seed": 21}  # fmt: skip
+
+
+def submit(api: str, job: dict) -> dict:
+    response = requests.post(f"{api}/v1/jobs", json=job, timeout=10)
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/v1/jobs/{response.json()['id']}"
+    return response.json()
+
+
+def get_job(api: str, job_id: str) -> dict:
+    response = requests.get(f"{api}/v1/jobs/{job_id}", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for(api: str, job_id: str, statuses: set[str], timeout: float = 120, seen: list | None = None) -> dict:
+    """Poll the job until its status is in `statuses`; every resource seen goes into `seen`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = get_job(api, job_id)
+        if seen is not None:
+            seen.append(job)
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def fetch_png(url: str) -> np.ndarray:
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "image/png"
+    return decode_png(response.content)
