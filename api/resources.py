@@ -17,7 +17,6 @@ def links(job_id: str, status: str, storage: Storage) -> dict[str, str | None]:
         "manifest": f"{base}/{MANIFEST_FILE}",
         "filter": f"{base}/filters/{{index}}.png",
         "grid_presigned": storage.presign(job_key(job_id, GRID_FILE)) if done else None,
-        "manifest_presigned": storage.presign(job_key(job_id, MANIFEST_FILE)) if done else None,
     }
 
 

@@ -157,8 +157,8 @@ class LocalStack:
                 self.extra_env.pop(key)
 
     def start_api(self) -> None:
-        command = [_tool("gunicorn"), "--bind", f"127.0.0.1:{self.api_port}", "--workers", "2",
-                   "--worker-class", "gthread", "--threads", "16", "api.wsgi:app"]  # fmt: skip
+        command = [_tool("gunicorn"), "--bind", f"127.0.0.1:{self.api_port}", "--workers", "4",
+                   "--worker-class", "gthread", "--threads", "8", "api.wsgi:app"]  # fmt: skip
         process = self._spawn("api", command)
         wait_until(lambda: http_ok(f"{self.api_url}/readyz"), "api", 60, process)
 

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(0, ge=0, validation_alias="FILTERVIZ_BATCH_SIZE")
     batch_memory_mb: int = Field(0, ge=0, validation_alias="FILTERVIZ_BATCH_MEMORY_MB")
 
+    # TensorFlow threads per worker process (0: TensorFlow's choice, all cores); 1 packs one worker per core.
+    tf_threads: int = Field(0, ge=0, validation_alias="FILTERVIZ_TF_THREADS")
+
     max_filters: int = Field(512, ge=1, validation_alias="FILTERVIZ_MAX_FILTERS")
     max_image_size: int = Field(512, ge=16, validation_alias="FILTERVIZ_MAX_IMAGE_SIZE")
     max_steps: int = Field(200, ge=1, validation_alias="FILTERVIZ_MAX_STEPS")

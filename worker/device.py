@@ -5,6 +5,13 @@ import contextlib
 import tensorflow as tf
 
 
+def limit_threads(threads: int) -> None:
+    """Cap TensorFlow's thread pools (0 leaves TensorFlow's default); must run before the first op."""
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def configure_device() -> str:
     """Turn on memory growth for every GPU (so several processes can share one) and name the device used."""
     gpus = tf.config.list_physical_devices("GPU")

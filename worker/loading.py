@@ -7,7 +7,7 @@ from typing import Any
 
 from shared.settings import Settings
 from shared.spec import JobSpec
-from worker.device import has_gpu, runtime_versions
+from worker.device import has_gpu, limit_threads, runtime_versions
 from worker.engine import AscentEngine, auto_batch_size
 from worker.model import load_vgg16
 
@@ -30,6 +30,7 @@ class LoadedEngine:
 def load_engine(weights_source: str, settings: Settings) -> LoadedEngine:
     """Configure the device and load VGG16 with the given weights (raises WeightsError)."""
     started = time.perf_counter()
+    limit_threads(settings.tf_threads)
     runtime = runtime_versions()
     loaded = load_vgg16(weights_source, settings.imagenet_weights)
     seconds = time.perf_counter() - started

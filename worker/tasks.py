@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from shared.storage import Storage, chunk_record_name, job_key
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger(__name__)
+IO_THREADS = 8
 settings = Settings()
 app = create_celery(settings)
 
@@ -106,8 +108,9 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
     if len(rendered) < len(filters):
         return {"chunk": chunk_index, "skipped": CANCELED}
 
-    for result in rendered:
-        current.storage.put(job_key(job_id, filter_file(result.index)), encode_png(result.picture), "image/png")
+    uploads = [(job_key(job_id, filter_file(r.index)), encode_png(r.picture), "image/png") for r in rendered]
+    with ThreadPoolExecutor(IO_THREADS) as pool:  # S3 round trips dominate: overlap them
+        list(pool.map(lambda upload: current.storage.put(*upload), uploads))
     record = {
         "chunk": chunk_index,
         "worker": current.name,
@@ -136,7 +139,9 @@ def finish_job(chunk_results: list[dict[str, Any]], job_id: str) -> dict[str, An
     entries = [entry for record in records for entry in record["filters"]]
     outcomes = [FilterOutcome(e["index"], e["loss"], e["dead"]) for e in entries]
     order = grid_order(outcomes, job.spec.grid.n)
-    pictures = {k: decode_png(current.storage.get(job_key(job_id, filter_file(k)))) for k in order}
+    with ThreadPoolExecutor(IO_THREADS) as pool:
+        stored = pool.map(lambda k: current.storage.get(job_key(job_id, filter_file(k))), order)
+        pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
     grid = stitch_grid(order, pictures, n=job.spec.grid.n, image_size=job.spec.image_size, margin=job.spec.grid.margin)
     current.storage.put(job_key(job_id, GRID_FILE), encode_png(grid), "image/png")
 

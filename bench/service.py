@@ -1,0 +1,127 @@
+"""Service benchmark, on a local stack started here (Redis, SeaweedFS S3, Celery workers, gunicorn):
+
+1. overhead: a 16-filter, 64 px, 20-step job through API, queue and storage vs the engine alone;
+2. status polls: p50 / p99 latency of GET /v1/jobs/<id> with 32 concurrent clients;
+3. scaling: wall time of 20 small jobs with 1 worker vs 2 workers, each limited to one CPU thread.
+
+    python bench/service.py
+"""
+
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import requests
+
+from devstack.local import LocalStack, free_port, wait_until
+from shared.settings import Settings
+from shared.spec import parse_spec
+
+WEIGHTS = "random:0"
+OVERHEAD_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 16}, "image_size": 64, "steps": 20, "seed": 1}
+SMALL_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 4}, "image_size": 64, "steps": 10, "seed": 2}
+POLL_CLIENTS, POLLS_PER_CLIENT = 32, 50
+
+
+def engine_seconds(job: dict) -> float:
+    """The same job's ascent and deprocessing in this process, warm, without any service."""
+    from worker.loading import load_engine, pick_batch_size
+    from worker.render import render_filters
+
+    settings = Settings()
+    loaded = load_engine(WEIGHTS, settings)
+    spec = parse_spec(job)
+    batch = pick_batch_size(spec, len(spec.filters), settings)
+    render_filters(loaded.engine, spec, spec.filters, batch_size=batch)  # warm: tracing happens here
+    started = time.perf_counter()
+    render_filters(loaded.engine, spec, spec.filters, batch_size=batch)
+    return time.perf_counter() - started
+
+
+def run_job(api: str, job: dict, session: requests.Session, poll_every: float = 0.01) -> dict:
+    job_id = session.post(f"{api}/v1/jobs", json=job, timeout=10).json()["id"]
+    while True:
+        resource = session.get(f"{api}/v1/jobs/{job_id}", timeout=10).json()
+        if resource["status"] in {"succeeded", "failed", "canceled"}:
+            assert resource["status"] == "succeeded", resource
+            return resource
+        time.sleep(poll_every)
+
+
+def start_workers(stack: LocalStack, names: list[str]) -> None:
+    for name in names:
+        process = stack.start_worker(name)
+        log = stack.workdir / f"{name}.log"
+        wait_until(lambda log=log: log.exists() and "ready: weights" in log.read_text(), name, 120, process)
+
+
+def poll_latencies(api: str, job_id: str) -> list[float]:
+    def client(_: int) -> list[float]:
+        session, timings = requests.Session(), []
+        for _ in range(POLLS_PER_CLIENT):
+            started = time.perf_counter()
+            assert session.get(f"{api}/v1/jobs/{job_id}", timeout=10).status_code == 200
+            timings.append(time.perf_counter() - started)
+        return timings
+
+    with ThreadPoolExecutor(POLL_CLIENTS) as pool:
+        return [t for timings in pool.map(client, range(POLL_CLIENTS)) for t in timings]
+
+
+def wall_time_of_jobs(api: str, count: int) -> float:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(count) as pool:
+        # Clients poll calmly here: the workers, not the pollers, should have the CPU.
+        jobs = [{**SMALL_JOB, "seed": seed} for seed in range(count)]
+        list(pool.map(lambda job: run_job(api, job, requests.Session(), poll_every=0.5), jobs))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    engine = engine_seconds(OVERHEAD_JOB)
+    with tempfile.TemporaryDirectory() as workdir:
+        stack = LocalStack(Path(workdir), api_port=free_port(), extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS})
+        try:
+            stack.start_redis()
+            stack.start_s3()
+            stack.start_api()
+            start_workers(stack, ["w1"])
+            session = requests.Session()
+            run_job(stack.api_url, OVERHEAD_JOB, session)  # warm the worker's compiled step
+            started = time.perf_counter()
+            # Polls every 50 ms: often enough to see the end, rarely enough not to slow the worker down.
+            finished = run_job(stack.api_url, OVERHEAD_JOB, session, poll_every=0.05)
+            end_to_end = time.perf_counter() - started
+            overhead = end_to_end - engine
+            print(
+                f"1. 16 filters, 64 px, 20 steps: engine {engine:.2f} s, end to end {end_to_end:.2f} s, "
+                f"overhead {overhead:.2f} s = {overhead / engine:.1%} of engine time"
+            )
+
+            latencies = sorted(poll_latencies(stack.api_url, finished["id"]))
+            p50 = statistics.median(latencies) * 1000
+            p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+            print(f"2. status polls, {POLL_CLIENTS} concurrent clients x {POLLS_PER_CLIENT}: "
+                  f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip
+            stack.stop("w1")
+
+            stack.extra_env.update({"FILTERVIZ_TF_THREADS": "1", "OMP_NUM_THREADS": "1"})
+            start_workers(stack, ["single"])
+            wall_time_of_jobs(stack.api_url, 2)  # warm
+            one = wall_time_of_jobs(stack.api_url, 20)
+            start_workers(stack, ["second"])
+            wall_time_of_jobs(stack.api_url, 2)  # warm the new worker too
+            two = wall_time_of_jobs(stack.api_url, 20)
+            print(f"3. 20 small jobs (4 filters, 64 px, 10 steps), one CPU thread per worker: "
+                  f"1 worker {one:.1f} s, 2 workers {two:.1f} s, ratio {two / one:.2f}")  # fmt: skip
+        finally:
+            stack.stop_all()
+
+
+if __name__ == "__main__":
+    main()
