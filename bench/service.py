@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import requests
 
-from devstack.local import LocalStack, free_port, wait_until
+from devstack.local import LocalStack, free_port
 from shared.settings import Settings
 from shared.spec import parse_spec
 
@@ -53,13 +53,6 @@ def run_job(api: str, job: dict, session: requests.Session, poll_every: float = 
         time.sleep(poll_every)
 
 
-def start_workers(stack: LocalStack, names: list[str]) -> None:
-    for name in names:
-        process = stack.start_worker(name)
-        log = stack.workdir / f"{name}.log"
-        wait_until(lambda log=log: log.exists() and "ready: weights" in log.read_text(), name, 120, process)
-
-
 def poll_latencies(api: str, job_id: str) -> list[float]:
     def client(_: int) -> list[float]:
         session, timings = requests.Session(), []
@@ -90,7 +83,7 @@ def main() -> None:
             stack.start_redis()
             stack.start_s3()
             stack.start_api()
-            start_workers(stack, ["w1"])
+            stack.start_worker("w1")
             session = requests.Session()
             run_job(stack.api_url, OVERHEAD_JOB, session)  # warm the worker's compiled step
             started = time.perf_counter()
@@ -111,10 +104,10 @@ def main() -> None:
             stack.stop("w1")
 
             stack.extra_env.update({"FILTERVIZ_TF_THREADS": "1", "OMP_NUM_THREADS": "1"})
-            start_workers(stack, ["single"])
+            stack.start_worker("single")
             wall_time_of_jobs(stack.api_url, 2)  # warm
             one = wall_time_of_jobs(stack.api_url, 20)
-            start_workers(stack, ["second"])
+            stack.start_worker("second")
             wall_time_of_jobs(stack.api_url, 2)  # warm the new worker too
             two = wall_time_of_jobs(stack.api_url, 20)
             print(f"3. 20 small jobs (4 filters, 64 px, 10 steps), one CPU thread per worker: "

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from devstack.local import LocalStack
@@ -39,16 +40,27 @@ def up() -> int:
     return 0
 
 
+def stop_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after `grace` seconds (weed can linger)."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)  # raises once the whole group is gone
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def down() -> int:
     if not PIDS.exists():
         print("not running")
         return 0
-    for name, pid in json.loads(PIDS.read_text()).items():
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            print(f"stopped {name}")
-        except ProcessLookupError:
-            pass
+    groups = json.loads(PIDS.read_text())
+    for name, pid in reversed(groups.items()):
+        stop_group(pid)
+        print(f"stopped {name}")
     PIDS.unlink()
     return 0
 

@@ -88,7 +88,7 @@ class LocalStack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = (self.workdir / f"{name}.log").open("ab")
+        log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
             command, env=self.env, cwd=Path(__file__).resolve().parent.parent,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -118,6 +118,8 @@ class LocalStack:
             f"-volume.port={volume}", f"-volume.port.grpc={free_port()}",
             "-filer", f"-filer.port={filer}", f"-filer.port.grpc={free_port()}",
             "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
+            # No side services on fixed ports (two stacks on one host would collide), no telemetry.
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         ]  # fmt: skip
         process = self._spawn("s3", command)
         wait_until(lambda: self._bucket_ready(), "s3", 90, process)
@@ -143,8 +145,22 @@ class LocalStack:
             return False
         return True
 
-    def start_worker(self, name: str) -> subprocess.Popen:
-        """A Celery worker with one pool process (which loads VGG16 itself)."""
+    def start_worker(self, name: str, timeout: float = 120) -> subprocess.Popen:
+        """A Celery worker with one pool process, returned once that process has loaded VGG16."""
+        process = self._spawn_worker(name)
+        log = self.workdir / f"{name}.log"
+
+        def loaded() -> bool:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "WeightsError" in text:
+                reason = text[text.index("WeightsError") :].splitlines()[0]
+                raise RuntimeError(f"worker {name} can't load its weights: {reason}")
+            return f"worker {name}:" in text and "ready: weights" in text
+
+        wait_until(loaded, f"worker {name}", timeout, process)
+        return process
+
+    def _spawn_worker(self, name: str) -> subprocess.Popen:
         command = [sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "-Q", "filterviz.render",
                    "--concurrency", "1", "--loglevel", "INFO", "--hostname", f"{name}@%h", "--without-gossip",
                    "--without-mingle"]  # fmt: skip

@@ -19,16 +19,6 @@ from tests.service_helpers import SMALL_JOB, fetch_png, get_job, submit, wait_fo
 CHUNK_SIZE = 4
 
 
-def worker_ready(stack: LocalStack, name: str) -> bool:
-    log = stack.workdir / f"{name}.log"
-    return log.exists() and f"worker {name}:" in log.read_text() and "ready: weights" in log.read_text()
-
-
-def start_worker(stack: LocalStack, name: str) -> None:
-    process = stack.start_worker(name)
-    wait_until(lambda: worker_ready(stack, name), f"worker {name}", 120, process)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     s3_port = free_port()
@@ -50,8 +40,8 @@ def stack(tmp_path_factory):
         stack.start_redis()
         stack.start_s3()
         stack.start_api()
-        start_worker(stack, "alpha")
-        start_worker(stack, "beta")
+        stack.start_worker("alpha")
+        stack.start_worker("beta")
         yield stack
     finally:
         stack.stop_all()
@@ -174,8 +164,8 @@ def test_a_worker_killed_mid_chunk_loses_nothing(stack, api):
     stack.stop("alpha", signal.SIGKILL)
     stack.stop("beta", signal.SIGKILL)
     assert get_job(api, disturbed["id"])["progress"]["done"] < 24
-    start_worker(stack, "alpha")
-    start_worker(stack, "beta")
+    stack.start_worker("alpha")
+    stack.start_worker("beta")
     final = wait_for(api, disturbed["id"], {"succeeded", "failed"}, timeout=180)
     assert final["status"] == "succeeded", final["error"]
     assert final["progress"] == {"done": 24, "total": 24}
