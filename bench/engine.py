@@ -27,6 +27,7 @@ from shared.settings import Settings
 from shared.spec import parse_spec
 from worker.engine import AscentEngine, FilterAscent
 from worker.loading import load_engine, pick_batch_size
+from worker.render import ascend_spec
 
 MATMUL_SIZES = (1024, 2048, 4096)
 
@@ -61,15 +62,7 @@ def matmul_peak_gflops(device: str) -> float:
 
 def timed_ascent(engine: AscentEngine, spec, filters: list[int], batch_size: int) -> tuple[float, list[FilterAscent]]:
     started = time.perf_counter()
-    results = engine.ascend(
-        spec.layer,
-        filters,
-        image_size=spec.image_size,
-        steps=spec.steps,
-        step_size=spec.step_size,
-        seed=spec.seed,
-        batch_size=batch_size,
-    )
+    results = ascend_spec(engine, spec, filters, batch_size=batch_size)
     return time.perf_counter() - started, results
 
 

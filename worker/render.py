@@ -35,6 +35,29 @@ class Rendering:
     timings: dict[str, Any]
 
 
+def ascend_spec(
+    engine: AscentEngine,
+    spec: JobSpec,
+    filters: Sequence[int],
+    *,
+    batch_size: int,
+    on_batch: Callable[[list[FilterAscent]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[FilterAscent]:
+    """The raw ascent of `filters` with the spec's layer, size, steps, step size and seed."""
+    return engine.ascend(
+        spec.layer,
+        filters,
+        image_size=spec.image_size,
+        steps=spec.steps,
+        step_size=spec.step_size,
+        seed=spec.seed,
+        batch_size=batch_size,
+        on_batch=on_batch,
+        should_stop=should_stop,
+    )
+
+
 def render_filters(
     engine: AscentEngine,
     spec: JobSpec,
@@ -50,17 +73,7 @@ def render_filters(
         if on_progress is not None:
             on_progress(len(batch))
 
-    ascents = engine.ascend(
-        spec.layer,
-        filters,
-        image_size=spec.image_size,
-        steps=spec.steps,
-        step_size=spec.step_size,
-        seed=spec.seed,
-        batch_size=batch_size,
-        on_batch=finished,
-        should_stop=should_stop,
-    )
+    ascents = ascend_spec(engine, spec, filters, batch_size=batch_size, on_batch=finished, should_stop=should_stop)
     return [RenderedFilter(a.index, a.loss, a.dead, deprocess(a.image)) for a in ascents]
 
 
