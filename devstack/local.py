@@ -173,8 +173,8 @@ class LocalStack:
                 self.extra_env.pop(key)
 
     def start_api(self) -> None:
-        command = [_tool("gunicorn"), "--bind", f"127.0.0.1:{self.api_port}", "--workers", "4",
-                   "--worker-class", "gthread", "--threads", "8", "api.wsgi:app"]  # fmt: skip
+        command = [_tool("gunicorn"), "-c", "python:api.gunicorn_conf", "--bind", f"127.0.0.1:{self.api_port}",
+                   "api.wsgi:app"]  # fmt: skip
         process = self._spawn("api", command)
         wait_until(lambda: http_ok(f"{self.api_url}/readyz"), "api", 60, process)
 

@@ -11,7 +11,8 @@ from shared.spec import Limits
 class Settings(BaseSettings):
     """Every variable the code reads; the README's configuration table lists the same names."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # An empty variable counts as unset (compose passes `${VAR:-}` through as "").
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     s3_endpoint_url: str = Field("http://127.0.0.1:9000", validation_alias="S3_ENDPOINT_URL")

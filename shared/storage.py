@@ -1,12 +1,14 @@
 """Results in S3-compatible storage (MinIO, SeaweedFS, AWS): one prefix per job."""
 
 import json
+import threading
 from typing import Any
 
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from cachetools import TTLCache
 
 from shared.settings import Settings
 
@@ -33,6 +35,9 @@ class Storage:
         public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
         self._signer = self._make_client(settings, public)
         self._presign_seconds = settings.presign_seconds
+        # Signing costs as much as the rest of a status poll: reuse a URL while over half its life is left.
+        self._presigned: TTLCache[str, str] = TTLCache(maxsize=4096, ttl=settings.presign_seconds / 2)
+        self._presigned_lock = threading.Lock()
 
     @staticmethod
     def _make_client(settings: Settings, endpoint: str) -> BaseClient:
@@ -87,7 +92,14 @@ class Storage:
         return None if data is None else json.loads(data)
 
     def presign(self, key: str) -> str:
-        """A GET URL for key that a browser can open, signed for the public endpoint."""
-        return self._signer.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self._presign_seconds
-        )
+        """A GET URL for key that a browser can open, signed for the public endpoint; valid for at
+        least half of FILTERVIZ_PRESIGN_SECONDS."""
+        with self._presigned_lock:
+            url = self._presigned.get(key)
+        if url is None:
+            url = self._signer.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self._presign_seconds
+            )
+            with self._presigned_lock:
+                self._presigned[key] = url
+        return url

@@ -1,0 +1,19 @@
+"""gunicorn settings for the API, the same for the local stack and the Docker image.
+
+gunicorn -c python:api.gunicorn_conf api.wsgi:app
+"""
+
+import os
+
+bind = os.environ.get("FILTERVIZ_API_BIND") or "0.0.0.0:8000"
+# One process per core. More processes let keep-alive connections pile up unevenly on some of
+# them, which doubled the p99 of status polls in bench/service.py; threads cover slow clients
+# and the waits on Redis and S3.
+workers = int(os.environ.get("WEB_CONCURRENCY") or len(os.sched_getaffinity(0)))
+worker_class = "gthread"
+threads = int(os.environ.get("FILTERVIZ_API_THREADS") or 8)
+# Grids and manifests stream through the API: give slow links time, but not forever.
+timeout = 60
+graceful_timeout = 20
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
