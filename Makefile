@@ -3,12 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# Debian packages the tests and benchmarks drive: a browser, the compose file checker, a load generator.
+SYSTEM_TOOLS := chromium docker-compose wrk
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down test bench lint fmt clean
+.PHONY: help install system-deps up down docker-up docker-down test check-compose bench lint fmt constraints clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +19,14 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[worker,dev]'
 	touch $@
 
-install: $(INSTALLED) ## create .venv with the API, the worker (TensorFlow CPU) and the test tools
+install: $(INSTALLED) system-deps ## .venv with the API, the worker (TensorFlow CPU) and the test tools; chromium, docker-compose and wrk from Debian
+
+system-deps: ## the Debian packages chromium, docker-compose and wrk, where missing (apt-get)
+	@missing=$$(for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || printf '%s ' $$tool; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 up: $(INSTALLED) ## start Redis, an S3 server, a worker and the API on localhost:8000 (no Docker)
 	$(BIN)/python -m devstack up
@@ -24,10 +34,19 @@ up: $(INSTALLED) ## start Redis, an S3 server, a worker and the API on localhost
 down: ## stop what `make up` started
 	$(BIN)/python -m devstack down
 
-test: $(INSTALLED) ## run the whole test suite (starts its own services)
+docker-up: ## build the images and start the compose stack on localhost:8000 (MinIO on :9000, console :9001)
+	docker compose up --build --detach --wait
+
+docker-down: ## stop the compose stack (volumes are kept; `docker compose down -v` drops them)
+	docker compose --profile gpu --profile flower down
+
+test: install ## run the whole test suite (starts its own servers and a headless browser)
 	$(BIN)/python -m pytest
 
-bench: $(INSTALLED) ## benchmarks: the engine (seed-style vs batched) and the service (overhead, polls, scaling)
+check-compose: system-deps ## validate docker-compose.yml with every profile on
+	docker-compose --profile gpu --profile flower config --quiet
+
+bench: install ## benchmarks: the engine (seed-style vs batched) and the service (overhead, polls, scaling)
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/service.py
 
@@ -38,6 +57,11 @@ lint: $(INSTALLED) ## ruff: lint and format check
 fmt: $(INSTALLED) ## ruff: fix what can be fixed and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+constraints: $(INSTALLED) ## pin the images' packages to what .venv has (docker/constraints.txt)
+	{ sed -n '1,2p' docker/constraints.txt; $(BIN)/pip freeze --exclude-editable; \
+	  $(BIN)/pip freeze | sed -n 's/^tensorflow_cpu==/tensorflow==/p'; } > docker/constraints.new
+	mv docker/constraints.new docker/constraints.txt
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
