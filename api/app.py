@@ -6,6 +6,7 @@ from api.errors import register_error_handlers
 from api.jobs import jobs
 from api.meta import meta
 from api.services import Services
+from api.web import web
 from shared.celery_app import create_celery
 from shared.jobs import job_store
 from shared.settings import Settings
@@ -21,5 +22,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["filterviz"] = Services(settings, job_store(settings), Storage(settings), create_celery(settings))
     app.register_blueprint(jobs)
     app.register_blueprint(meta)
+    app.register_blueprint(web)
     register_error_handlers(app)
     return app

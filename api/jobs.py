@@ -1,6 +1,7 @@
 """Job endpoints: submit, look up, list, cancel, and fetch results by job id."""
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -10,10 +11,10 @@ from api.errors import ApiError
 from api.resources import job_resource, resource_from_manifest
 from api.services import services
 from shared.celery_app import enqueue_job, split_chunks
-from shared.jobs import FINISHED
-from shared.manifest import GRID_FILE, MANIFEST_FILE, filter_file
+from shared.jobs import FINISHED, SUCCEEDED
+from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, filter_file
 from shared.spec import describe_problems, parse_spec
-from shared.storage import job_key
+from shared.storage import CHUNK_RECORDS, job_key
 
 jobs = Blueprint("jobs", __name__, url_prefix="/v1")
 
@@ -109,10 +110,37 @@ def get_grid(job_id: str):
     return _stored_file(_resource(_job_id(job_id)), GRID_FILE, "image/png")
 
 
+@jobs.get(f"/jobs/<job_id>/{THUMBNAIL_FILE}")
+def get_thumbnail(job_id: str):
+    """The grid shrunk to at most 256 px a side, for lists."""
+    return _stored_file(_resource(_job_id(job_id)), THUMBNAIL_FILE, "image/png")
+
+
 @jobs.get(f"/jobs/<job_id>/{MANIFEST_FILE}")
 def get_manifest(job_id: str):
     """The manifest of a finished job."""
     return _stored_file(_resource(_job_id(job_id)), MANIFEST_FILE, "application/json")
+
+
+@jobs.get("/jobs/<job_id>/filters")
+def list_filters(job_id: str):
+    """The filters whose pictures are stored so far (a chunk's appear when it finishes), with their losses."""
+    resource = _resource(_job_id(job_id))
+    storage = services().storage
+    manifest = storage.get_json(job_key(resource["id"], MANIFEST_FILE)) if resource["status"] == SUCCEEDED else None
+    if manifest is not None:
+        entries = manifest["filters"]
+    else:
+        keys = storage.list_keys(job_key(resource["id"], CHUNK_RECORDS))
+        with ThreadPoolExecutor(8) as pool:  # one S3 round trip per finished chunk: overlap them
+            records = [record for record in pool.map(storage.get_json, keys) if record is not None]
+        entries = [entry for record in records for entry in record["filters"]]
+    template = resource["links"]["filter"]
+    filters = [
+        {"index": e["index"], "loss": e["loss"], "dead": e["dead"], "url": template.format(index=e["index"])}
+        for e in sorted(entries, key=lambda e: e["index"])
+    ]
+    return {"id": resource["id"], "status": resource["status"], "filters": filters}
 
 
 @jobs.get("/jobs/<job_id>/filters/<int(signed=True):index>.png")

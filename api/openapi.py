@@ -117,6 +117,20 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _png("The grid"), "404": _error_response("Unknown job or not ready")},
             },
         },
+        "/v1/jobs/{job_id}/thumbnail.png": {
+            "get": {
+                "summary": "The grid shrunk to at most 256 px a side",
+                "parameters": [_JOB_ID],
+                "responses": {"200": _png("The thumbnail"), "404": _error_response("Unknown job or not ready")},
+            },
+        },
+        "/v1/jobs/{job_id}/filters": {
+            "get": {
+                "summary": "Filters whose pictures are stored so far, with index, final loss, dead and URL",
+                "parameters": [_JOB_ID],
+                "responses": {"200": {"description": "The filters"}, "404": _error_response("Unknown job")},
+            },
+        },
         "/v1/jobs/{job_id}/filters/{index}.png": {
             "get": {
                 "summary": "One filter's picture",
@@ -151,6 +165,19 @@ def openapi_document() -> dict[str, Any]:
         },
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
         "/docs": {"get": {"summary": "A page listing the endpoints", "responses": {"200": {"description": "HTML"}}}},
+        "/": {
+            "get": {
+                "summary": "The web page: submit, watch and browse jobs",
+                "responses": {"200": {"description": "HTML"}},
+            }
+        },
+        "/jobs/{job_id}": {
+            "get": {
+                "summary": "The web page, opened on one job",
+                "parameters": [_JOB_ID],
+                "responses": {"200": {"description": "HTML"}},
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

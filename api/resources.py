@@ -3,7 +3,7 @@
 from typing import Any
 
 from shared.jobs import SUCCEEDED, Job
-from shared.manifest import GRID_FILE, MANIFEST_FILE
+from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE
 from shared.storage import Storage, job_key
 
 
@@ -15,7 +15,9 @@ def links(job_id: str, status: str, storage: Storage) -> dict[str, str | None]:
         "self": base,
         "grid": f"{base}/{GRID_FILE}",
         "manifest": f"{base}/{MANIFEST_FILE}",
+        "filters": f"{base}/filters",
         "filter": f"{base}/filters/{{index}}.png",
+        "thumbnail": f"{base}/{THUMBNAIL_FILE}",
         "grid_presigned": storage.presign(job_key(job_id, GRID_FILE)) if done else None,
     }
 

@@ -7,6 +7,9 @@ from shared.spec import JobSpec
 
 MANIFEST_VERSION = 1
 GRID_FILE = "grid.png"
+# A small copy of the grid, for lists of jobs on slow links.
+THUMBNAIL_FILE = "thumbnail.png"
+THUMBNAIL_SIDE = 256
 MANIFEST_FILE = "manifest.json"
 
 

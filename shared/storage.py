@@ -20,9 +20,12 @@ def job_key(job_id: str, name: str) -> str:
     return f"jobs/{job_id}/{name}"
 
 
+CHUNK_RECORDS = "chunks/"
+
+
 def chunk_record_name(chunk_index: int) -> str:
     """Name of the record a finished chunk leaves: its filters' losses and who ran it."""
-    return f"chunks/{chunk_index}.json"
+    return f"{CHUNK_RECORDS}{chunk_index}.json"
 
 
 class Storage:
@@ -85,6 +88,11 @@ class Storage:
             if error.response["Error"]["Code"] in _MISSING:
                 return None
             raise
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under prefix."""
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
     def get_json(self, key: str) -> Any | None:
         """A stored JSON document, or None."""

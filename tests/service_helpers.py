@@ -1,14 +1,48 @@
 """Talking to a running stack the way a client would: submit, poll, fetch."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import requests
 
+from devstack.local import LocalStack, free_port
+from tests.conftest import TEST_WEIGHTS
 from worker.imaging import decode_png
 
 SMALL_JOB = {"layer": "block3_conv1", "filters": {"start": 0, "stop": 16}, "image_size": 32, "steps": 4,
              "grid": {"n": 3, "margin": 2}, "seed": 21}  # fmt: skip
+
+
+@contextmanager
+def running_stack(workdir: Path, workers: list[str], chunk_size: int) -> Iterator[LocalStack]:
+    """Redis, SeaweedFS, the API and the named workers on free ports, stopped on exit."""
+    s3_port = free_port()
+    stack = LocalStack(
+        workdir,
+        api_port=free_port(),
+        s3_port=s3_port,
+        extra_env={
+            "FILTERVIZ_WEIGHTS": TEST_WEIGHTS,
+            "FILTERVIZ_CHUNK_SIZE": str(chunk_size),
+            # Short, so a chunk whose worker was killed is redelivered within the test.
+            "FILTERVIZ_VISIBILITY_TIMEOUT": "10",
+            "FILTERVIZ_CHUNK_TIME_LIMIT": "60",
+            # Another host name for the same server: presigned URLs must be signed for this one.
+            "S3_PUBLIC_ENDPOINT_URL": f"http://localhost:{s3_port}",
+        },
+    )
+    try:
+        stack.start_redis()
+        stack.start_s3()
+        stack.start_api()
+        for name in workers:
+            stack.start_worker(name)
+        yield stack
+    finally:
+        stack.stop_all()
 
 
 def submit(api: str, job: dict) -> dict:

@@ -11,40 +11,18 @@ import pytest
 import redis
 import requests
 
-from devstack.local import LocalStack, free_port, wait_until
+from devstack.local import LocalStack, wait_until
 from shared.storage import Storage
 from tests.conftest import TEST_WEIGHTS
-from tests.service_helpers import SMALL_JOB, fetch_png, get_job, submit, wait_for
+from tests.service_helpers import SMALL_JOB, fetch_png, get_job, running_stack, submit, wait_for
 
 CHUNK_SIZE = 4
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s3_port = free_port()
-    stack = LocalStack(
-        tmp_path_factory.mktemp("stack"),
-        api_port=free_port(),
-        s3_port=s3_port,
-        extra_env={
-            "FILTERVIZ_WEIGHTS": TEST_WEIGHTS,
-            "FILTERVIZ_CHUNK_SIZE": str(CHUNK_SIZE),
-            # Short, so a chunk whose worker was killed is redelivered within the test.
-            "FILTERVIZ_VISIBILITY_TIMEOUT": "10",
-            "FILTERVIZ_CHUNK_TIME_LIMIT": "60",
-            # Another host name for the same server: presigned URLs must be signed for this one.
-            "S3_PUBLIC_ENDPOINT_URL": f"http://localhost:{s3_port}",
-        },
-    )
-    try:
-        stack.start_redis()
-        stack.start_s3()
-        stack.start_api()
-        stack.start_worker("alpha")
-        stack.start_worker("beta")
+    with running_stack(tmp_path_factory.mktemp("stack"), ["alpha", "beta"], CHUNK_SIZE) as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +74,26 @@ def test_job_runs_end_to_end_and_matches_a_cli_render(stack, api, finished_small
 
     picture = fetch_png(f"{api}/v1/jobs/{job_id}/filters/{manifest['grid']['order'][0]}.png")
     assert (picture == through_api[:32, :32]).all()
+    # A grid smaller than a thumbnail is its own thumbnail: never enlarged.
+    assert (fetch_png(f"{api}{job['links']['thumbnail']}") == through_api).all()
+
+
+def test_filters_are_listed_as_their_chunks_finish(api):
+    job = submit(api, {**SMALL_JOB, "filters": {"start": 0, "stop": 24}, "steps": 30, "seed": 4})
+    counts = []
+    while True:
+        listing = requests.get(f"{api}{job['links']['filters']}", timeout=10).json()
+        counts.append(len(listing["filters"]))
+        if listing["status"] in {"succeeded", "failed"}:
+            break
+        time.sleep(0.05)
+    assert listing["status"] == "succeeded"
+    assert all(count % CHUNK_SIZE == 0 for count in counts)  # a chunk's pictures appear together
+    assert counts == sorted(counts) and counts[-1] == 24 and any(0 < count < 24 for count in counts)
+    manifest = requests.get(f"{api}{job['links']['manifest']}", timeout=10).json()
+    expected = sorted((f["index"], f["loss"], f["dead"]) for f in manifest["filters"])
+    assert [(f["index"], f["loss"], f["dead"]) for f in listing["filters"]] == expected
+    assert fetch_png(f"{api}{listing['filters'][7]['url']}").shape == (32, 32, 3)
 
 
 def test_statuses_and_progress_move_forward_only(finished_small_job):

@@ -1,0 +1,296 @@
+// The filterviz page: submit a job, watch it run, browse recent jobs. It uses the public /v1 API
+// only; every check of a job's values happens there, and its errors are shown by the field they name.
+
+const POLL_MS = 1000;
+const FINISHED = new Set(["succeeded", "failed", "canceled"]);
+const $ = (id) => document.getElementById(id);
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const error = body?.error ?? {};
+    super(error.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.problems = error.problems ?? [];
+  }
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value !== undefined && value !== null) node.setAttribute(name, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+// ---- the form ----
+
+let layers = new Map(); // layer name -> filter count
+
+async function loadLayers() {
+  const { models } = await api("/v1/models");
+  const select = $("layer");
+  for (const layer of models[0].layers) {
+    layers.set(layer.name, layer.filters);
+    select.append(element("option", { value: layer.name }, `${layer.name} (${layer.filters} filters)`));
+  }
+  select.value = "block5_conv1";
+  select.addEventListener("change", () => {
+    $("filters-stop").value = Math.min(200, layers.get(select.value));
+    showFilterHint();
+  });
+  showFilterHint();
+}
+
+function showFilterHint() {
+  $("filters-hint").textContent = `${$("layer").value} has filters 0 to ${layers.get($("layer").value) - 1}`;
+}
+
+function numberOrText(id) {
+  const text = $(id).value.trim();
+  return text === "" || Number.isNaN(Number(text)) ? text : Number(text);
+}
+
+function jobRequest() {
+  const request = {
+    layer: $("layer").value,
+    filters: { start: numberOrText("filters-start"), stop: numberOrText("filters-stop") },
+    image_size: numberOrText("image-size"),
+    steps: numberOrText("steps"),
+    grid: { n: numberOrText("grid-n") },
+  };
+  const seed = numberOrText("seed");
+  if (seed !== "") request.seed = seed;
+  return request;
+}
+
+function clearFieldErrors() {
+  for (const slot of document.querySelectorAll("[data-error-for]")) slot.textContent = "";
+  for (const input of document.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+}
+
+function showFieldErrors(error) {
+  const problems = error.problems.length ? error.problems : [{ field: "body", reason: error.message }];
+  for (const { field, reason } of problems) {
+    // "filters.stop" or "grid.n" belong to the filters and grid fields; anything unknown goes to the form.
+    const slot = document.querySelector(`[data-error-for="${field.split(".")[0]}"]`) ?? $("form-error");
+    slot.textContent = slot.textContent ? `${slot.textContent}; ${reason}` : `${field}: ${reason}`;
+    const group = slot.closest(".field");
+    for (const input of group ? group.querySelectorAll("input, select") : []) input.setAttribute("aria-invalid", "true");
+  }
+  const first = document.querySelector("[aria-invalid='true']");
+  if (first) first.focus();
+}
+
+async function submitJob(event) {
+  event.preventDefault();
+  clearFieldErrors();
+  const button = event.submitter ?? $("job-form").querySelector("button");
+  button.disabled = true;
+  try {
+    const job = await api("/v1/jobs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(jobRequest()),
+    });
+    history.pushState({}, "", `/jobs/${job.id}`);
+    openJob(job.id);
+    refreshRecent();
+  } catch (error) {
+    if (error instanceof ApiError) showFieldErrors(error);
+    else $("form-error").textContent = `Could not reach the API: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- one job ----
+
+let watching = null; // {id, timer, shown: Set of filter indexes}
+
+function stopWatching() {
+  if (watching) clearTimeout(watching.timer);
+  watching = null;
+}
+
+function openJob(id) {
+  stopWatching();
+  watching = { id, timer: null, shown: new Set() };
+  $("job").hidden = false;
+  $("job-title").textContent = `Job ${id}`;
+  $("job-filters").replaceChildren();
+  $("job-params").replaceChildren();
+  $("job-grid").hidden = true;
+  $("job-error").textContent = "";
+  poll(watching);
+}
+
+async function poll(watch) {
+  let job;
+  try {
+    job = await api(`/v1/jobs/${watch.id}`);
+  } catch (error) {
+    if (watching !== watch) return;
+    $("job-status").textContent = error.status === 404 ? "No such job." : `Could not load the job: ${error.message}`;
+    if (error.status !== 404) watch.timer = setTimeout(() => poll(watch), POLL_MS * 3);
+    return;
+  }
+  if (watching !== watch) return; // another job was opened meanwhile
+  showJob(job);
+  // A chunk's pictures are listed once its record is stored, a moment after its progress counts.
+  if (watch.shown.size < job.progress.done || FINISHED.has(job.status)) await showFilters(watch, job);
+  if (!FINISHED.has(job.status)) watch.timer = setTimeout(() => poll(watch), POLL_MS);
+  else refreshRecent();
+}
+
+function showJob(job) {
+  $("job-status").replaceChildren("Status: ", element("span", { class: `status status-${job.status}` }, job.status));
+  const progress = $("job-progress");
+  progress.max = job.progress.total;
+  progress.value = job.progress.done;
+  const percent = Math.round((100 * job.progress.done) / job.progress.total);
+  progress.setAttribute("aria-valuetext", `${job.progress.done} of ${job.progress.total} filters`);
+  $("job-progress-text").textContent = `${job.progress.done} / ${job.progress.total} (${percent}%)`;
+  $("job-cancel").hidden = FINISHED.has(job.status);
+  $("job-error").textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
+  if (job.status === "succeeded" && $("job-grid").hidden) {
+    $("job-grid-image").src = job.links.grid;
+    $("job-grid-download").href = job.links.grid;
+    $("job-manifest").href = job.links.manifest;
+    $("job-grid-presigned").href = job.links.grid_presigned;
+    $("job-grid").hidden = false;
+  }
+  showParams(job);
+}
+
+function showParams(job) {
+  const { params } = job;
+  const filters = params.filters;
+  const rows = [
+    ["model", `${params.model} (${params.method})`],
+    ["layer", params.layer],
+    ["filters", filters.length > 6 ? `${filters[0]} … ${filters[filters.length - 1]} (${filters.length})` : filters.join(", ")],
+    ["image size", `${params.image_size} px`],
+    ["steps", `${params.steps} × ${params.step_size}`],
+    ["grid", `${params.grid.n} × ${params.grid.n}, margin ${params.grid.margin} px`],
+    ["seed", params.seed],
+    ["weights", job.weights ?? "not yet known"],
+    ["created", job.created_at],
+    ["started", job.started_at ?? "–"],
+    ["finished", job.finished_at ?? "–"],
+  ];
+  $("job-params").replaceChildren(...rows.flatMap(([name, value]) => [element("dt", {}, name), element("dd", {}, String(value))]));
+}
+
+async function showFilters(watch, job) {
+  let listing;
+  try {
+    listing = await api(`/v1/jobs/${watch.id}/filters`);
+  } catch {
+    return; // the next poll tries again
+  }
+  if (watching !== watch) return;
+  const list = $("job-filters");
+  for (const filter of listing.filters) {
+    if (watch.shown.has(filter.index)) continue;
+    watch.shown.add(filter.index);
+    const label = `Filter ${filter.index}, loss ${filter.loss.toFixed(3)}${filter.dead ? ", dead" : ""}`;
+    const image = element("img", { src: filter.url, alt: "", loading: "lazy", width: 64, height: 64 });
+    const button = element("button", { type: "button", "aria-label": label, title: label }, image,
+      element("span", { class: "index", "aria-hidden": "true" }, String(filter.index)));
+    button.addEventListener("click", () => openFilter(filter));
+    const item = element("li", { class: filter.dead ? "dead" : "", "data-index": filter.index }, button);
+    // Keep the list in filter order whatever order chunks finish in.
+    const after = [...list.children].find((li) => Number(li.dataset.index) > filter.index);
+    list.insertBefore(item, after ?? null);
+  }
+  $("job-filter-count").textContent = `(${watch.shown.size} of ${job.progress.total})`;
+}
+
+function openFilter(filter) {
+  $("filter-dialog-title").textContent = `Filter ${filter.index}`;
+  const image = $("filter-dialog-image");
+  image.src = filter.url;
+  image.alt = `What filter ${filter.index} responds to most`;
+  $("filter-dialog-loss").textContent =
+    `Final loss ${filter.loss.toFixed(4)}${filter.dead ? " (dead: left out of the grid)" : ""}`;
+  $("filter-dialog").showModal();
+}
+
+async function cancelJob(id) {
+  try {
+    await api(`/v1/jobs/${id}/cancel`, { method: "POST" });
+  } catch (error) {
+    if (error.status !== 409) alert(`Cancel failed: ${error.message}`); // 409: it finished meanwhile
+  }
+  if (watching?.id === id) {
+    clearTimeout(watching.timer);
+    poll(watching);
+  }
+  refreshRecent();
+}
+
+// ---- recent jobs ----
+
+async function refreshRecent() {
+  let jobs;
+  try {
+    ({ jobs } = await api("/v1/jobs?limit=20"));
+  } catch {
+    return;
+  }
+  const items = jobs.map((job) => {
+    const thumbnail = job.status === "succeeded"
+      ? element("img", { src: job.links.thumbnail, alt: "", loading: "lazy", width: 48, height: 48 })
+      : element("span", { class: "no-thumbnail", "aria-hidden": "true" });
+    const link = element("a", { href: `/jobs/${job.id}` }, `${job.params.layer}, ${job.progress.total} filters`);
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      history.pushState({}, "", link.href);
+      openJob(job.id);
+    });
+    const meta = element("span", { class: "meta" }, link, element("br"),
+      element("span", { class: `status status-${job.status}` }, job.status),
+      ` · ${job.progress.done}/${job.progress.total} · ${job.created_at.replace("T", " ").slice(0, 19)}`);
+    const item = element("li", { "data-job": job.id }, thumbnail, meta);
+    if (!FINISHED.has(job.status)) {
+      const cancel = element("button", { type: "button", "aria-label": `Cancel job ${job.id}` }, "Cancel");
+      cancel.addEventListener("click", () => cancelJob(job.id));
+      item.append(cancel);
+    }
+    return item;
+  });
+  $("recent-jobs").replaceChildren(...items);
+  if (!items.length) $("recent-jobs").append(element("li", {}, "No jobs yet."));
+}
+
+// ---- routing: / and /jobs/<id> ----
+
+function route() {
+  const match = location.pathname.match(/^\/jobs\/([^/]+)$/);
+  if (match) openJob(match[1]);
+  else {
+    stopWatching();
+    $("job").hidden = true;
+  }
+}
+
+async function main() {
+  $("job-form").addEventListener("submit", submitJob);
+  $("job-cancel").addEventListener("click", () => watching && cancelJob(watching.id));
+  window.addEventListener("popstate", route);
+  await loadLayers();
+  route();
+  refreshRecent();
+  setInterval(refreshRecent, 5000);
+  document.body.dataset.ready = "true";
+}
+
+main();

@@ -1,0 +1,173 @@
+"""The web page in a real headless Chromium (Debian's, driven by Playwright) against the real
+stack: Redis, SeaweedFS, a Celery worker and gunicorn, started here on free ports."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect, sync_playwright
+
+from shared.jobs import JobError, job_store
+from tests.conftest import TEST_WEIGHTS
+from tests.service_helpers import SMALL_JOB, running_stack, submit, wait_for
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Deep enough that each chunk takes a while: the job is still running when the test cancels it.
+SLOW_JOB = {"layer": "block4_conv1", "filters": {"start": 0, "stop": 64}, "image_size": 64, "steps": 50, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("web-stack"), ["web"], chunk_size=4) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium not found: `make test` installs it (Debian package chromium)"
+    with sync_playwright() as playwright:
+        # --no-sandbox: Chromium's sandbox refuses to start as root, as CI runs.
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, stack) -> Page:
+    context = browser.new_context(base_url=stack.api_url, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"the page's script failed: {errors}"
+
+
+def open_page(page: Page, path: str = "/") -> None:
+    page.goto(path)
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+def fill_job(page: Page, job: dict) -> None:
+    page.get_by_label("Layer").select_option(job["layer"])
+    page.get_by_label("from").fill(str(job["filters"]["start"]))
+    page.get_by_label("to (not included)").fill(str(job["filters"]["stop"]))
+    page.get_by_label("Image size (px)").fill(str(job["image_size"]))
+    page.get_by_label("Steps").fill(str(job["steps"]))
+    if "grid" in job:
+        page.get_by_label("Grid (cells per side)").fill(str(job["grid"]["n"]))
+    page.get_by_label("Seed").fill(str(job["seed"]))
+
+
+def progress(page: Page) -> tuple[int, int]:
+    value, maximum = page.eval_on_selector("#job-progress", "p => [p.value, p.max]")
+    return value, maximum
+
+
+def test_the_form_offers_every_layer_with_the_spec_defaults(page):
+    open_page(page)
+    layer = page.get_by_label("Layer")
+    expect(layer).to_have_value("block5_conv1")
+    expect(layer.locator("option")).to_have_count(13)
+    expect(layer.locator("option", has_text="block1_conv1 (64 filters)")).to_have_count(1)
+    expect(page.get_by_label("from")).to_have_value("0")
+    expect(page.get_by_label("to (not included)")).to_have_value("200")
+    expect(page.get_by_label("Image size (px)")).to_have_value("128")
+    expect(page.get_by_label("Steps")).to_have_value("20")
+    expect(page.get_by_label("Grid (cells per side)")).to_have_value("8")
+    layer.select_option("block1_conv1")  # fewer filters than the default 200: the range follows
+    expect(page.get_by_label("to (not included)")).to_have_value("64")
+
+
+def test_submit_watch_the_job_finish_and_open_a_filter(page, stack):
+    job = {**SMALL_JOB, "grid": {"n": 3}}
+    open_page(page)
+    fill_job(page, job)
+    page.get_by_role("button", name="Submit").click()
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
+    assert progress(page) == (16, 16)
+    expect(page.locator("#job-progress-text")).to_have_text("16 / 16 (100%)")
+
+    side = 3 * job["image_size"] + 2 * 5  # 3 x 3 cells, the default 5 px margin
+    grid = page.locator("#job-grid-image")
+    expect(grid).to_be_visible()
+    page.wait_for_function("() => document.getElementById('job-grid-image').naturalWidth > 0")
+    assert grid.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [side, side]
+    expect(page.get_by_role("link", name="Download grid.png")).to_have_attribute("href", f"/v1/jobs/{job_id}/grid.png")
+    expect(page.locator("#job-params")).to_contain_text(TEST_WEIGHTS)
+
+    thumbnails = page.locator("#job-filters button")
+    expect(thumbnails).to_have_count(16)
+    manifest = requests.get(f"{stack.api_url}/v1/jobs/{job_id}/manifest.json", timeout=10).json()
+    loss = next(f["loss"] for f in manifest["filters"] if f["index"] == 5)
+    # By keyboard: focus the thumbnail of filter 5, open it with Enter, close it with Escape.
+    page.get_by_role("button", name=re.compile(r"^Filter 5, loss")).focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("heading")).to_have_text("Filter 5")
+    expect(dialog).to_contain_text(f"Final loss {loss:.4f}")
+    page.wait_for_function("() => document.getElementById('filter-dialog-image').naturalWidth > 0")
+    assert page.locator("#filter-dialog-image").evaluate("img => img.naturalWidth") == job["image_size"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.screenshot(path=ARTIFACTS / "web-finished-job.png", full_page=True)
+
+    # The job is listed, with its thumbnail, and its URL opens it again.
+    listed = page.locator(f'#recent-jobs li[data-job="{job_id}"]')
+    expect(listed.locator("img")).to_have_attribute("src", f"/v1/jobs/{job_id}/thumbnail.png")
+    page.wait_for_function(f"() => document.querySelector('li[data-job=\"{job_id}\"] img').naturalWidth > 0")
+    open_page(page, f"/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_contain_text("succeeded")
+    expect(page.locator("#job-filters button")).to_have_count(16)
+
+
+def test_cancel_a_running_job(page, stack):
+    open_page(page)
+    fill_job(page, SLOW_JOB)
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#job-status")).to_contain_text("running", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('job-progress').value > 0")
+    done_before, total = progress(page)
+    assert 0 < done_before < total == 64  # the bar moved, and the job is not done yet
+    page.get_by_role("button", name="Cancel job", exact=True).click()
+    expect(page.locator("#job-status")).to_contain_text("canceled")
+    expect(page.get_by_role("button", name="Cancel job", exact=True)).to_be_hidden()
+    job_id = page.url.rsplit("/", 1)[1]
+    assert requests.get(f"{stack.api_url}/v1/jobs/{job_id}", timeout=10).json()["status"] == "canceled"
+
+
+def test_a_filter_beyond_the_layer_is_named_next_to_the_field(page, stack):
+    jobs_before = requests.get(f"{stack.api_url}/v1/jobs", timeout=10).json()["jobs"]
+    open_page(page)
+    fill_job(page, {**SMALL_JOB, "layer": "block1_conv1", "filters": {"start": 0, "stop": 100}})
+    page.get_by_role("button", name="Submit").click()
+    error = page.locator("#filters-error")
+    expect(error).to_have_text("filters: filter 99 is out of range: block1_conv1 has filters 0..63")
+    expect(page.get_by_label("to (not included)")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#image-size-error")).to_be_empty()
+    assert page.url.endswith("/")
+    assert requests.get(f"{stack.api_url}/v1/jobs", timeout=10).json()["jobs"] == jobs_before
+
+
+def test_a_failed_job_shows_its_error(page, stack):
+    job = submit(stack.api_url, SLOW_JOB)
+    message = "chunk 0 failed: worker ran out of memory"
+    assert job_store(stack.settings).mark_failed(job["id"], JobError("render_failed", message))
+    wait_for(stack.api_url, job["id"], {"failed"})
+    open_page(page, f"/jobs/{job['id']}")
+    expect(page.locator("#job-status")).to_contain_text("failed")
+    expect(page.locator("#job-error")).to_have_text(f"render_failed: {message}")
+
+
+def test_an_unknown_job_says_so(page):
+    open_page(page, "/jobs/00000000-0000-4000-8000-000000000000")
+    expect(page.locator("#job-status")).to_have_text("No such job.")
