@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -145,3 +146,17 @@ def test_workers_scale_and_listen_on_the_render_queue(services):
     assert "FILTERVIZ_IMAGENET_WEIGHTS=/opt/filterviz/weights/" in command
     assert re.search(r"^USER (?!root)", command, re.MULTILINE), "the worker runs as root"
     assert re.search(r"^USER (?!root)", _dockerfile_stage("api"), re.MULTILINE), "the API runs as root"
+
+
+def test_dockerfile_copies_only_what_exists_and_the_build_context_keeps():
+    text = (ROOT / "Dockerfile").read_text()
+    sources = [s for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE) for s in line.split()[:-1]]
+    kept = {line.lstrip("!").rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    for source in sources:
+        assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
+        assert source.rstrip("/") in kept, f".dockerignore leaves {source} out of the build context"
+    # The API image installs the base dependencies only: TensorFlow must not be among them.
+    installs = re.findall(r"pip install (.+)", _dockerfile_stage("api"))
+    assert installs and all("[" not in line for line in installs), "the API image installs an extra"
+    base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [d for d in base if d.lower().startswith(("tensorflow", "keras"))]
