@@ -15,10 +15,12 @@ from shared.jobs import FINISHED, SUCCEEDED
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, filter_file
 from shared.spec import describe_problems, parse_spec
 from shared.storage import CHUNK_RECORDS, job_key
+from shared.thumbnails import png_thumbnail
 
 jobs = Blueprint("jobs", __name__, url_prefix="/v1")
 
 MAX_LISTED = 100
+MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE = 16, 1024
 
 
 def _job_id(raw: str) -> str:
@@ -97,11 +99,25 @@ def cancel_job(job_id: str):
     return _resource(resource["id"])
 
 
-def _stored_file(resource: dict[str, Any], name: str, content_type: str) -> Response:
+def _stored_file(resource: dict[str, Any], name: str, content_type: str, shrink_to: int | None = None) -> Response:
     data = services().storage.get(job_key(resource["id"], name))
     if data is None:
         raise ApiError(404, "not_ready", f"{name} of job {resource['id']} is not there (status {resource['status']})")
+    if shrink_to is not None:
+        data = png_thumbnail(data, shrink_to)
     return Response(data, content_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _thumbnail_side() -> int | None:
+    """The optional ?size= of a picture: the side to shrink it to."""
+    raw = request.args.get("size")
+    if raw is None:
+        return None
+    side = request.args.get("size", type=int)
+    if side is None or not MIN_THUMBNAIL_SIDE <= side <= MAX_THUMBNAIL_SIDE:
+        reason = f"must be a whole number of pixels from {MIN_THUMBNAIL_SIDE} to {MAX_THUMBNAIL_SIDE}, not {raw!r}"
+        raise ApiError(422, "invalid_query", f"size: {reason}", [{"field": "size", "reason": reason}])
+    return side
 
 
 @jobs.get(f"/jobs/<job_id>/{GRID_FILE}")
@@ -145,8 +161,9 @@ def list_filters(job_id: str):
 
 @jobs.get("/jobs/<job_id>/filters/<int(signed=True):index>.png")
 def get_filter(job_id: str, index: int):
-    """One filter's picture."""
+    """One filter's picture; ?size=N shrinks it to fit N x N (for galleries)."""
     resource = _resource(_job_id(job_id))
+    shrink_to = _thumbnail_side()
     if index not in resource["params"]["filters"]:
         raise ApiError(404, "filter_not_in_job", f"filter {index} is not part of job {resource['id']}")
-    return _stored_file(resource, filter_file(index), "image/png")
+    return _stored_file(resource, filter_file(index), "image/png", shrink_to)

@@ -133,12 +133,17 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/jobs/{job_id}/filters/{index}.png": {
             "get": {
-                "summary": "One filter's picture",
+                "summary": "One filter's picture, optionally shrunk to fit size x size",
                 "parameters": [
                     _JOB_ID,
                     {"name": "index", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 16, "maximum": 1024}},
                 ],
-                "responses": {"200": _png("The picture"), "404": _error_response("Unknown job, filter or not ready")},
+                "responses": {
+                    "200": _png("The picture"),
+                    "404": _error_response("Unknown job, filter or not ready"),
+                    "422": _error_response("Invalid size"),
+                },
             },
         },
         "/v1/jobs/{job_id}/manifest.json": {

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from worker.imaging import FilterOutcome, decode_png, deprocess, encode_png, grid_order, stitch_grid, thumbnail
+from worker.imaging import FilterOutcome, decode_png, deprocess, encode_png, grid_order, stitch_grid
 
 
 def solid(value: int, size: int = 4) -> np.ndarray:
@@ -41,11 +41,3 @@ def test_stitch_places_cells_row_major_with_black_margins_and_black_empty_cells(
 def test_png_round_trip():
     picture = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     assert (decode_png(encode_png(picture)) == picture).all()
-
-
-def test_thumbnail_shrinks_to_fit_keeping_colour_and_never_enlarges():
-    big = solid(200, size=1059)
-    small = thumbnail(big, 256)
-    assert small.shape == (256, 256, 3) and (small == 200).all()
-    tiny = solid(50, size=100)
-    assert (thumbnail(tiny, 256) == tiny).all()

@@ -94,6 +94,15 @@ def test_filters_are_listed_as_their_chunks_finish(api):
     expected = sorted((f["index"], f["loss"], f["dead"]) for f in manifest["filters"])
     assert [(f["index"], f["loss"], f["dead"]) for f in listing["filters"]] == expected
     assert fetch_png(f"{api}{listing['filters'][7]['url']}").shape == (32, 32, 3)
+    assert fetch_png(f"{api}{listing['filters'][7]['url']}?size=16").shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("size", ["0", "2000", "big", ""])
+def test_a_bad_picture_size_is_422_naming_it(api, finished_small_job, size):
+    job_id, _ = finished_small_job
+    response = requests.get(f"{api}/v1/jobs/{job_id}/filters/3.png", params={"size": size}, timeout=10)
+    assert response.status_code == 422
+    assert response.json()["error"]["problems"][0]["field"] == "size"
 
 
 def test_statuses_and_progress_move_forward_only(finished_small_job):

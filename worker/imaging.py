@@ -57,13 +57,6 @@ def encode_png(picture: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def thumbnail(picture: np.ndarray, side: int) -> np.ndarray:
-    """The picture shrunk to fit side x side (never enlarged), aspect kept."""
-    image = Image.fromarray(picture)
-    image.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return np.asarray(image)
-
-
 def decode_png(data: bytes) -> np.ndarray:
     """RGB uint8 array of PNG bytes."""
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))

@@ -20,6 +20,7 @@ from shared.jobs import CANCELED, FINISHED, JobError, JobStore, job_store, now
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, THUMBNAIL_SIDE, build_manifest, filter_file
 from shared.settings import Settings
 from shared.storage import Storage, chunk_record_name, job_key
+from shared.thumbnails import png_thumbnail
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -124,7 +125,7 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
 @app.task(name=FINISH_JOB)
 def finish_job(chunk_results: list[dict[str, Any]], job_id: str) -> dict[str, Any]:
     """Once every chunk is in: stitch the grid from the stored pictures and write the manifest."""
-    from worker.imaging import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid, thumbnail
+    from worker.imaging import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid
 
     current = state()
     job = current.jobs.get(job_id)
@@ -143,8 +144,9 @@ def finish_job(chunk_results: list[dict[str, Any]], job_id: str) -> dict[str, An
         stored = pool.map(lambda k: current.storage.get(job_key(job_id, filter_file(k))), order)
         pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
     grid = stitch_grid(order, pictures, n=job.spec.grid.n, image_size=job.spec.image_size, margin=job.spec.grid.margin)
-    current.storage.put(job_key(job_id, GRID_FILE), encode_png(grid), "image/png")
-    current.storage.put(job_key(job_id, THUMBNAIL_FILE), encode_png(thumbnail(grid, THUMBNAIL_SIDE)), "image/png")
+    grid_png = encode_png(grid)
+    current.storage.put(job_key(job_id, GRID_FILE), grid_png, "image/png")
+    current.storage.put(job_key(job_id, THUMBNAIL_FILE), png_thumbnail(grid_png, THUMBNAIL_SIDE), "image/png")
 
     finished_at = now()
     manifest = build_manifest(
