@@ -10,6 +10,7 @@
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -28,10 +29,13 @@ WEIGHTS = "random:0"
 OVERHEAD_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 16}, "image_size": 64, "steps": 20, "seed": 1}
 SMALL_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 4}, "image_size": 64, "steps": 10, "seed": 2}
 POLL_CLIENTS, POLL_SECONDS = 32, 10
+# This machine's timings wander by tens of percent from run to run: report medians of a few rounds.
+ROUNDS = 3
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def engine_seconds(job: dict) -> float:
-    """The same job's ascent and deprocessing in this process, warm, without any service."""
+def engine_seconds(job: dict) -> list[float]:
+    """The same job's ascent and deprocessing in this process, warm, without any service, ROUNDS times."""
     from worker.loading import load_engine, pick_batch_size
     from worker.render import render_filters
 
@@ -40,9 +44,12 @@ def engine_seconds(job: dict) -> float:
     spec = parse_spec(job)
     batch = pick_batch_size(spec, len(spec.filters), settings)
     render_filters(loaded.engine, spec, spec.filters, batch_size=batch)  # warm: tracing happens here
-    started = time.perf_counter()
-    render_filters(loaded.engine, spec, spec.filters, batch_size=batch)
-    return time.perf_counter() - started
+    timings = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        render_filters(loaded.engine, spec, spec.filters, batch_size=batch)
+        timings.append(time.perf_counter() - started)
+    return timings
 
 
 def run_job(api: str, job: dict, session: requests.Session, poll_every: float = 0.01) -> dict:
@@ -55,7 +62,12 @@ def run_job(api: str, job: dict, session: requests.Session, poll_every: float = 
         time.sleep(poll_every)
 
 
-def poll_latencies(url: str) -> dict[str, str]:
+def _wrk_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * _WRK_UNITS[unit]
+
+
+def poll_latencies(url: str) -> dict[str, float]:
     """wrk's latency percentiles for GET url from POLL_CLIENTS keep-alive connections.
 
     wrk is a separate C process: a Python client on these 2 cores would add its own GIL waits
@@ -68,7 +80,7 @@ def poll_latencies(url: str) -> dict[str, str]:
     subprocess.run([*command[:-2], "-d2s", url], check=True, capture_output=True)  # warm every API process
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     found = dict(re.findall(r"^\s*(50|99|Requests/sec:)%?\s+(\S+)", output, re.MULTILINE))
-    return {"p50": found["50"], "p99": found["99"], "rate": found["Requests/sec:"]}
+    return {"p50": _wrk_ms(found["50"]), "p99": _wrk_ms(found["99"]), "rate": float(found["Requests/sec:"])}
 
 
 def wall_time_of_jobs(api: str, count: int) -> float:
@@ -81,7 +93,7 @@ def wall_time_of_jobs(api: str, count: int) -> float:
 
 
 def main() -> None:
-    engine = engine_seconds(OVERHEAD_JOB)
+    engine = statistics.median(engine_seconds(OVERHEAD_JOB))
     with tempfile.TemporaryDirectory() as workdir:
         stack = LocalStack(Path(workdir), api_port=free_port(), extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS})
         try:
@@ -91,19 +103,24 @@ def main() -> None:
             stack.start_worker("w1")
             session = requests.Session()
             run_job(stack.api_url, OVERHEAD_JOB, session)  # warm the worker's compiled step
-            started = time.perf_counter()
-            # Polls every 50 ms: often enough to see the end, rarely enough not to slow the worker down.
-            finished = run_job(stack.api_url, OVERHEAD_JOB, session, poll_every=0.05)
-            end_to_end = time.perf_counter() - started
+            runs = []
+            for _ in range(ROUNDS):
+                started = time.perf_counter()
+                # Polls every 50 ms: often enough to see the end, rarely enough not to slow the worker down.
+                finished = run_job(stack.api_url, OVERHEAD_JOB, session, poll_every=0.05)
+                runs.append(time.perf_counter() - started)
+            end_to_end = statistics.median(runs)
             overhead = end_to_end - engine
             print(
-                f"1. 16 filters, 64 px, 20 steps: engine {engine:.2f} s, end to end {end_to_end:.2f} s, "
-                f"overhead {overhead:.2f} s = {overhead / engine:.1%} of engine time"
+                f"1. 16 filters, 64 px, 20 steps (medians of {ROUNDS}): engine {engine:.2f} s, "
+                f"end to end {end_to_end:.2f} s, overhead {overhead:.2f} s = {overhead / engine:.1%} of engine time"
             )
 
-            polls = poll_latencies(f"{stack.api_url}/v1/jobs/{finished['id']}")
-            print(f"2. status polls of a finished job, {POLL_CLIENTS} concurrent clients (wrk, {POLL_SECONDS} s): "
-                  f"p50 {polls['p50']}, p99 {polls['p99']}, {polls['rate']} requests/s")  # fmt: skip
+            rounds = [poll_latencies(f"{stack.api_url}/v1/jobs/{finished['id']}") for _ in range(ROUNDS)]
+            each = ", ".join(f"p50 {r['p50']:.1f} / p99 {r['p99']:.1f} ms at {r['rate']:.0f}/s" for r in rounds)
+            p99 = statistics.median(r["p99"] for r in rounds)
+            print(f"2. status polls of a finished job, {POLL_CLIENTS} concurrent clients (wrk, {ROUNDS} x "
+                  f"{POLL_SECONDS} s): {each}; median p99 {p99:.1f} ms")  # fmt: skip
             stack.stop("w1")
 
             stack.extra_env.update({"FILTERVIZ_TF_THREADS": "1", "OMP_NUM_THREADS": "1"})

@@ -135,9 +135,11 @@ def test_cancel_a_running_job(page, stack):
     fill_job(page, SLOW_JOB)
     page.get_by_role("button", name="Submit").click()
     expect(page.locator("#job-status")).to_contain_text("running", timeout=60_000)
-    page.wait_for_function("() => document.getElementById('job-progress').value > 0")
+    # The first chunk's pictures appear while the job still runs.
+    page.wait_for_function("() => document.querySelectorAll('#job-filters button').length >= 4")
     done_before, total = progress(page)
     assert 0 < done_before < total == 64  # the bar moved, and the job is not done yet
+    assert 4 <= page.locator("#job-filters button").count() < 64
     page.get_by_role("button", name="Cancel job", exact=True).click()
     expect(page.locator("#job-status")).to_contain_text("canceled")
     expect(page.get_by_role("button", name="Cancel job", exact=True)).to_be_hidden()
