@@ -80,7 +80,7 @@ function showFieldErrors(error) {
   const problems = error.problems.length ? error.problems : [{ field: "body", reason: error.message }];
   for (const { field, reason } of problems) {
     // "filters.stop" or "grid.n" belong to the filters and grid fields; anything unknown goes to the form.
-    const slot = document.querySelector(`[data-error-for="${field.split(".")[0]}"]`) ?? $("form-error");
+    const slot = document.querySelector(`[data-error-for="${CSS.escape(field.split(".")[0])}"]`) ?? $("form-error");
     slot.textContent = slot.textContent ? `${slot.textContent}; ${reason}` : `${field}: ${reason}`;
     const group = slot.closest(".field");
     for (const input of group ? group.querySelectorAll("input, select") : []) input.setAttribute("aria-invalid", "true");
@@ -241,6 +241,8 @@ async function cancelJob(id) {
 // ---- recent jobs ----
 
 async function refreshRecent() {
+  // Rebuilding the list under someone tabbing through it would throw their focus away.
+  if ($("recent-jobs").contains(document.activeElement)) return;
   let jobs;
   try {
     ({ jobs } = await api("/v1/jobs?limit=20"));
@@ -248,9 +250,12 @@ async function refreshRecent() {
     return;
   }
   const items = jobs.map((job) => {
-    const thumbnail = job.status === "succeeded"
-      ? element("img", { src: job.links.thumbnail, alt: "", loading: "lazy", width: 48, height: 48 })
-      : element("span", { class: "no-thumbnail", "aria-hidden": "true" });
+    const placeholder = () => element("span", { class: "no-thumbnail", "aria-hidden": "true" });
+    let thumbnail = placeholder();
+    if (job.status === "succeeded") {
+      thumbnail = element("img", { src: job.links.thumbnail, alt: "", loading: "lazy", width: 48, height: 48 });
+      thumbnail.addEventListener("error", (event) => event.target.replaceWith(placeholder()));
+    }
     const link = element("a", { href: `/jobs/${job.id}` }, `${job.params.layer}, ${job.progress.total} filters`);
     link.addEventListener("click", (event) => {
       event.preventDefault();
