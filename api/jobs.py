@@ -1,7 +1,6 @@
 """Job endpoints: submit, look up, list, cancel, and fetch results by job id."""
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -14,7 +13,7 @@ from shared.celery_app import enqueue_job, split_chunks
 from shared.jobs import FINISHED, SUCCEEDED
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, filter_file
 from shared.spec import describe_problems, parse_spec
-from shared.storage import CHUNK_RECORDS, job_key
+from shared.storage import job_key
 from shared.thumbnails import png_thumbnail
 
 jobs = Blueprint("jobs", __name__, url_prefix="/v1")
@@ -147,9 +146,7 @@ def list_filters(job_id: str):
     if manifest is not None:
         entries = manifest["filters"]
     else:
-        keys = storage.list_keys(job_key(resource["id"], CHUNK_RECORDS))
-        with ThreadPoolExecutor(8) as pool:  # one S3 round trip per finished chunk: overlap them
-            records = [record for record in pool.map(storage.get_json, keys) if record is not None]
+        records = storage.chunk_records(resource["id"]).values()
         entries = [entry for record in records for entry in record["filters"]]
     template = resource["links"]["filter"]
     filters = [

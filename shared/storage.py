@@ -2,6 +2,7 @@
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -21,6 +22,8 @@ def job_key(job_id: str, name: str) -> str:
 
 
 CHUNK_RECORDS = "chunks/"
+# Small objects: S3 round trips dominate, so transfers of many of them overlap this many at a time.
+PARALLEL_TRANSFERS = 8
 
 
 def chunk_record_name(chunk_index: int) -> str:
@@ -93,6 +96,13 @@ class Storage:
         """Every key under prefix."""
         pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def chunk_records(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """The records the job's finished chunks left, by chunk index."""
+        keys = self.list_keys(job_key(job_id, CHUNK_RECORDS))
+        with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
+            records = [record for record in pool.map(self.get_json, keys) if record is not None]
+        return {record["chunk"]: record for record in records}
 
     def get_json(self, key: str) -> Any | None:
         """A stored JSON document, or None."""

@@ -19,13 +19,12 @@ from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
 from shared.jobs import CANCELED, FINISHED, JobError, JobStore, job_store, now
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, THUMBNAIL_SIDE, build_manifest, filter_file
 from shared.settings import Settings
-from shared.storage import Storage, chunk_record_name, job_key
+from shared.storage import PARALLEL_TRANSFERS, Storage, chunk_record_name, job_key
 from shared.thumbnails import png_thumbnail
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger(__name__)
-IO_THREADS = 8
 settings = Settings()
 app = create_celery(settings)
 
@@ -110,7 +109,7 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
         return {"chunk": chunk_index, "skipped": CANCELED}
 
     uploads = [(job_key(job_id, filter_file(r.index)), encode_png(r.picture), "image/png") for r in rendered]
-    with ThreadPoolExecutor(IO_THREADS) as pool:  # S3 round trips dominate: overlap them
+    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:  # S3 round trips dominate: overlap them
         list(pool.map(lambda upload: current.storage.put(*upload), uploads))
     record = {
         "chunk": chunk_index,
@@ -131,16 +130,17 @@ def finish_job(chunk_results: list[dict[str, Any]], job_id: str) -> dict[str, An
     job = current.jobs.get(job_id)
     if job is None or job.status in FINISHED:
         return {"skipped": job.status if job else "unknown job"}
-    records = [current.storage.get_json(job_key(job_id, chunk_record_name(i))) for i in range(job.chunks)]
-    missing = [i for i, record in enumerate(records) if record is None]
+    finished_chunks = current.storage.chunk_records(job_id)
+    missing = [i for i in range(job.chunks) if i not in finished_chunks]
     if missing:
         current.jobs.mark_failed(job_id, JobError("chunk_missing", f"chunks {missing} left no results"))
         return {"failed": "chunk_missing"}
 
+    records = [finished_chunks[i] for i in range(job.chunks)]
     entries = [entry for record in records for entry in record["filters"]]
     outcomes = [FilterOutcome(e["index"], e["loss"], e["dead"]) for e in entries]
     order = grid_order(outcomes, job.spec.grid.n)
-    with ThreadPoolExecutor(IO_THREADS) as pool:
+    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
         stored = pool.map(lambda k: current.storage.get(job_key(job_id, filter_file(k))), order)
         pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
     grid = stitch_grid(order, pictures, n=job.spec.grid.n, image_size=job.spec.image_size, margin=job.spec.grid.margin)
