@@ -74,7 +74,7 @@ def submit_job():
 @jobs.get("/jobs")
 def list_jobs():
     """The most recent jobs, newest first (those Redis still holds)."""
-    limit = min(request.args.get("limit", 20, type=int) or 20, MAX_LISTED)
+    limit = _query_int("limit", 1, MAX_LISTED, default=20)
     found = services()
     listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit)]
     return {"jobs": [job_resource(job, found.storage) for job in listed if job is not None]}
@@ -107,16 +107,16 @@ def _stored_file(resource: dict[str, Any], name: str, content_type: str, shrink_
     return Response(data, content_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
-def _thumbnail_side() -> int | None:
-    """The optional ?size= of a picture: the side to shrink it to."""
-    raw = request.args.get("size")
+def _query_int(name: str, low: int, high: int, default: int | None = None) -> int | None:
+    """An optional whole-number query parameter within [low, high], or 422 naming it."""
+    raw = request.args.get(name)
     if raw is None:
-        return None
-    side = request.args.get("size", type=int)
-    if side is None or not MIN_THUMBNAIL_SIDE <= side <= MAX_THUMBNAIL_SIDE:
-        reason = f"must be a whole number of pixels from {MIN_THUMBNAIL_SIDE} to {MAX_THUMBNAIL_SIDE}, not {raw!r}"
-        raise ApiError(422, "invalid_query", f"size: {reason}", [{"field": "size", "reason": reason}])
-    return side
+        return default
+    value = request.args.get(name, type=int)
+    if value is None or not low <= value <= high:
+        reason = f"must be a whole number from {low} to {high}, not {raw!r}"
+        raise ApiError(422, "invalid_query", f"{name}: {reason}", [{"field": name, "reason": reason}])
+    return value
 
 
 @jobs.get(f"/jobs/<job_id>/{GRID_FILE}")
@@ -160,7 +160,7 @@ def list_filters(job_id: str):
 def get_filter(job_id: str, index: int):
     """One filter's picture; ?size=N shrinks it to fit N x N (for galleries)."""
     resource = _resource(_job_id(job_id))
-    shrink_to = _thumbnail_side()
+    shrink_to = _query_int("size", MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE)
     if index not in resource["params"]["filters"]:
         raise ApiError(404, "filter_not_in_job", f"filter {index} is not part of job {resource['id']}")
     return _stored_file(resource, filter_file(index), "image/png", shrink_to)

@@ -81,7 +81,13 @@ def openapi_document() -> dict[str, Any]:
                     "422": _error_response("Invalid values, each named with its field"),
                 },
             },
-            "get": {"summary": "Recent jobs, newest first", "responses": {"200": {"description": "A list of jobs"}}},
+            "get": {
+                "summary": "Recent jobs, newest first",
+                "parameters": [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+                ],
+                "responses": {"200": {"description": "A list of jobs"}, "422": _error_response("Invalid limit")},
+            },
         },
         "/v1/jobs/{job_id}": {
             "get": {

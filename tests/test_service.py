@@ -105,6 +105,15 @@ def test_a_bad_picture_size_is_422_naming_it(api, finished_small_job, size):
     assert response.json()["error"]["problems"][0]["field"] == "size"
 
 
+@pytest.mark.parametrize("limit", ["0", "-5", "101", "many"])
+def test_a_bad_list_limit_is_422_naming_it(api, limit):
+    response = requests.get(f"{api}/v1/jobs", params={"limit": limit}, timeout=10)
+    assert response.status_code == 422
+    assert response.json()["error"]["problems"][0]["field"] == "limit"
+    listed = requests.get(f"{api}/v1/jobs", params={"limit": 2}, timeout=10).json()["jobs"]
+    assert len(listed) <= 2
+
+
 def test_statuses_and_progress_move_forward_only(finished_small_job):
     _, seen = finished_small_job
     order = {"queued": 0, "running": 1, "succeeded": 2}
