@@ -10,6 +10,7 @@ from PIL import Image
 from shared.spec import grid_side
 
 DEPROCESS_EPSILON = 1e-7
+SEED_CONTRAST = 0.1  # the seed's deprocess std
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,18 @@ class FilterOutcome:
     dead: bool
 
 
-def deprocess(image: np.ndarray) -> np.ndarray:
-    """The seed's deprocess: centre, scale to std 0.1, shift to 0.5, clip to [0, 1], to uint8 (truncating)."""
+def deprocess(image: np.ndarray, contrast: float = SEED_CONTRAST) -> np.ndarray:
+    """The seed's deprocess: centre, scale to std `contrast` (the seed's 0.1), shift to 0.5, clip to [0, 1],
+    to uint8 (truncating)."""
     x = image.astype(np.float64)
     x = (x - x.mean()) / (x.std() + DEPROCESS_EPSILON)
-    x = np.clip(x * 0.1 + 0.5, 0, 1) * 255
+    x = np.clip(x * contrast + 0.5, 0, 1) * 255
     return x.astype(np.uint8)
+
+
+def to_picture(image: np.ndarray) -> np.ndarray:
+    """An image already on a 0..255 scale (a sigmoid's output) as uint8, rounded."""
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def grid_order(outcomes: Sequence[FilterOutcome], n: int) -> list[int]:

@@ -1,0 +1,118 @@
+"""Gradient ascent in input space, many filters at once, by any method of shared/methods.py.
+
+The parts, one idea per module: `param` (how the image is parameterised), `transforms` (what is
+drawn per image each step), `objectives` (what is maximised), `optimizers` (how a step moves the
+image), `schedule` (octaves), `recipes` (which parts make which method), `loop` (the shared loop),
+`seed` (method `seed`, exactly the Keras example), `tf_step` (everything TensorFlow-specific).
+Each filter gets its own image in the batch and nothing couples images, so a batched run paints
+the same pictures as one filter at a time. The engine knows nothing of Celery, Redis or storage.
+"""
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+
+from shared.layers import find_layer
+from shared.methods import METHODS, SEED
+from worker.engine.core import FilterAscent
+from worker.engine.loop import CompiledRecipe, ascend_recipe_batch, compile_recipe
+from worker.engine.network import layer_stack
+from worker.engine.recipes import build_recipe, picture
+from worker.engine.seed import ascend_seed_batch, start_image
+from worker.engine.sizing import activation_bytes_per_image, auto_batch_size
+from worker.engine.tf_step import seed_step
+
+__all__ = [
+    "AscentEngine",
+    "FilterAscent",
+    "activation_bytes_per_image",
+    "auto_batch_size",
+    "picture",
+    "start_image",
+]
+
+COMPILED_RECIPES_KEPT = 8  # each holds traced graphs; a worker sees few distinct (layer, method, params)
+
+
+class AscentEngine:
+    """Runs the ascent on one loaded network; compiled steps are cached per layer, size and method."""
+
+    def __init__(self, network: keras.Model) -> None:
+        self._network = network
+        self._steps: dict[tuple[str, int], Callable] = {}
+        self._recipes: OrderedDict[tuple, CompiledRecipe] = OrderedDict()
+
+    def compiled_step(self, layer: str, image_size: int) -> Callable:
+        """Method `seed`'s compiled step for a layer and image size (any batch size), built on first use."""
+        key = (layer, image_size)
+        if key not in self._steps:
+            cut = keras.Model(self._network.input, self._network.get_layer(layer).output)
+            self._steps[key] = seed_step(cut, image_size)
+        return self._steps[key]
+
+    def compiled_recipe(self, layer: str, method: str, params: Mapping[str, Any] | None) -> CompiledRecipe:
+        """A method's compiled recipe on a layer, built on first use (the least recently used is dropped)."""
+        resolved = METHODS[method].resolve(params)
+        key = (layer, method, tuple(sorted(resolved.items())))
+        if key not in self._recipes:
+            self._recipes[key] = compile_recipe(layer_stack(self._network, layer), build_recipe(method, resolved))
+            if len(self._recipes) > COMPILED_RECIPES_KEPT:
+                self._recipes.popitem(last=False)
+        self._recipes.move_to_end(key)
+        return self._recipes[key]
+
+    def ascend(
+        self,
+        layer: str,
+        filters: Sequence[int],
+        *,
+        image_size: int,
+        steps: int,
+        step_size: float,
+        seed: int,
+        batch_size: int,
+        on_batch: Callable[[list[FilterAscent]], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        method: str = SEED,
+        method_params: Mapping[str, Any] | None = None,
+    ) -> list[FilterAscent]:
+        """Ascend every filter in `filters` in the given order, by `method`.
+
+        `batch_size` is the number of images one step may hold: a method that looks at several
+        crops of each image runs that many fewer filters at once. `on_batch` hears each finished
+        batch (for progress); `should_stop` is asked before every step and ends the run early when
+        it returns True (for cancellation): only whole batches are returned.
+        """
+        if method == SEED:
+            step = self.compiled_step(layer, image_size)
+
+            def run(batch: list[int]) -> list[FilterAscent] | None:
+                return ascend_seed_batch(
+                    step, batch, seed=seed, image_size=image_size, steps=steps, step_size=step_size,
+                    should_stop=should_stop,
+                )  # fmt: skip
+
+            per_batch = batch_size
+        else:
+            compiled = self.compiled_recipe(layer, method, method_params)
+            min_size = find_layer(layer).min_image_size
+
+            def run(batch: list[int]) -> list[FilterAscent] | None:
+                return ascend_recipe_batch(
+                    compiled, batch, seed=seed, image_size=image_size, steps=steps, step_size=step_size,
+                    min_size=min_size, should_stop=should_stop,
+                )  # fmt: skip
+
+            per_batch = max(1, batch_size // compiled.recipe.transform.copies)
+
+        results: list[FilterAscent] = []
+        for begin in range(0, len(filters), per_batch):
+            finished = run(list(filters[begin : begin + per_batch]))
+            if finished is None:
+                break
+            results.extend(finished)
+            if on_batch is not None:
+                on_batch(finished)
+        return results

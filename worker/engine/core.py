@@ -1,0 +1,31 @@
+"""What the engine hands back for each filter, and the per-filter random streams every part draws from."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FilterAscent:
+    """One filter's outcome: its image (RGB, 0..255 scale), its final loss, whether it is dead, steps run.
+
+    `revived`: the filter was dead on its starting image and is alive on its final one.
+    """
+
+    index: int
+    image: np.ndarray  # float32, image_size x image_size x 3
+    loss: float
+    dead: bool
+    steps_run: int
+    revived: bool = False
+
+
+def filter_rng(seed: int, filter_index: int, stream: int = 0) -> np.random.Generator:
+    """A generator keyed on (seed, filter, stream) alone, so a filter's draws never depend on its batch."""
+    key = [seed, filter_index] if stream == 0 else [seed, filter_index, stream]
+    return np.random.default_rng(key)
+
+
+def filter_keys(seed: int, filters: list[int]) -> np.ndarray:
+    """One int32 pair per filter, the key of its random transforms inside the compiled step."""
+    return np.stack([filter_rng(seed, k, stream=1).integers(0, 2**31 - 1, size=2) for k in filters]).astype(np.int32)

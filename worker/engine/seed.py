@@ -1,0 +1,67 @@
+"""Method `seed` of SPEC.md, exactly: the Keras example's loop, batched one image per filter.
+
+Each filter's loss is the mean of its channel of the layer's output, and its gradient is normalised
+by its own RMS, so a batched run paints the same pictures as one filter at a time. A filter whose
+loss is <= 0 after a step is dead and stops.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from worker.engine.core import FilterAscent, filter_rng
+
+
+def start_image(seed: int, filter_index: int, image_size: int) -> np.ndarray:
+    """The seed's starting noise, (rand - 0.5) * 20 + 128, drawn from (seed, filter) alone.
+
+    Keying the noise on the filter makes a filter's picture independent of which batch or
+    chunk it runs in.
+    """
+    rng = filter_rng(seed, filter_index)
+    return ((rng.random((image_size, image_size, 3)) - 0.5) * 20 + 128).astype(np.float32)
+
+
+def ascend_seed_batch(
+    step: Callable,
+    filters: list[int],
+    *,
+    seed: int,
+    image_size: int,
+    steps: int,
+    step_size: float,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[FilterAscent] | None:
+    """Run the seed's ascent on one batch; None when `should_stop` said so between two steps."""
+    count = len(filters)
+    current = tf.constant(np.stack([start_image(seed, k, image_size) for k in filters]))
+    filter_ids = tf.constant(filters, dtype=tf.int32)
+    last_loss = np.zeros(count, dtype=np.float64)
+    dead = np.zeros(count, dtype=bool)
+    steps_run = np.zeros(count, dtype=int)
+    active = np.arange(count)
+    step_size_t = tf.constant(step_size, dtype=tf.float32)
+    for _ in range(steps):
+        if should_stop is not None and should_stop():
+            return None
+        if active.size == count:
+            current, losses = step(current, filter_ids, step_size_t)
+        else:
+            # Dead filters stop: only the live images are computed and updated.
+            index = tf.constant(active[:, None], dtype=tf.int32)
+            moved, losses = step(tf.gather_nd(current, index), tf.gather_nd(filter_ids, index), step_size_t)
+            current = tf.tensor_scatter_nd_update(current, index, moved)
+        losses = losses.numpy()
+        last_loss[active] = losses
+        steps_run[active] += 1
+        # As in the seed, the step that finds loss <= 0 is still applied, then the filter stops.
+        died = losses <= 0
+        dead[active[died]] = True
+        active = active[~died]
+        if active.size == 0:
+            break
+    final = current.numpy()
+    return [
+        FilterAscent(k, final[i], float(last_loss[i]), bool(dead[i]), int(steps_run[i])) for i, k in enumerate(filters)
+    ]

@@ -1,0 +1,27 @@
+"""How many images fit in one step's memory."""
+
+from shared.layers import ConvLayer, conv_layers, find_layer
+
+BYTES_PER_FLOAT = 4
+
+
+def activation_bytes_per_image(layer: ConvLayer, image_size: int, model: str = "vgg16") -> int:
+    """Rough memory one image needs in a step: each conv output up to `layer`, kept for the backward
+    pass plus its gradient and the ReLU mask (about three copies)."""
+    total = image_size * image_size * 3
+    for conv in conv_layers(model):
+        side = max(1, image_size // conv.downsampling)
+        total += side * side * conv.filters
+        if conv.name == layer.name:
+            break
+    return 3 * total * BYTES_PER_FLOAT
+
+
+def auto_batch_size(layer_name: str, image_size: int, filter_count: int, memory_budget_mb: int) -> int:
+    """The largest batch whose activations fit the memory budget, but no more than the filters asked for."""
+    layer = find_layer(layer_name)
+    if layer is None:
+        raise ValueError(f"unknown layer {layer_name!r}")
+    per_image = activation_bytes_per_image(layer, image_size)
+    fits = max(1, (memory_budget_mb * 2**20) // per_image)
+    return int(min(fits, filter_count))
