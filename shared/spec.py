@@ -1,17 +1,43 @@
-"""The job spec: one validated description of a visualization, shared by the API, the worker and the CLI."""
+"""The job spec: one validated description of a visualization, shared by the API, the worker and the CLI.
+
+Two views of one model. `JobSpec` is the stored form: the worker and the job records load it
+without the deployment's limits, so raising a FILTERVIZ_MAX_* never turns a stored job invalid.
+`limited_spec_model(limits)` is the public form: the same fields with the limits as field bounds,
+which both the validator and the OpenAPI schema read, so the two can't disagree.
+Both take numbers strictly: JSON `true` is not 1, `"20"` is not 20, `64.0` is not 64.
+"""
 
 import secrets
-from typing import Annotated, Literal
+from functools import cache
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
-from shared.layers import find_layer
+from shared.layers import MODELS, find_layer
+from shared.methods import METHODS, SEED
 
 DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
+# No conv layer of any model has more filters: ranges and indexes are bounded by it before
+# anything is built from them (a {start, stop} range of 10^9 would otherwise be materialised).
+MAX_LAYER_FILTERS = max(layer.filters for layers in MODELS.values() for layer in layers)
 
 
 class Limits(BaseModel):
     """Bounds a deployment puts on one job, so one request can't occupy the workers for hours."""
+
+    model_config = ConfigDict(frozen=True)
 
     max_filters: int = 512
     max_image_size: int = 512
@@ -22,39 +48,52 @@ class Limits(BaseModel):
 class FilterRange(BaseModel):
     """Filters start..stop-1 of the layer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    start: int = Field(0, ge=0)
-    stop: int = Field(ge=1)
+    start: int = Field(0, ge=0, lt=MAX_LAYER_FILTERS)
+    stop: int = Field(ge=1, le=MAX_LAYER_FILTERS)
 
 
 class Grid(BaseModel):
     """An n x n grid of the best filters with `margin` black pixels between cells."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     n: int = Field(8, ge=1)
     margin: int = Field(5, ge=0, le=64)
 
-    @field_validator("n")
-    @classmethod
-    def _n_within_limit(cls, n: int, info: ValidationInfo) -> int:
-        limit = _limits(info).max_grid_n
-        if n > limit:
-            raise ValueError(f"grid n {n} is above the limit of {limit}")
-        return n
+
+# The layer check below enforces the exact bound (the layer's own count); the schema states the
+# largest any layer has. Kept off the item itself so an out-of-range index is named as `filters`.
+FilterIndex = Annotated[int, Field(ge=0, json_schema_extra={"maximum": MAX_LAYER_FILTERS - 1})]
+_LIST, _RANGE = "list", "range"
+
+
+def _filters_form(value: object) -> str:
+    return _RANGE if isinstance(value, dict | FilterRange) else _LIST
+
+
+def filters_type(max_count: int) -> Any:
+    """A list of at most max_count indexes, or a {start, stop} range; an error names only the form sent."""
+    listed = Annotated[list[FilterIndex], Field(max_length=max_count), Tag(_LIST)]
+    return Annotated[listed | Annotated[FilterRange, Tag(_RANGE)], Discriminator(_filters_form)]
 
 
 class JobSpec(BaseModel):
     """What to render. Defaults are the seed script's numbers (see SPEC.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # Set on the public form only (see limited_spec_model); None for stored specs.
+    limits: ClassVar[Limits | None] = None
 
     model: Literal["vgg16"] = "vgg16"
-    method: Literal["seed"] = "seed"
-    layer: str = "block5_conv1"
+    method: Literal[tuple(METHODS)] = SEED
+    # The method's own parameters (shared/methods.py); stored with every default filled in.
+    method_params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    layer: str = Field("block5_conv1", max_length=64)
     # Accepts a list or a {start, stop} range; stored as the explicit list of filter indices.
-    filters: list[Annotated[int, Field(ge=0)]] | FilterRange | None = Field(None, validate_default=True)
+    filters: filters_type(MAX_LAYER_FILTERS) | None = Field(None, validate_default=True)
     image_size: int = Field(128, ge=1)
     steps: int = Field(20, ge=1)
     step_size: float = Field(1.0, gt=0, le=1000, allow_inf_nan=False)
@@ -66,6 +105,21 @@ class JobSpec(BaseModel):
     def grid_side(self) -> int:
         """Width (and height) in pixels of this job's grid picture."""
         return grid_side(self.grid.n, self.image_size, self.grid.margin)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        # steps and step_size default to the method's own (step_size is its learning rate).
+        method = METHODS.get(data.get("method", SEED)) if isinstance(data, dict) else None
+        if method is None:
+            return data
+        return {"steps": method.steps, "step_size": method.step_size, **data}
+
+    @field_validator("method_params")
+    @classmethod
+    def _method_params_valid(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        method = METHODS.get(info.data.get("method", SEED))
+        return method.resolve(params) if method else params
 
     @field_validator("layer")
     @classmethod
@@ -79,29 +133,33 @@ class JobSpec(BaseModel):
     @classmethod
     def _filters_in_layer(cls, filters: list[int] | FilterRange | None, info: ValidationInfo) -> list[int]:
         layer = find_layer(info.data["layer"]) if "layer" in info.data else None
+        count = layer.filters if layer else MAX_LAYER_FILTERS
+        limit = cls.limits.max_filters if cls.limits else MAX_LAYER_FILTERS
         if filters is None:
-            return list(range(min(DEFAULT_FILTER_COUNT, layer.filters if layer else DEFAULT_FILTER_COUNT)))
+            filters = FilterRange(stop=min(DEFAULT_FILTER_COUNT, count, limit))
         if isinstance(filters, FilterRange):
+            # Checked on the two numbers, before the list is built.
             if filters.stop <= filters.start:
                 raise ValueError(f"empty range: stop ({filters.stop}) must be greater than start ({filters.start})")
-            filters = list(range(filters.start, filters.stop))
+            if filters.stop - filters.start > limit:
+                raise ValueError(f"{filters.stop - filters.start} filters asked for; at most {limit} per job")
+            if filters.stop > count:
+                raise ValueError(f"filter {filters.stop - 1} is out of range: {layer.name} has filters 0..{count - 1}")
+            return list(range(filters.start, filters.stop))
         if not filters:
             raise ValueError("at least one filter is needed")
-        if len(set(filters)) != len(filters):
-            raise ValueError("a filter is listed more than once")
-        limit = _limits(info).max_filters
         if len(filters) > limit:
             raise ValueError(f"{len(filters)} filters asked for; at most {limit} per job")
-        if layer is not None and max(filters) >= layer.filters:
-            raise ValueError(f"filter {max(filters)} is out of range: {layer.name} has filters 0..{layer.filters - 1}")
+        if len(set(filters)) != len(filters):
+            raise ValueError("a filter is listed more than once")
+        if max(filters) >= count:
+            name = layer.name if layer else "every layer"
+            raise ValueError(f"filter {max(filters)} is out of range: {name} has filters 0..{count - 1}")
         return filters
 
     @field_validator("image_size")
     @classmethod
     def _image_size_fits(cls, size: int, info: ValidationInfo) -> int:
-        limit = _limits(info).max_image_size
-        if size > limit:
-            raise ValueError(f"image_size {size} is above the limit of {limit}")
         layer = find_layer(info.data["layer"]) if "layer" in info.data else None
         if layer is not None and size < layer.min_image_size:
             raise ValueError(
@@ -109,35 +167,61 @@ class JobSpec(BaseModel):
             )
         return size
 
-    @field_validator("steps")
-    @classmethod
-    def _steps_within_limit(cls, steps: int, info: ValidationInfo) -> int:
-        limit = _limits(info).max_steps
-        if steps > limit:
-            raise ValueError(f"steps {steps} is above the limit of {limit}")
-        return steps
-
 
 def grid_side(n: int, image_size: int, margin: int) -> int:
     """Width (and height) of an n x n grid: n cells and n-1 margins."""
     return n * image_size + (n - 1) * margin
 
 
-def _limits(info: ValidationInfo) -> Limits:
-    return (info.context or {}).get("limits") or Limits()
+def _bounded(model: type[BaseModel], name: str, **bounds: Any) -> tuple[Any, FieldInfo]:
+    """Field `name` of `model` with extra bounds (e.g. le=512) on top of its own."""
+    field = model.model_fields[name]
+    return field.annotation, FieldInfo.merge_field_infos(field, Field(**bounds))
+
+
+@cache
+def limited_spec_model(limits: Limits) -> type[JobSpec]:
+    """The public form of JobSpec: the deployment's limits as field bounds (validator and OpenAPI schema)."""
+    grid = create_model("Grid", __base__=Grid, n=_bounded(Grid, "n", le=limits.max_grid_n))
+    filters = JobSpec.model_fields["filters"]
+    filter_list = filters_type(min(limits.max_filters, MAX_LAYER_FILTERS))
+    model = create_model(
+        "JobSpec",
+        __base__=JobSpec,
+        filters=(filter_list | None, FieldInfo.merge_field_infos(filters)),
+        image_size=_bounded(JobSpec, "image_size", le=limits.max_image_size),
+        steps=_bounded(JobSpec, "steps", le=limits.max_steps),
+        grid=(grid, Field(default_factory=grid)),
+    )
+    model.limits = limits
+    return model
 
 
 def parse_spec(data: object, limits: Limits | None = None) -> JobSpec:
-    """Validate a request body (a dict) into a JobSpec, under the deployment's limits."""
-    return JobSpec.model_validate(data, context={"limits": limits or Limits()})
+    """Validate a request body (a dict) into a JobSpec, under the deployment's limits.
+
+    The result is the stored form, loaded back from its own JSON: what is accepted here is
+    exactly what the job records and the worker will load.
+    """
+    public = limited_spec_model(limits or Limits()).model_validate(data)
+    return JobSpec.model_validate_json(public.model_dump_json())
+
+
+def _reason(item: Any) -> str:
+    """A pydantic error as a sentence naming the limit, where there is one."""
+    ctx = item.get("ctx") or {}
+    if item["type"] == "less_than_equal":
+        return f"{item['input']} is above the limit of {ctx['le']}"
+    if item["type"] == "too_long" and item["loc"][:1] == ("filters",):
+        return f"{ctx['actual_length']} filters asked for; at most {ctx['max_length']} per job"
+    return item["msg"].removeprefix("Value error, ")
 
 
 def describe_problems(error: ValidationError) -> list[dict[str, str]]:
     """Each problem as {"field": dotted path, "reason": text}, for HTTP bodies and CLI messages."""
     problems = []
     for item in error.errors(include_url=False):
-        # Union members add their type name to the path (e.g. filters.list[...]); keep the field names.
-        path = [str(part) for part in item["loc"] if not str(part).startswith(("list[", "FilterRange"))]
-        reason = item["msg"].removeprefix("Value error, ")
-        problems.append({"field": ".".join(path) or "body", "reason": reason})
+        # The filters union adds the form's tag to the path (filters.range.stop); keep the field names.
+        path = [str(part) for part in item["loc"] if part not in (_LIST, _RANGE)]
+        problems.append({"field": ".".join(path) or "body", "reason": _reason(item)})
     return problems

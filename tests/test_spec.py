@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from shared.spec import Limits, describe_problems, parse_spec
+from shared.spec import JobSpec, Limits, describe_problems, limited_spec_model, parse_spec
 
 
 def problems(data, limits=None):
@@ -61,3 +61,48 @@ def test_bad_values_name_their_field(data, field, words):
 def test_limits_are_configurable():
     assert problems({"filters": list(range(10))}, Limits(max_filters=4))[0]["field"] == "filters"
     assert parse_spec({"filters": list(range(10))}, Limits(max_filters=10)).filters == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"steps": True}, "steps"),
+        ({"steps": "20"}, "steps"),
+        ({"image_size": 64.0}, "image_size"),
+        ({"step_size": True}, "step_size"),
+        ({"filters": [True, False]}, "filters.0"),
+        ({"grid": {"n": True, "margin": False}}, "grid.n"),
+        ({"seed": 1e18}, "seed"),
+    ],
+)
+def test_numbers_are_taken_strictly(data, field):
+    assert any(p["field"] == field for p in problems(data))
+
+
+@pytest.mark.parametrize("stop", [2336070789, 2**63, 10**30])
+def test_a_huge_range_is_refused_on_its_bounds(stop):
+    found = problems({"filters": {"start": 0, "stop": stop}})
+    assert found == [{"field": "filters.stop", "reason": f"{stop} is above the limit of 512"}]
+
+
+def test_a_range_longer_than_the_limit_is_refused_before_it_is_built():
+    found = problems({"layer": "block4_conv1", "filters": {"start": 0, "stop": 300}}, Limits(max_filters=100))
+    assert found == [{"field": "filters", "reason": "300 filters asked for; at most 100 per job"}]
+
+
+def test_a_spec_accepted_under_raised_limits_loads_back_without_them():
+    raised = Limits(max_steps=1000, max_image_size=1024, max_grid_n=20)
+    spec = parse_spec({"steps": 300, "image_size": 1024, "grid": {"n": 20}, "filters": [0]}, raised)
+    stored = JobSpec.model_validate_json(spec.model_dump_json())
+    assert stored == spec and (stored.steps, stored.image_size, stored.grid.n) == (300, 1024, 20)
+
+
+def test_the_schema_states_the_limits_the_validator_enforces():
+    limits = Limits(max_filters=7, max_image_size=99, max_steps=5, max_grid_n=3)
+    schema = limited_spec_model(limits).model_json_schema()
+    properties, defs = schema["properties"], schema["$defs"]
+    assert properties["steps"]["maximum"] == 5 and properties["image_size"]["maximum"] == 99
+    assert defs["Grid"]["properties"]["n"]["maximum"] == 3
+    assert properties["filters"]["anyOf"][0]["oneOf"][0]["maxItems"] == 7
+    assert problems({"steps": 6}, limits)[0]["reason"] == "6 is above the limit of 5"
+    assert parse_spec({"steps": 5, "image_size": 99, "filters": list(range(7))}, limits).steps == 5

@@ -1,0 +1,134 @@
+"""What a job costs before it runs: compute (FLOPs from the layer shapes) and output bytes.
+
+The API refuses a job over budget and sizes its chunks by cost, so that every chunk fits its
+time limit on the configured worker class. FLOPs are counted as bench/engine.py counts them:
+2 per multiply-add of each 3x3 conv up to the layer, forward plus input gradient (about equal)
+per image and step.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import floor, isqrt
+
+from PIL import Image
+
+from shared.layers import conv_layers
+from shared.spec import JobSpec
+
+# Forward pass plus the gradient with respect to the input: about twice the forward FLOPs.
+PASSES_PER_STEP = 2
+# A chunk is planned to take at most this share of its time limit: estimates are rough, the
+# worker's speed wanders, and the soft limit comes 30 s before the hard one.
+CHUNK_HEADROOM = 0.5
+RGB = 3
+TERA = 1e12
+
+
+def forward_flops(layer_name: str, image_size: int, model: str = "vgg16") -> int:
+    """Multiply-add FLOPs (2 per MAC) of every 3x3 conv up to and including `layer_name`, for one image."""
+    flops, channels_in = 0, RGB
+    for conv in conv_layers(model):
+        side = image_size // conv.downsampling
+        flops += 2 * side * side * 9 * channels_in * conv.filters
+        channels_in = conv.filters
+        if conv.name == layer_name:
+            return flops
+    raise ValueError(f"unknown layer {layer_name!r}")
+
+
+def filter_flops(spec: JobSpec) -> int:
+    """FLOPs of one filter's ascent: every step, forward and input gradient."""
+    return PASSES_PER_STEP * forward_flops(spec.layer, spec.image_size, spec.model) * spec.steps
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A job's estimated compute and the most it can store."""
+
+    flops: int
+    # Raw RGB of each filter's picture and of the grid: a PNG of them is about that or smaller.
+    output_bytes: int
+    grid_pixels: int
+
+
+def job_cost(spec: JobSpec) -> Cost:
+    """The estimate for a whole job (dead filters stop early, so it is an upper bound)."""
+    grid_pixels = spec.grid_side**2
+    return Cost(
+        flops=filter_flops(spec) * len(spec.filters),
+        output_bytes=(len(spec.filters) * spec.image_size**2 + grid_pixels) * RGB,
+        grid_pixels=grid_pixels,
+    )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one job may cost, from the worker class a deployment configures."""
+
+    job_flops: float
+    # The most one chunk may cost: CHUNK_HEADROOM of its time limit at the worker's rate.
+    chunk_flops: float
+    output_bytes: int
+
+    @classmethod
+    def for_workers(cls, worker_gflops: float, chunk_time_limit: float, job_tflop: float, output_mb: int) -> "Budget":
+        """job_tflop 0 means: the largest admitted job fits one chunk's time limit on one worker."""
+        chunk_flops = worker_gflops * 1e9 * chunk_time_limit * CHUNK_HEADROOM
+        return cls(job_tflop * TERA or chunk_flops, chunk_flops, output_mb * 2**20)
+
+
+def over_budget(spec: JobSpec, budget: Budget) -> str | None:
+    """Why the job can't be admitted, with by how much and what to shrink; None when it fits."""
+    cost = job_cost(spec)
+    if cost.flops > budget.job_flops:
+        return (
+            f"this job needs about {cost.flops / TERA:.1f} TFLOP, {cost.flops / budget.job_flops:.1f}x the "
+            f"per-job budget of {budget.job_flops / TERA:.1f} TFLOP; {_what_to_shrink(spec, budget.job_flops)}"
+        )
+    one_filter = filter_flops(spec)
+    if one_filter > budget.chunk_flops:
+        return (
+            f"one filter needs about {one_filter / TERA:.1f} TFLOP, {one_filter / budget.chunk_flops:.1f}x what a "
+            f"chunk may take within its time limit ({budget.chunk_flops / TERA:.1f} TFLOP); "
+            f"{_what_to_shrink(spec, budget.chunk_flops, filters=1)}"
+        )
+    if cost.grid_pixels > Image.MAX_IMAGE_PIXELS:
+        # Larger grids are refused as decompression bombs when the thumbnail is made.
+        return (
+            f"the grid would be {spec.grid_side} px a side ({cost.grid_pixels / 1e6:.0f} Mpx), above the "
+            f"{Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx a picture may have; use a smaller grid.n or image_size"
+        )
+    if cost.output_bytes > budget.output_bytes:
+        return (
+            f"this job may store about {cost.output_bytes / 2**20:.0f} MiB, "
+            f"{cost.output_bytes / budget.output_bytes:.1f}x the limit of {budget.output_bytes / 2**20:.0f} MiB; "
+            "ask for fewer filters or a smaller image_size"
+        )
+    return None
+
+
+def _what_to_shrink(spec: JobSpec, flops_budget: float, filters: int | None = None) -> str:
+    """The largest filters, steps or image_size that would fit, each with the others unchanged."""
+    filters = filters or len(spec.filters)
+    per_step = PASSES_PER_STEP * forward_flops(spec.layer, spec.image_size, spec.model)
+    most_filters = floor(flops_budget / (per_step * spec.steps))
+    most_steps = floor(flops_budget / (per_step * filters))
+    # Conv FLOPs grow with the image's area (about: each block rounds its side down).
+    about_side = isqrt(floor(spec.image_size**2 * flops_budget / (per_step * filters * spec.steps)))
+    options = [f"at most {most_filters} filters"] if filters > 1 and most_filters >= 1 else []
+    options += [f"steps at most {most_steps}"] if most_steps >= 1 else []
+    options += [f"image_size about {about_side} or less"] if about_side >= 1 else []
+    return "ask for " + ", or ".join(options) if options else "choose an earlier layer"
+
+
+def split_by_cost(
+    filters: Sequence[int], flops_per_filter: float, max_chunk_flops: float, max_count: int
+) -> list[list[int]]:
+    """Consecutive chunks of filters, each of at most max_count filters and max_chunk_flops.
+
+    Every filter of a job costs the same (same layer, size and steps), so this is a count per
+    chunk derived from the cost; a single filter over max_chunk_flops still gets a chunk of its own
+    (over_budget refuses such jobs before they get here).
+    """
+    per_chunk = max(1, min(max_count, floor(max_chunk_flops / max(flops_per_filter, 1))))
+    return [list(filters[i : i + per_chunk]) for i in range(0, len(filters), per_chunk)]
