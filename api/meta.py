@@ -7,25 +7,29 @@ from flask import Blueprint, Response
 from api.openapi import openapi_document
 from api.services import services
 from shared.layers import MODELS
+from shared.methods import describe_methods
 
 meta = Blueprint("meta", __name__)
 
 
 @meta.get("/v1/models")
 def list_models():
-    """Each model with its conv layers and their filter counts (from the static table, no TensorFlow)."""
+    """Each model with its conv layers and their filter counts, and the methods with their parameters and
+    defaults (from static tables, no TensorFlow)."""
+    methods = describe_methods()
     return {
         "models": [
             {
                 "name": name,
-                "methods": ["seed"],
+                "methods": [method["name"] for method in methods],
                 "layers": [
                     {"name": layer.name, "filters": layer.filters, "min_image_size": layer.min_image_size}
                     for layer in layers
                 ],
             }
             for name, layers in MODELS.items()
-        ]
+        ],
+        "methods": methods,
     }
 
 

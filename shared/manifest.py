@@ -5,7 +5,8 @@ from typing import Any
 
 from shared.spec import JobSpec
 
-MANIFEST_VERSION = 1
+# 2: params carry `method_params` (every default filled in) and each filter says whether it was revived.
+MANIFEST_VERSION = 2
 GRID_FILE = "grid.png"
 # A small copy of the grid, for lists of jobs on slow links.
 THUMBNAIL_FILE = "thumbnail.png"
@@ -30,7 +31,8 @@ def build_manifest(
 ) -> dict[str, Any]:
     """Everything needed to understand and reproduce a rendering, as JSON-ready data.
 
-    `filters` holds one entry per requested filter: index, loss, dead, and optionally where it ran.
+    `filters` holds one entry per requested filter: index, loss, dead, revived, and optionally where it
+    ran. `params` has the method and all its parameters (`method_params`).
     """
     return {
         "manifest_version": MANIFEST_VERSION,

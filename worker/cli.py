@@ -11,6 +11,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from shared.layers import conv_layers
+from shared.methods import METHODS, SEED
 from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
 
@@ -38,6 +39,25 @@ def parse_filters(text: str) -> list[int]:
     return filters
 
 
+def parse_param(text: str) -> tuple[str, int | float | bool]:
+    """'crops=4', 'pre_relu=false' or 'scale=0.05' into (name, value), checked later against the method."""
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"bad method parameter {text!r}: use NAME=VALUE, e.g. crops=4")
+    if value.lower() in ("true", "false"):
+        return name, value.lower() == "true"
+    try:
+        return name, int(value)
+    except ValueError:
+        pass
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad method parameter {text!r}: the value must be a number, true or false"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, with SPEC.md's defaults."""
     defaults = JobSpec.model_fields
@@ -48,8 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--layer", default=defaults["layer"].default, help="conv layer (default %(default)s)")
     render.add_argument("--filters", type=parse_filters, help="e.g. 0-199 or 1,5,9 (default: first 200)")
     render.add_argument("--size", type=int, default=defaults["image_size"].default, help="image side in px")
-    render.add_argument("--steps", type=int, default=defaults["steps"].default, help="ascent steps")
-    render.add_argument("--step-size", type=float, default=defaults["step_size"].default, help="ascent step size")
+    render.add_argument(
+        "--method", choices=list(METHODS), default=SEED, help="how pictures are made (default %(default)s)"
+    )
+    render.add_argument(
+        "--param", type=parse_param, action="append", default=[], metavar="NAME=VALUE",
+        help="a parameter of the method, e.g. crops=4 (repeatable; GET /v1/models or README lists them)",
+    )  # fmt: skip
+    render.add_argument("--steps", type=int, help="ascent steps (default: the method's)")
+    render.add_argument("--step-size", type=float, help="step size or learning rate (default: the method's)")
     render.add_argument("--grid", type=int, default=8, help="grid is N x N filters (default %(default)s)")
     render.add_argument("--margin", type=int, default=5, help="black pixels between cells (default %(default)s)")
     render.add_argument("--seed", type=int, help="seed of the starting noise (default: random, recorded)")
@@ -64,12 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace, settings: Settings) -> JobSpec:
     """The validated job spec the arguments describe; UsageError names the first bad one."""
     request = {
+        "method": args.method,
+        "method_params": dict(args.param),
         "layer": args.layer,
         "image_size": args.size,
-        "steps": args.steps,
-        "step_size": args.step_size,
         "grid": {"n": args.grid, "margin": args.margin},
     }
+    if args.steps is not None:
+        request["steps"] = args.steps
+    if args.step_size is not None:
+        request["step_size"] = args.step_size
     if args.filters is not None:
         request["filters"] = args.filters
     if args.seed is not None:

@@ -12,15 +12,16 @@ import numpy as np
 
 from shared.manifest import GRID_FILE, MANIFEST_FILE, build_manifest, filter_file
 from shared.spec import JobSpec
-from worker.engine import AscentEngine, FilterAscent
-from worker.imaging import FilterOutcome, deprocess, encode_png, grid_order, stitch_grid
+from worker.engine import AscentEngine, FilterAscent, picture
+from worker.imaging import FilterOutcome, encode_png, grid_order, stitch_grid
 
 
 @dataclass(frozen=True)
 class RenderedFilter(FilterOutcome):
-    """A filter's outcome with its deprocessed picture."""
+    """A filter's outcome with its deprocessed picture, and whether it was revived (dead at the start)."""
 
     picture: np.ndarray = field(repr=False, compare=False)
+    revived: bool = False
 
 
 @dataclass
@@ -44,7 +45,8 @@ def ascend_spec(
     on_batch: Callable[[list[FilterAscent]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[FilterAscent]:
-    """The raw ascent of `filters` with the spec's layer, size, steps, step size and seed."""
+    """The raw ascent of `filters` with the spec's method and its parameters, layer, size, steps, step size
+    and seed."""
     return engine.ascend(
         spec.layer,
         filters,
@@ -55,6 +57,8 @@ def ascend_spec(
         batch_size=batch_size,
         on_batch=on_batch,
         should_stop=should_stop,
+        method=spec.method,
+        method_params=spec.method_params,
     )
 
 
@@ -67,14 +71,20 @@ def render_filters(
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[RenderedFilter]:
-    """Ascend and deprocess `filters` of the spec's layer; `on_progress` hears how many more are done."""
+    """Ascend and deprocess `filters` of the spec's layer; `on_progress` hears how many more are done.
+
+    `should_stop` is asked before every step; when it stops the run, fewer filters come back.
+    """
 
     def finished(batch: list[FilterAscent]) -> None:
         if on_progress is not None:
             on_progress(len(batch))
 
     ascents = ascend_spec(engine, spec, filters, batch_size=batch_size, on_batch=finished, should_stop=should_stop)
-    return [RenderedFilter(a.index, a.loss, a.dead, deprocess(a.image)) for a in ascents]
+    return [
+        RenderedFilter(a.index, a.loss, a.dead, picture(spec.method, spec.method_params, a.image), a.revived)
+        for a in ascents
+    ]
 
 
 def stitch(
@@ -111,8 +121,12 @@ def render(
 
 
 def filter_entries(filters: Sequence[FilterOutcome], **extra: Any) -> list[dict[str, Any]]:
-    """Manifest entries for filters: index, final loss, dead, plus any extra fields (e.g. chunk, worker)."""
-    return [{"index": f.index, "loss": f.loss, "dead": f.dead, **extra} for f in filters]
+    """Manifest entries for filters: index, final loss, dead, revived (dead on its starting image, alive on
+    its final one), plus any extra fields (e.g. chunk, worker)."""
+    return [
+        {"index": f.index, "loss": f.loss, "dead": f.dead, "revived": getattr(f, "revived", False), **extra}
+        for f in filters
+    ]
 
 
 def write_folder(rendering: Rendering, out_dir: Path, runtime: dict[str, Any]) -> dict[str, Any]:
