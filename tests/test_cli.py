@@ -37,6 +37,20 @@ def test_render_writes_grid_filter_pictures_and_manifest(tmp_path):
         assert Image.open(out / "filters" / f"{k}.png").size == (32, 32)
 
 
+def test_render_by_another_method_records_it_and_its_parameters(tmp_path):
+    out = tmp_path / "out"
+    result = filterviz("render", *SMALL, "--method", "maco", "--param", "crops=2", "--param", "pre_relu=false",
+                       "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["params"]["method"] == "maco"
+    assert manifest["params"]["method_params"]["crops"] == 2
+    assert manifest["params"]["method_params"]["pre_relu"] is False
+    assert manifest["params"]["method_params"]["noise"] == 0.04  # defaults are recorded too
+    assert all(isinstance(f["revived"], bool) for f in manifest["filters"])
+    assert Image.open(out / "filters" / "0.png").size == (32, 32)
+
+
 def test_layers_lists_every_conv_layer_with_its_filter_count():
     result = filterviz("layers")
     assert result.returncode == 0
@@ -58,6 +72,9 @@ def test_layers_lists_every_conv_layer_with_its_filter_count():
         (["--weights", "/nonexistent/vgg16.h5"], "weights file /nonexistent/vgg16.h5 does not exist"),
         (["--weights", "{junk}"], "could not be loaded"),
         (["--batch-size", "0"], "batch-size: must be at least 1"),
+        (["--method", "paint"], "invalid choice: 'paint'"),
+        (["--method", "fourier", "--param", "jitter=-1"], "method_params: jitter -1 is below the minimum of 0"),
+        (["--param", "crops"], "bad method parameter 'crops'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):
