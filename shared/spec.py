@@ -110,7 +110,9 @@ class JobSpec(BaseModel):
     @classmethod
     def _method_defaults(cls, data: Any) -> Any:
         # steps and step_size default to the method's own (step_size is its learning rate).
-        method = METHODS.get(data.get("method", SEED)) if isinstance(data, dict) else None
+        name = data.get("method", SEED) if isinstance(data, dict) else None
+        # Anything but a known name is left for the field's own check to name (a dict can't be a key).
+        method = METHODS.get(name) if isinstance(name, str) else None
         if method is None:
             return data
         return {"steps": method.steps, "step_size": method.step_size, **data}
