@@ -36,9 +36,26 @@ def forward_flops(layer_name: str, image_size: int, model: str = "vgg16") -> int
     raise ValueError(f"unknown layer {layer_name!r}")
 
 
+def network_input(spec: JobSpec) -> tuple[int, int]:
+    """How many images the network sees per filter and step, and their side.
+
+    Methods that pad (fourier) show the network a larger image; MACO looks at several crops of
+    each image, each resized to image_size. Multiscale's early octaves are smaller: counting them
+    at full size keeps the estimate an upper bound.
+    """
+    params = spec.method_params
+    return int(params.get("crops", 1)), spec.image_size + 2 * int(params.get("pad", 0))
+
+
+def step_flops(spec: JobSpec) -> int:
+    """FLOPs of one filter's step: forward and input gradient of each image the network sees."""
+    copies, side = network_input(spec)
+    return PASSES_PER_STEP * copies * forward_flops(spec.layer, side, spec.model)
+
+
 def filter_flops(spec: JobSpec) -> int:
-    """FLOPs of one filter's ascent: every step, forward and input gradient."""
-    return PASSES_PER_STEP * forward_flops(spec.layer, spec.image_size, spec.model) * spec.steps
+    """FLOPs of one filter's ascent: every step."""
+    return step_flops(spec) * spec.steps
 
 
 @dataclass(frozen=True)
@@ -110,7 +127,7 @@ def over_budget(spec: JobSpec, budget: Budget) -> str | None:
 def _what_to_shrink(spec: JobSpec, flops_budget: float, filters: int | None = None) -> str:
     """The largest filters, steps or image_size that would fit, each with the others unchanged."""
     filters = filters or len(spec.filters)
-    per_step = PASSES_PER_STEP * forward_flops(spec.layer, spec.image_size, spec.model)
+    per_step = step_flops(spec)
     most_filters = floor(flops_budget / (per_step * spec.steps))
     most_steps = floor(flops_budget / (per_step * filters))
     # Conv FLOPs grow with the image's area (about: each block rounds its side down).

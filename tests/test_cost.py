@@ -59,3 +59,12 @@ def test_chunks_are_sized_by_cost_and_keep_every_filter_in_order():
     assert [f for chunk in chunks for f in chunk] == spec.filters
     cheap = split_by_cost(spec.filters, per_filter, max_chunk_flops=1e30, max_count=32)
     assert [len(chunk) for chunk in cheap] == [32] * 6 + [8]
+
+
+def test_methods_that_show_the_network_more_pixels_cost_more():
+    base = {"layer": "block3_conv1", "filters": [0], "image_size": 64, "steps": 10}
+    one_crop = parse_spec({**base, "method": "maco", "method_params": {"crops": 1}})
+    four_crops = parse_spec({**base, "method": "maco", "method_params": {"crops": 4}})
+    assert filter_flops(four_crops) == 4 * filter_flops(one_crop)
+    padded = parse_spec({**base, "method": "fourier", "method_params": {"pad": 16}})
+    assert filter_flops(padded) == filter_flops(parse_spec({**base, "image_size": 96}))
