@@ -7,6 +7,7 @@ from api.jobs import jobs
 from api.meta import meta
 from api.services import Services
 from api.web import web
+from api.workers import workers
 from shared.celery_app import create_celery
 from shared.jobs import job_store
 from shared.settings import Settings
@@ -23,5 +24,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(jobs)
     app.register_blueprint(meta)
     app.register_blueprint(web)
+    app.register_blueprint(workers)
     register_error_handlers(app)
     return app

@@ -15,6 +15,8 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 S3_ACCESS_KEY, S3_SECRET_KEY = "filterviz", "filterviz-secret"
+# A second user that may read but not write: tests give it to a worker to see S3 refuse writes.
+S3_READER_KEY, S3_READER_SECRET = "filterviz-reader", "filterviz-reader-secret"
 
 
 def free_port() -> int:
@@ -100,7 +102,7 @@ class LocalStack:
         data = self.workdir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         command = [_tool("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                   "--dir", str(data), "--save", "", "--appendonly", "no"]  # fmt: skip
+                   "--dir", str(data), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]  # fmt: skip
         process = self._spawn("redis", command)
         wait_until(lambda: _port_open(self.redis_port), "redis", 30, process)
 
@@ -110,7 +112,9 @@ class LocalStack:
         identity = {"name": "filterviz", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
         config = self.workdir / "s3.json"
-        config.write_text(json.dumps({"identities": [identity]}))
+        reader = {"name": "reader", "credentials": [{"accessKey": S3_READER_KEY, "secretKey": S3_READER_SECRET}],
+                  "actions": ["Read", "List"]}  # fmt: skip
+        config.write_text(json.dumps({"identities": [identity, reader]}))
         master, volume, filer = free_port(), free_port(), free_port()
         command = [
             _tool("weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -145,9 +149,9 @@ class LocalStack:
             return False
         return True
 
-    def start_worker(self, name: str, timeout: float = 120) -> subprocess.Popen:
+    def start_worker(self, name: str, timeout: float = 120, app: str = "worker.tasks") -> subprocess.Popen:
         """A Celery worker with one pool process, returned once that process has loaded VGG16."""
-        process = self._spawn_worker(name)
+        process = self.spawn_worker(name, app)
         log = self.workdir / f"{name}.log"
 
         def loaded() -> bool:
@@ -160,17 +164,19 @@ class LocalStack:
         wait_until(loaded, f"worker {name}", timeout, process)
         return process
 
-    def _spawn_worker(self, name: str) -> subprocess.Popen:
-        command = [sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "-Q", "filterviz.render",
+    def spawn_worker(self, name: str, app: str = "worker.tasks", env: dict | None = None) -> subprocess.Popen:
+        """A Celery worker, started without waiting for it: `app` may wrap the tasks (fault injection in
+        tests), `env` adds to the stack's environment (a worker that must refuse to start)."""
+        command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "filterviz.render",
                    "--concurrency", "1", "--loglevel", "INFO", "--hostname", f"{name}@%h", "--without-gossip",
                    "--without-mingle"]  # fmt: skip
-        extra = {"FILTERVIZ_WORKER_NAME": name}
-        self.extra_env.update(extra)
+        saved = dict(self.extra_env)
+        self.extra_env.update({**(env or {}), "FILTERVIZ_WORKER_NAME": name})
         try:
             return self._spawn(name, command)
         finally:
-            for key in extra:
-                self.extra_env.pop(key)
+            self.extra_env.clear()
+            self.extra_env.update(saved)
 
     def start_api(self) -> None:
         command = [_tool("gunicorn"), "-c", "python:api.gunicorn_conf", "--bind", f"127.0.0.1:{self.api_port}",
@@ -188,6 +194,15 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+    def restart_redis(self) -> None:
+        """Stop Redis (it writes its append-only file on the way out) and start it on the same data and port."""
+        self.stop("redis")
+        self.start_redis()
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send a signal to one process group without waiting (SIGSTOP/SIGCONT hang and resume a server)."""
+        os.killpg(self.processes[name].pid, sig)
 
     def stop_all(self) -> None:
         for name in reversed(list(self.processes)):

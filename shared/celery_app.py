@@ -1,9 +1,11 @@
 """The Celery app both sides share: broker, serialization, reliability settings, task names, and
-how a job becomes a chord of chunk tasks."""
+how a job's units are sent. Completion is tracked by shared/lifecycle.py, not by a chord: a chord's
+callback never runs when one header task fails outside its own error handling, and its counting
+of duplicates depends on the Celery version."""
 
 from collections.abc import Sequence
 
-from celery import Celery, chord
+from celery import Celery
 
 from shared.settings import Settings
 
@@ -14,28 +16,33 @@ FINISH_JOB = "filterviz.finish_job"
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app on the configured Redis, set up so that no chunk is lost or hoarded."""
-    app = Celery("filterviz", broker=settings.redis_url, backend=settings.redis_url)
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    app = Celery("filterviz", broker=settings.redis_url)
+    # Leases (shared/lifecycle.py) recover a dead worker's chunk within a minute; the broker's own
+    # redelivery after visibility_timeout is only a late duplicate, which finds its chunk done.
+    transport = {"visibility_timeout": max(settings.visibility_timeout, settings.chunk_time_limit + 60)}
     app.conf.update(
         task_serializer="json",
-        result_serializer="json",
         accept_content=["json"],
-        # A chunk is acked when it ends, and requeued if its worker process dies: chunks are
-        # idempotent (they overwrite their own outputs and set, not add, their progress).
+        # Results live in storage and the job record; nothing reads Celery's.
+        task_ignore_result=True,
+        # A chunk is acked when it ends, and requeued at once if its pool process dies: chunks are
+        # idempotent, and the lifecycle counts their starts, so a chunk that kills its process ends.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options=transport,
-        result_backend_transport_options=transport,
         task_time_limit=settings.chunk_time_limit,
         task_soft_time_limit=max(1, settings.chunk_time_limit - 30),
-        result_expires=settings.job_record_days * 86400,
         task_default_queue=QUEUE,
         task_routes={"filterviz.*": {"queue": QUEUE}},
         # Each pool process loads VGG16 in worker_process_init, which takes longer than the 4 s default.
         worker_proc_alive_timeout=300,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # SIGTERM (warm shutdown) asks running chunks to give themselves back (worker/process.py).
+        # On a cold shutdown (SIGQUIT) they get this long to do it, and reserved messages go back.
+        worker_soft_shutdown_timeout=settings.stop_grace_seconds,
+        worker_enable_soft_shutdown_on_idle=True,
     )
     return app
 
@@ -45,7 +52,23 @@ def split_chunks(filters: Sequence[int], chunk_size: int) -> list[list[int]]:
     return [list(filters[i : i + chunk_size]) for i in range(0, len(filters), chunk_size)]
 
 
+class CeleryDispatch:
+    """Sends a job's units as Celery tasks (the lifecycle's Dispatch)."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def chunk(self, job_id: str, index: int, filters: list[int]) -> None:
+        """Queue one chunk of filters."""
+        self._app.send_task(RENDER_CHUNK, args=(job_id, index, list(filters)))
+
+    def finish(self, job_id: str) -> None:
+        """Queue the finish step."""
+        self._app.send_task(FINISH_JOB, args=(job_id,))
+
+
 def enqueue_job(app: Celery, job_id: str, chunks: Sequence[Sequence[int]]) -> None:
-    """One render task per chunk; the finish task stitches the grid once every chunk is in."""
-    header = [app.signature(RENDER_CHUNK, args=(job_id, index, list(filters))) for index, filters in enumerate(chunks)]
-    chord(header)(app.signature(FINISH_JOB, args=(job_id,)))
+    """One render task per chunk; the chunk that completes the job enqueues its finish."""
+    dispatch = CeleryDispatch(app)
+    for index, filters in enumerate(chunks):
+        dispatch.chunk(job_id, index, list(filters))

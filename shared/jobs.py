@@ -1,20 +1,31 @@
-"""The live job record in Redis: status, timestamps, error and progress, with atomic transitions.
+"""The live job record in Redis: status, timestamps, deadline, error and progress, with atomic transitions.
 
 The record answers while a job runs and for a while after; the manifest in storage is the
-durable record of a finished job.
+durable record of a finished job. Every change renews the record's lifetime, so a job that
+waits or runs long never expires midway. How a job moves between statuses (chunks, leases,
+attempts, the finish, the sweep) is told in shared/lifecycle.py; this module only stores.
 """
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
+from shared.cost import job_cost
+from shared.retrying import redis_retry
 from shared.spec import JobSpec
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELED})
+JOB_LIST, LIVE_JOBS = "filterviz:jobs", "filterviz:live"
+
+# A job's deadline when none is configured: a floor for queueing and start-up, plus its compute
+# at a rate far below any worker's (two CPU cores do about 100 GFLOP/s), so only a stuck job meets it.
+DEADLINE_FLOOR_SECONDS = 1800
+DEADLINE_GFLOPS = 10
 
 # Set status to ARGV[1] only from one of the ARGV[3 .. 2+ARGV[2]] statuses; then HSET the
 # remaining ARGV as field/value pairs. Returns 1 when the transition happened, 0 when not, nil
@@ -39,6 +50,13 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def deadline_seconds(spec: JobSpec, configured: int = 0) -> float:
+    """How long after submission a job may take: the configured value, or one derived from its cost."""
+    if configured:
+        return float(configured)
+    return DEADLINE_FLOOR_SECONDS + job_cost(spec).flops / (DEADLINE_GFLOPS * 1e9)
+
+
 @dataclass(frozen=True)
 class JobError:
     """Why a job failed: a stable code and a message a person can act on."""
@@ -61,6 +79,7 @@ class Job:
     error: JobError | None
     done: int
     chunks: int
+    deadline: float | None  # Unix time; None for records written before deadlines existed
 
     @property
     def total(self) -> int:
@@ -68,37 +87,57 @@ class Job:
         return len(self.spec.filters)
 
 
+class JobKeys(NamedTuple):
+    """The Redis keys of one job's record; they live and expire together."""
+
+    record: str  # hash: status, spec, timestamps, deadline, error
+    progress: str  # hash: chunk -> filters done
+    units: str  # hash: starts:<unit> -> starts, plan:<chunk> -> its filters (shared/lifecycle.py)
+    done: str  # set: chunks whose record is stored
+
+
+def job_keys(job_id: str) -> JobKeys:
+    """The Redis keys of one job."""
+    base = f"filterviz:job:{job_id}"
+    return JobKeys(base, f"{base}:progress", f"{base}:units", f"{base}:done")
+
+
 class JobStore:
     """Job records in Redis."""
 
-    def __init__(self, client: redis.Redis, record_seconds: int) -> None:
-        self._redis = client
+    def __init__(self, client: redis.Redis, record_seconds: int, deadline_seconds: int = 0) -> None:
+        self.redis = client
         self._record_seconds = record_seconds
+        self._deadline_seconds = deadline_seconds
         self._transition = client.register_script(_TRANSITION)
 
     @staticmethod
     def _key(job_id: str) -> str:
-        return f"filterviz:job:{job_id}"
+        return job_keys(job_id).record
 
     @staticmethod
     def _progress_key(job_id: str) -> str:
-        return f"filterviz:job:{job_id}:progress"
+        return job_keys(job_id).progress
+
+    def touch(self, pipe: redis.client.Pipeline, job_id: str) -> None:
+        """Queue on `pipe` the renewal of the job's lifetime: it counts from the last change."""
+        for key in job_keys(job_id):
+            pipe.expire(key, self._record_seconds)
 
     def create(self, job_id: str, spec: JobSpec, chunks: int) -> None:
-        """Record a new queued job."""
-        created = now()
-        with self._redis.pipeline() as pipe:
-            pipe.hset(
-                self._key(job_id),
-                mapping={"status": QUEUED, "spec": spec.model_dump_json(), "created_at": created, "chunks": chunks},
-            )
-            pipe.expire(self._key(job_id), self._record_seconds)
-            pipe.zadd("filterviz:jobs", {job_id: datetime.now(UTC).timestamp()})
+        """Record a new queued job, with its deadline, among the live jobs the sweep watches."""
+        deadline = time.time() + deadline_seconds(spec, self._deadline_seconds)
+        fields = {"status": QUEUED, "spec": spec.model_dump_json(), "created_at": now(), "chunks": chunks}
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self._key(job_id), mapping={**fields, "deadline": f"{deadline:.3f}"})
+            self.touch(pipe, job_id)
+            pipe.zadd(JOB_LIST, {job_id: time.time()})
+            pipe.sadd(LIVE_JOBS, job_id)
             pipe.execute()
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None when Redis has no record of it."""
-        with self._redis.pipeline() as pipe:
+        with self.redis.pipeline() as pipe:
             pipe.hgetall(self._key(job_id))
             pipe.hvals(self._progress_key(job_id))
             fields, progress = pipe.execute()
@@ -117,32 +156,66 @@ class JobStore:
             error=JobError(**error) if error else None,
             done=sum(int(v) for v in progress),
             chunks=int(fields["chunks"]),
+            deadline=float(fields["deadline"]) if fields.get("deadline") else None,
         )
 
     def recent(self, limit: int) -> list[str]:
-        """Ids of the most recently created jobs, newest first."""
-        return [i.decode() for i in self._redis.zrevrange("filterviz:jobs", 0, limit - 1)]
+        """Ids of the most recently created jobs that still have a record, newest first.
+
+        Ids whose record expired are dropped from the list as they are met, so it never grows
+        beyond the records that exist.
+        """
+        found: list[str] = []
+        start = 0
+        while len(found) < limit:
+            ids = [i.decode() for i in self.redis.zrevrange(JOB_LIST, start, start + limit - 1)]
+            if not ids:
+                break
+            with self.redis.pipeline() as pipe:
+                for job_id in ids:
+                    pipe.exists(self._key(job_id))
+                exists = pipe.execute()
+            gone = [job_id for job_id, present in zip(ids, exists, strict=True) if not present]
+            if gone:
+                self.redis.zrem(JOB_LIST, *gone)
+            found += [job_id for job_id, present in zip(ids, exists, strict=True) if present]
+            start += len(ids) - len(gone)
+        return found[:limit]
+
+    def live(self) -> list[str]:
+        """Ids of the jobs not yet known to be finished (the recovery sweep's work list)."""
+        return [i.decode() for i in self.redis.smembers(LIVE_JOBS)]
+
+    def forget_live(self, job_id: str) -> None:
+        """Drop a finished or vanished job from the live set."""
+        self.redis.srem(LIVE_JOBS, job_id)
 
     def status(self, job_id: str) -> str | None:
         """Just the status (cheap enough to ask between batches)."""
-        value = self._redis.hget(self._key(job_id), "status")
+        value = self.redis.hget(self._key(job_id), "status")
         return value.decode() if value else None
 
     def claim_weights(self, job_id: str, weights: str) -> str:
         """Record which weights render this job, first worker wins; returns the recorded weights."""
-        self._redis.hsetnx(self._key(job_id), "weights", weights)
-        return self._redis.hget(self._key(job_id), "weights").decode()
+        self.redis.hsetnx(self._key(job_id), "weights", weights)
+        return self.redis.hget(self._key(job_id), "weights").decode()
 
     def set_chunk_progress(self, job_id: str, chunk_index: int, done: int) -> None:
         """Filters done in one chunk; set, not added, so a chunk that runs again counts once."""
-        with self._redis.pipeline() as pipe:
+        with self.redis.pipeline() as pipe:
             pipe.hset(self._progress_key(job_id), str(chunk_index), done)
-            pipe.expire(self._progress_key(job_id), self._record_seconds)
+            self.touch(pipe, job_id)
             pipe.execute()
 
     def _move(self, job_id: str, to: str, sources: tuple[str, ...], **fields: str) -> bool:
         pairs = [item for field in fields.items() for item in field]
-        return self._transition(keys=[self._key(job_id)], args=[to, len(sources), *sources, *pairs]) == 1
+        moved = self._transition(keys=[self._key(job_id)], args=[to, len(sources), *sources, *pairs]) == 1
+        with self.redis.pipeline() as pipe:
+            self.touch(pipe, job_id)
+            if to in FINISHED:
+                pipe.srem(LIVE_JOBS, job_id)
+            pipe.execute()
+        return moved
 
     def mark_running(self, job_id: str) -> bool:
         """queued -> running; False if the job is already past queued."""
@@ -158,15 +231,22 @@ class JobStore:
         return self._move(job_id, FAILED, (QUEUED, RUNNING), finished_at=now(), error=payload)
 
     def cancel(self, job_id: str) -> bool:
-        """queued or running -> canceled; chunks check this before and between batches."""
+        """queued or running -> canceled; chunks check this before and between steps."""
         return self._move(job_id, CANCELED, (QUEUED, RUNNING), finished_at=now())
 
     def ping(self) -> None:
         """Raise when Redis can't be reached (for readiness)."""
-        self._redis.ping()
+        self.redis.ping()
 
 
-def job_store(settings: Any) -> JobStore:
-    """A JobStore on the configured Redis."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
-    return JobStore(client, settings.job_record_days * 86400)
+def redis_client(settings: Any, retry_seconds: float = 2) -> redis.Redis:
+    """A client of the configured Redis that rides out connection errors for `retry_seconds`."""
+    return redis.Redis.from_url(
+        settings.redis_url, socket_timeout=5, socket_connect_timeout=3, retry=redis_retry(retry_seconds)
+    )
+
+
+def job_store(settings: Any, retry_seconds: float = 2) -> JobStore:
+    """A JobStore on the configured Redis (workers pass their retry window; the API answers at once)."""
+    client = redis_client(settings, retry_seconds)
+    return JobStore(client, settings.job_record_days * 86400, settings.job_deadline_seconds)

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     chunk_time_limit: int = Field(3600, ge=1, validation_alias="FILTERVIZ_CHUNK_TIME_LIMIT")
     visibility_timeout: int = Field(7200, ge=1, validation_alias="FILTERVIZ_VISIBILITY_TIMEOUT")
     job_record_days: int = Field(7, ge=1, validation_alias="FILTERVIZ_JOB_RECORD_DAYS")
+
+    # Reliability (see shared/lifecycle.py): a running chunk's lease lapses this long after its
+    # worker's last heartbeat; the recovery sweep runs this often (one worker at a time).
+    lease_seconds: int = Field(30, ge=5, validation_alias="FILTERVIZ_LEASE_SECONDS")
+    sweep_seconds: int = Field(10, ge=1, validation_alias="FILTERVIZ_SWEEP_SECONDS")
+    # Starts of one chunk that ended without a result before its job fails (chunk_failed_repeatedly).
+    max_attempts: int = Field(3, ge=1, validation_alias="FILTERVIZ_MAX_ATTEMPTS")
+    # A job fails (deadline_exceeded) this long after it was submitted; 0 derives it from its cost.
+    job_deadline_seconds: int = Field(0, ge=0, validation_alias="FILTERVIZ_JOB_DEADLINE_SECONDS")
+    # How long workers keep retrying S3 and Redis connection errors, with backoff and jitter.
+    retry_seconds: int = Field(150, ge=0, validation_alias="FILTERVIZ_RETRY_SECONDS")
+    # On a cold shutdown (SIGQUIT) running chunks get this long to give themselves back.
+    stop_grace_seconds: int = Field(30, ge=0, validation_alias="FILTERVIZ_STOP_GRACE_SECONDS")
     max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias="FILTERVIZ_MAX_BODY_BYTES")
 
     # Which weights workers and the CLI load: imagenet, random:<seed>, or a file path.

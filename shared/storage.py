@@ -2,8 +2,9 @@
 
 import json
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.client import BaseClient
@@ -11,8 +12,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from cachetools import TTLCache
 
+from shared.retrying import call_with_retry, transient_s3_error
 from shared.settings import Settings
 
+T = TypeVar("T")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
@@ -34,8 +37,11 @@ def chunk_record_name(chunk_index: int) -> str:
 class Storage:
     """Reads and writes job files; signs URLs for the public endpoint."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, retry_seconds: float = 0) -> None:
+        """retry_seconds: how long transient S3 errors are retried (workers ride out outages; the
+        API answers at once)."""
         self.bucket = settings.s3_bucket
+        self._retry_seconds = retry_seconds
         self._client = self._make_client(settings, settings.s3_endpoint_url)
         # Signing is local: this client never connects, it only signs for the host browsers see.
         public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
@@ -58,7 +64,8 @@ class Storage:
                 s3={"addressing_style": "path"},
                 connect_timeout=3,
                 read_timeout=30,
-                retries={"max_attempts": 3, "mode": "standard"},
+                # botocore absorbs blips; longer outages are retried by _retrying, for a window of time.
+                retries={"max_attempts": 5, "mode": "standard"},
             ),
         )
 
@@ -75,9 +82,14 @@ class Storage:
         """Raise when the bucket can't be reached (for readiness)."""
         self._client.head_bucket(Bucket=self.bucket)
 
+    def _retrying(self, call: Callable[[], T]) -> T:
+        return call_with_retry(call, self._retry_seconds, transient_s3_error)
+
     def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store bytes under key, replacing what was there (re-run chunks overwrite their own files)."""
-        self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        self._retrying(
+            lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        )
 
     def put_json(self, key: str, value: Any) -> None:
         """Store a JSON document."""
@@ -86,7 +98,7 @@ class Storage:
     def get(self, key: str) -> bytes | None:
         """The bytes under key, or None when there is no such object."""
         try:
-            return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self._retrying(lambda: self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except ClientError as error:
             if error.response["Error"]["Code"] in _MISSING:
                 return None
@@ -94,8 +106,12 @@ class Storage:
 
     def list_keys(self, prefix: str) -> list[str]:
         """Every key under prefix."""
-        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+        def listing() -> list[str]:
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+        return self._retrying(listing)
 
     def chunk_records(self, job_id: str) -> dict[int, dict[str, Any]]:
         """The records the job's finished chunks left, by chunk index."""

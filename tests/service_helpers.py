@@ -17,8 +17,11 @@ SMALL_JOB = {"layer": "block3_conv1", "filters": {"start": 0, "stop": 16}, "imag
 
 
 @contextmanager
-def running_stack(workdir: Path, workers: list[str], chunk_size: int) -> Iterator[LocalStack]:
-    """Redis, SeaweedFS, the API and the named workers on free ports, stopped on exit."""
+def running_stack(
+    workdir: Path, workers: list[str], chunk_size: int, worker_app: str = "worker.tasks", env: dict | None = None
+) -> Iterator[LocalStack]:
+    """Redis, SeaweedFS, the API and the named workers (of Celery app `worker_app`) on free ports,
+    with the production lease and redelivery settings; stopped on exit."""
     s3_port = free_port()
     stack = LocalStack(
         workdir,
@@ -27,11 +30,10 @@ def running_stack(workdir: Path, workers: list[str], chunk_size: int) -> Iterato
         extra_env={
             "FILTERVIZ_WEIGHTS": TEST_WEIGHTS,
             "FILTERVIZ_CHUNK_SIZE": str(chunk_size),
-            # Short, so a chunk whose worker was killed is redelivered within the test.
-            "FILTERVIZ_VISIBILITY_TIMEOUT": "10",
             "FILTERVIZ_CHUNK_TIME_LIMIT": "60",
             # Another host name for the same server: presigned URLs must be signed for this one.
             "S3_PUBLIC_ENDPOINT_URL": f"http://localhost:{s3_port}",
+            **(env or {}),
         },
     )
     try:
@@ -39,7 +41,7 @@ def running_stack(workdir: Path, workers: list[str], chunk_size: int) -> Iterato
         stack.start_s3()
         stack.start_api()
         for name in workers:
-            stack.start_worker(name)
+            stack.start_worker(name, app=worker_app)
         yield stack
     finally:
         stack.stop_all()

@@ -1,26 +1,37 @@
-"""Celery tasks: thin glue between the queue, the engine and storage.
+"""Celery tasks: thin glue between the queue, the engine, storage and the job lifecycle.
 
 Start a worker with `celery -A worker.tasks worker -Q filterviz.render`. Each pool process loads
-VGG16 once, when it starts (TensorFlow is not fork-safe, so never in the parent).
+VGG16 once, when it starts (TensorFlow is not fork-safe, so never in the parent), and exits the
+whole worker when it can't (worker/process.py). How units start, hold leases, end and recover is
+shared/lifecycle.py; here each task only does its work between `begin` and one way out.
 """
 
 import logging
 import os
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
+import redis
+from botocore.exceptions import BotoCoreError, ClientError
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
 
 from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
-from shared.jobs import CANCELED, FINISHED, JobError, JobStore, job_store, now
+from shared.jobs import now
+from shared.lifecycle import FINISH, Unit
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, THUMBNAIL_SIDE, build_manifest, filter_file
 from shared.settings import Settings
-from shared.storage import PARALLEL_TRANSFERS, Storage, chunk_record_name, job_key
+from shared.storage import PARALLEL_TRANSFERS, chunk_record_name, job_key
 from shared.thumbnails import png_thumbnail
+from worker.heartbeat import WORKER_STOPPING, Watch
+from worker.process import (
+    WorkerState,
+    ask_pool_to_give_back,
+    listen_for_give_back,
+    refuse_to_start,
+    start_process,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,112 +39,149 @@ log = logging.getLogger(__name__)
 settings = Settings()
 app = create_celery(settings)
 
-
-@dataclass
-class WorkerState:
-    """What a worker process loads once and every task uses."""
-
-    loaded: Any  # worker.loading.LoadedEngine
-    jobs: JobStore
-    storage: Storage
-    name: str
-
+STORAGE_ERRORS = (BotoCoreError, ClientError)
+# Redis still down after the client's own retries: Celery sends the task again later, with backoff.
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+TASK_OPTIONS = {"autoretry_for": REDIS_ERRORS, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
 
 _state: WorkerState | None = None
 
 
 @worker_process_init.connect
-def load_model_in_pool_process(**_: Any) -> None:
-    """Load VGG16 before this process takes tasks; a worker without usable weights must not start."""
+def start_pool_process(**_: Any) -> None:
+    """Load VGG16 and reach Redis and S3 before this process takes tasks, or take the worker down."""
     global _state
-    from worker.loading import load_engine
+    try:
+        _state = start_process(settings, app)
+    except Exception as error:
+        refuse_to_start(error)
+    log.info(
+        "worker %s ready: weights %s loaded in %.1f s", _state.name, _state.loaded.weights, _state.loaded.load_seconds
+    )
 
-    loaded = load_engine(settings.weights, settings)
-    storage = Storage(settings)
-    storage.ensure_bucket()
-    name = f"{os.environ.get('FILTERVIZ_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
-    _state = WorkerState(loaded, job_store(settings), storage, name)
-    log.info("worker %s ready: weights %s loaded in %.1f s", name, loaded.weights, loaded.load_seconds)
+
+@worker_process_shutdown.connect
+def leave(**_: Any) -> None:
+    """A clean exit: stop counting this process among the live workers."""
+    if _state is not None:
+        _state.heartbeat.withdraw()
+
+
+@worker_shutting_down.connect
+def give_back_on_shutdown(**_: Any) -> None:
+    """SIGTERM: running chunks stop at their next step and go back to the queue."""
+    ask_pool_to_give_back(_state)
 
 
 def state() -> WorkerState:
-    """This process's loaded state (loaded at process start, or now for pools without processes)."""
+    """This process's state (set up at process start; for the solo pool, now), as a task starts."""
     if _state is None:
-        load_model_in_pool_process()
+        start_pool_process()
     assert _state is not None
+    listen_for_give_back(_state)
     return _state
 
 
-@app.task(name=RENDER_CHUNK)
+def _stopped(current: WorkerState, unit: Unit, reason: str, filters: list[int] | None) -> dict[str, Any]:
+    """A unit that stopped early: given back when its worker stops, dropped when its job ended."""
+    if reason == WORKER_STOPPING:
+        current.lifecycle.give_back(unit, filters)
+    return {"unit": unit.name, "stopped": reason}
+
+
+@app.task(name=RENDER_CHUNK, **TASK_OPTIONS)
 def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str, Any]:
     """Render one chunk of a job's filters and store their pictures and losses."""
-    from worker.imaging import encode_png
     from worker.loading import pick_batch_size
-    from worker.render import filter_entries, render_filters
+    from worker.render import render_filters
 
     current = state()
-    job = current.jobs.get(job_id)
-    if job is None or job.status in FINISHED:
-        return {"chunk": chunk_index, "skipped": job.status if job else "unknown job"}
-    weights = current.jobs.claim_weights(job_id, current.loaded.weights)
-    if weights != current.loaded.weights:
-        message = f"workers disagree on weights: job uses {weights}, worker {current.name} has {current.loaded.weights}"
-        current.jobs.mark_failed(job_id, JobError("weights_mismatch", message))
-        return {"chunk": chunk_index, "skipped": "weights mismatch"}
-    current.jobs.mark_running(job_id)
-
+    unit = current.lifecycle.begin(job_id, str(chunk_index), current.name, current.loaded.weights, filters)
+    if not isinstance(unit, Unit):
+        return {"chunk": chunk_index, "skipped": unit}
+    spec = unit.job.spec
     done = 0
 
     def advance(count: int) -> None:
         nonlocal done
         done += count
-        current.jobs.set_chunk_progress(job_id, chunk_index, done)
+        current.lifecycle.progress(unit, done)
 
     started = time.perf_counter()
-    try:
-        rendered = render_filters(
-            current.loaded.engine,
-            job.spec,
-            filters,
-            batch_size=pick_batch_size(job.spec, len(filters), settings),
-            on_progress=advance,
-            should_stop=lambda: current.jobs.status(job_id) == CANCELED,
-        )
-    except SoftTimeLimitExceeded:
-        current.jobs.mark_failed(job_id, JobError("chunk_timeout", f"a chunk ran over {settings.chunk_time_limit} s"))
-        raise
-    except Exception as error:
-        current.jobs.mark_failed(job_id, JobError("render_failed", f"chunk {chunk_index} failed: {error}"))
-        raise
-    if len(rendered) < len(filters):
-        return {"chunk": chunk_index, "skipped": CANCELED}
-
-    uploads = [(job_key(job_id, filter_file(r.index)), encode_png(r.picture), "image/png") for r in rendered]
-    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:  # S3 round trips dominate: overlap them
-        list(pool.map(lambda upload: current.storage.put(*upload), uploads))
-    record = {
-        "chunk": chunk_index,
-        "worker": current.name,
-        "seconds": round(time.perf_counter() - started, 3),
-        "filters": filter_entries(rendered, chunk=chunk_index, worker=current.name),
-    }
-    current.storage.put_json(job_key(job_id, chunk_record_name(chunk_index)), record)
+    with current.heartbeat.holding(unit) as watch:
+        try:
+            rendered = render_filters(
+                current.loaded.engine,
+                spec,
+                filters,
+                batch_size=pick_batch_size(spec, len(filters), settings),
+                on_progress=advance,
+                should_stop=watch.should_stop,
+            )
+            if watch.reason is not None or len(rendered) < len(filters):
+                return _stopped(current, unit, watch.reason or "stopped", filters)
+            _store_chunk(current, unit, rendered, time.perf_counter() - started)
+        except SoftTimeLimitExceeded:
+            current.lifecycle.fail(unit, "chunk_timeout", f"chunk {chunk_index} ran over {settings.chunk_time_limit} s")
+            raise
+        except STORAGE_ERRORS as error:
+            current.lifecycle.fail(unit, "storage_unavailable", f"chunk {chunk_index} could not store: {error}")
+            raise
+        except REDIS_ERRORS:
+            raise  # autoretry; if Redis stays away, the lease lapses and the sweep sends the chunk again
+        except Exception as error:
+            current.lifecycle.fail(unit, "render_failed", f"chunk {chunk_index} failed: {error}")
+            raise
+        current.lifecycle.chunk_done(unit)
     return {"chunk": chunk_index, "worker": current.name}
 
 
-@app.task(name=FINISH_JOB)
-def finish_job(chunk_results: list[dict[str, Any]], job_id: str) -> dict[str, Any]:
+def _store_chunk(current: WorkerState, unit: Unit, rendered: list, seconds: float) -> None:
+    """Upload the chunk's pictures, then its record: the record's presence means the chunk is done."""
+    from worker.imaging import encode_png
+    from worker.render import filter_entries
+
+    uploads = [(job_key(unit.job_id, filter_file(r.index)), encode_png(r.picture), "image/png") for r in rendered]
+    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:  # S3 round trips dominate: overlap them
+        list(pool.map(lambda upload: current.storage.put(*upload), uploads))
+    record = {
+        "chunk": unit.chunk,
+        "worker": current.name,
+        "seconds": round(seconds, 3),
+        "filters": filter_entries(rendered, chunk=unit.chunk, worker=current.name),
+    }
+    current.storage.put_json(job_key(unit.job_id, chunk_record_name(unit.chunk)), record)
+
+
+@app.task(name=FINISH_JOB, **TASK_OPTIONS)
+def finish_job(job_id: str) -> dict[str, Any]:
     """Once every chunk is in: stitch the grid from the stored pictures and write the manifest."""
+    current = state()
+    unit = current.lifecycle.begin(job_id, FINISH, current.name, current.loaded.weights)
+    if not isinstance(unit, Unit):
+        return {"skipped": unit}
+    with current.heartbeat.holding(unit) as watch:
+        try:
+            return _assemble(current, unit, watch)
+        except STORAGE_ERRORS as error:
+            current.lifecycle.fail(unit, "storage_unavailable", f"the finish step could not use storage: {error}")
+            raise
+        except REDIS_ERRORS:
+            raise
+        except Exception as error:
+            current.lifecycle.fail(unit, "render_failed", f"the finish step failed: {error}")
+            raise
+
+
+def _assemble(current: WorkerState, unit: Unit, watch: Watch) -> dict[str, Any]:
+    """Stitch the grid and write the manifest; a job canceled or failed meanwhile gets neither."""
     from worker.imaging import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid
 
-    current = state()
-    job = current.jobs.get(job_id)
-    if job is None or job.status in FINISHED:
-        return {"skipped": job.status if job else "unknown job"}
+    job_id, job = unit.job_id, unit.job
     finished_chunks = current.storage.chunk_records(job_id)
     missing = [i for i in range(job.chunks) if i not in finished_chunks]
     if missing:
-        current.jobs.mark_failed(job_id, JobError("chunk_missing", f"chunks {missing} left no results"))
+        current.lifecycle.fail(unit, "chunk_missing", f"chunks {missing} left no results")
         return {"failed": "chunk_missing"}
 
     records = [finished_chunks[i] for i in range(job.chunks)]
@@ -145,6 +193,8 @@ def finish_job(chunk_results: list[dict[str, Any]], job_id: str) -> dict[str, An
         pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
     grid = stitch_grid(order, pictures, n=job.spec.grid.n, image_size=job.spec.image_size, margin=job.spec.grid.margin)
     grid_png = encode_png(grid)
+    if watch.reason not in (None, WORKER_STOPPING):  # a finish runs to its end on shutdown, not for a job that ended
+        return {"stopped": watch.reason}
     current.storage.put(job_key(job_id, GRID_FILE), grid_png, "image/png")
     current.storage.put(job_key(job_id, THUMBNAIL_FILE), png_thumbnail(grid_png, THUMBNAIL_SIDE), "image/png")
 
@@ -164,5 +214,5 @@ def finish_job(chunk_results: list[dict[str, Any]], job_id: str) -> dict[str, An
         runtime=current.loaded.runtime,
     )
     current.storage.put_json(job_key(job_id, MANIFEST_FILE), manifest)
-    current.jobs.mark_succeeded(job_id, finished_at)
+    current.lifecycle.finish_done(unit, finished_at)
     return {"grid": len(order)}

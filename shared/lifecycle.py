@@ -1,0 +1,320 @@
+"""How a job moves from submission to its end, and every way it can end.
+
+    queued ──first unit starts──> running ──finish writes the manifest──> succeeded
+       │                             │
+       ├───────── cancel ────────────┴──> canceled
+       └── deadline_exceeded, chunk_failed_repeatedly, storage_unavailable,
+           render_failed, chunk_timeout, weights_mismatch, chunk_missing ──> failed
+
+A job's work comes in units: its chunks (0, 1, ...) and the finish step ("finish"), each a
+Celery task. A unit that is delivered to a worker goes through `begin`, then holds a *lease*
+while it runs, and leaves by exactly one of:
+
+- `chunk_done`: its record is stored; it joins the job's done set, and the chunk that completes
+  the set enqueues the finish (once: guarded by a pending marker set with SET NX);
+- `finish_done`: the manifest is stored; running -> succeeded, an atomic transition that
+  happens once however many finish tasks run;
+- `give_back`: the worker is stopping; the unit is enqueued again and the start not counted;
+- `fail`: the job ends with a code and a message;
+- dying: its lease lapses and the recovery sweep enqueues it again.
+
+Leases (after BullMQ's job locks, Sidekiq's reliable fetch and RQ's StartedJobRegistry): a key
+per running unit with a TTL of `lease_seconds`, which the worker's heartbeat thread renews every
+second. A delivered unit whose lease is held *and fresh* is a duplicate (a broker redelivery, a
+second sweep) and is skipped; a lease not renewed for STALE_SECONDS belongs to a dead process and
+is taken over, so a chunk whose pool process died runs again as soon as Celery redelivers it.
+
+Attempts: each start counts. A unit started `max_attempts` times without a result fails its job
+with `chunk_failed_repeatedly`, so a chunk that kills its process every time ends.
+
+Completion exactly once, without a chord: a chunk's result is its record in storage, and the
+done set in Redis says which records exist. Duplicates and late deliveries find their unit done
+or held and do nothing; the finish checks every record in storage before it writes the manifest.
+
+The recovery sweep runs in every worker, one at a time under a Redis lock that lapses after
+`sweep_seconds`. Not in Celery beat: beat is one more process that must run exactly once per
+deployment, and when it is down nothing recovers; the workers are there whenever there is
+anyone to run the recovered work. This is BullMQ's choice too (every worker checks for stalled
+jobs, under a lock). The sweep, for each live job:
+- fails it with `deadline_exceeded` once its deadline has passed;
+- for each unit that started, has no lease, no result and no pending re-delivery: takes its
+  result from storage when the record is there (Redis lost the done mark), fails the job when the
+  unit used its attempts, and otherwise enqueues it again;
+- enqueues the finish when every chunk is done and no finish is running or pending.
+
+Units that never started are the broker's to deliver (a queue may rightly hold them for hours);
+the deadline ends a job whose messages Redis lost.
+"""
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared.jobs import FINISHED, QUEUED, RUNNING, Job, JobError, JobStore, job_keys
+from shared.storage import Storage, chunk_record_name, job_key
+
+log = logging.getLogger(__name__)
+
+FINISH = "finish"
+# A lease not renewed for this long (heartbeats come every second) belongs to a dead process.
+STALE_SECONDS = 5
+# A unit enqueued by the sweep or a give-back is not enqueued again for this long unless it starts.
+PENDING_SECONDS = 600
+
+# Take the lease of a unit: skip when the unit is done or its lease is fresh; otherwise own it,
+# count the start and clear the pending mark. Returns {'done'|'held'} or {'run', starts}.
+_BEGIN = """
+if ARGV[4] ~= 'finish' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return {'done'} end
+local left = redis.call('PTTL', KEYS[1])
+if left > tonumber(ARGV[2]) - tonumber(ARGV[3]) then return {'held'} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[4])
+return {'run', redis.call('HINCRBY', KEYS[2], 'starts:' .. ARGV[4], 1)}
+"""
+# Renew a lease if it is still ours; returns {ours, job status, deadline}.
+_RENEW = """
+local ours = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]); ours = 1 end
+return {ours, redis.call('HGET', KEYS[2], 'status') or false, redis.call('HGET', KEYS[2], 'deadline') or false}
+"""
+# Drop a lease only if it is still ours (a late process must not free another's lease).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Dispatch(Protocol):
+    """Sends units to the queue (Celery in the service)."""
+
+    def chunk(self, job_id: str, index: int, filters: list[int]) -> None: ...
+
+    def finish(self, job_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One running unit of a job: a chunk index or FINISH, and the token of its lease."""
+
+    job_id: str
+    name: str
+    token: str
+    job: Job = field(compare=False, repr=False)
+
+    @property
+    def chunk(self) -> int:
+        """The chunk index (not for the finish)."""
+        return int(self.name)
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What a heartbeat learned: whether the lease is still ours, and whether to go on."""
+
+    ours: bool
+    status: str | None
+    past_deadline: bool
+
+    @property
+    def go_on(self) -> bool:
+        """The unit should keep working."""
+        return self.ours and self.status in (QUEUED, RUNNING) and not self.past_deadline
+
+
+def _lease_key(job_id: str, unit: str) -> str:
+    return f"filterviz:lease:{job_id}:{unit}"
+
+
+def _pending_key(job_id: str, unit: str) -> str:
+    return f"filterviz:pending:{job_id}:{unit}"
+
+
+class Lifecycle:
+    """The job lifecycle on Redis (records, leases, attempts) and storage (results)."""
+
+    def __init__(
+        self, jobs: JobStore, storage: Storage, dispatch: Dispatch, *, lease_seconds: int, max_attempts: int
+    ) -> None:
+        self.jobs = jobs
+        self._redis = jobs.redis
+        self._storage = storage
+        self._dispatch = dispatch
+        self.lease_seconds = lease_seconds
+        self._max_attempts = max_attempts
+        self._begin = self._redis.register_script(_BEGIN)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+
+    # --- a unit starts -------------------------------------------------------------------------
+
+    def begin(self, job_id: str, unit: str, worker: str, weights: str, filters: list[int] | None = None) -> Unit | str:
+        """Take the unit when it should run now; otherwise say why not (the task then does nothing)."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return "unknown job"
+        if job.status in FINISHED:
+            return job.status
+        keys = job_keys(job_id)
+        if unit == FINISH and self._redis.scard(keys.done) < job.chunks:
+            return "chunks not done"
+        token = f"{worker}|{secrets.token_hex(4)}"
+        outcome = self._begin(
+            keys=[_lease_key(job_id, unit), keys.units, keys.done, _pending_key(job_id, unit)],
+            args=[token, self.lease_seconds * 1000, STALE_SECONDS * 1000, unit],
+        )
+        if outcome[0] != b"run":
+            return outcome[0].decode()
+        taken = Unit(job_id, unit, token, job)
+        with self._redis.pipeline() as pipe:
+            if filters is not None:  # so the sweep can send this chunk again
+                pipe.hset(keys.units, f"plan:{unit}", json.dumps(filters))
+            self.jobs.touch(pipe, job_id)
+            pipe.execute()
+        if int(outcome[1]) > self._max_attempts:
+            self.fail(taken, "chunk_failed_repeatedly", f"{_describe(unit)} was started {outcome[1] - 1} times "
+                      "and never finished (its worker process died each time)")  # fmt: skip
+            return "failed"
+        recorded = self.jobs.claim_weights(job_id, weights) if unit != FINISH else weights
+        if recorded != weights:
+            message = f"workers disagree on weights: job uses {recorded}, worker {worker} has {weights}"
+            self.fail(taken, "weights_mismatch", message)
+            return "failed"
+        self.jobs.mark_running(job_id)
+        return taken
+
+    # --- while it runs -------------------------------------------------------------------------
+
+    def renew(self, unit: Unit) -> Renewal:
+        """Extend the unit's lease (the heartbeat calls this every second) and read the job's status."""
+        ours, status, deadline = self._renew(
+            keys=[_lease_key(unit.job_id, unit.name), job_keys(unit.job_id).record],
+            args=[unit.token, self.lease_seconds * 1000],
+        )
+        past = bool(deadline) and time.time() > float(deadline)
+        if past:
+            self.fail_job(unit.job_id, "deadline_exceeded", "the job ran past its deadline")
+        return Renewal(bool(ours), status.decode() if status else None, past)
+
+    def progress(self, unit: Unit, done: int) -> None:
+        """Filters done so far in the unit's chunk."""
+        self.jobs.set_chunk_progress(unit.job_id, unit.chunk, done)
+
+    # --- ways out ------------------------------------------------------------------------------
+
+    def chunk_done(self, unit: Unit) -> None:
+        """The chunk's record is stored: mark it done; the chunk that completes the job enqueues the finish."""
+        job = self.jobs.get(unit.job_id)
+        self._mark_done(unit.job_id, unit.name)
+        self.release(unit)
+        if job is not None and job.status == RUNNING:
+            self._finish_when_complete(unit.job_id, job.chunks)
+
+    def finish_done(self, unit: Unit, finished_at: str) -> bool:
+        """The manifest is stored: running -> succeeded (True only for the one call that moved it)."""
+        moved = self.jobs.mark_succeeded(unit.job_id, finished_at)
+        self.release(unit)
+        return moved
+
+    def give_back(self, unit: Unit, filters: list[int] | None) -> None:
+        """The worker stops: enqueue the unit again now, and don't count this start as an attempt."""
+        self._redis.hincrby(job_keys(unit.job_id).units, f"starts:{unit.name}", -1)
+        self.release(unit)
+        self._enqueue(unit.job_id, unit.name, filters)
+
+    def fail(self, unit: Unit, code: str, message: str) -> None:
+        """The unit can't succeed: its job fails with code and message."""
+        self.fail_job(unit.job_id, code, message)
+        self.release(unit)
+
+    def fail_job(self, job_id: str, code: str, message: str) -> bool:
+        """queued or running -> failed; False when the job had already ended."""
+        failed = self.jobs.mark_failed(job_id, JobError(code, message))
+        if failed:
+            log.warning("job %s failed: %s: %s", job_id, code, message)
+        return failed
+
+    def release(self, unit: Unit) -> None:
+        """Drop the unit's lease if it is still ours."""
+        self._release(keys=[_lease_key(unit.job_id, unit.name)], args=[unit.token])
+
+    # --- recovery ------------------------------------------------------------------------------
+
+    def try_sweep_lock(self, worker: str, sweep_seconds: int) -> bool:
+        """True for the one worker that sweeps this period (the lock lapses, never released)."""
+        return bool(self._redis.set("filterviz:sweep-lock", worker, nx=True, ex=sweep_seconds))
+
+    def sweep(self) -> None:
+        """Move every live job on: deadlines, lapsed leases, lost results, a missing finish."""
+        for job_id in self.jobs.live():
+            try:
+                self._sweep_job(job_id)
+            except Exception:  # one job's trouble must not stop the others' recovery
+                log.exception("sweep of job %s failed", job_id)
+
+    def _sweep_job(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.status in FINISHED:
+            self.jobs.forget_live(job_id)
+            return
+        if job.deadline is not None and time.time() > job.deadline:
+            self.fail_job(job_id, "deadline_exceeded", f"the job was not done by its deadline ({job.deadline:.0f})")
+            return
+        keys = job_keys(job_id)
+        units = {k.decode(): v.decode() for k, v in self._redis.hgetall(keys.units).items()}
+        done = {m.decode() for m in self._redis.smembers(keys.done)}
+        for name in [str(i) for i in range(job.chunks) if str(i) not in done]:
+            if not self._lapsed(job_id, name, units):
+                continue
+            if self._storage.get(job_key(job_id, chunk_record_name(int(name)))) is not None:
+                log.info("sweep: chunk %s of job %s has its record: marked done", name, job_id)
+                self._mark_done(job_id, name)
+            elif int(units[f"starts:{name}"]) >= self._max_attempts:
+                self._fail_repeated(job_id, name, units)
+                return
+            else:
+                log.info("sweep: chunk %s of job %s lost its worker: enqueued again", name, job_id)
+                self._enqueue(job_id, name, json.loads(units[f"plan:{name}"]))
+        if job.status == RUNNING and self._redis.scard(keys.done) >= job.chunks:
+            if self._lapsed(job_id, FINISH, units) and int(units.get(f"starts:{FINISH}", 0)) >= self._max_attempts:
+                self._fail_repeated(job_id, FINISH, units)
+            elif not self._redis.exists(_lease_key(job_id, FINISH)):
+                self._finish_when_complete(job_id, job.chunks)
+
+    def _lapsed(self, job_id: str, name: str, units: dict[str, str]) -> bool:
+        """The unit started, and nothing runs it now or is about to: no lease, no pending delivery."""
+        if int(units.get(f"starts:{name}", 0)) == 0:
+            return False
+        return not self._redis.exists(_lease_key(job_id, name), _pending_key(job_id, name))
+
+    def _fail_repeated(self, job_id: str, name: str, units: dict[str, str]) -> None:
+        starts = units.get(f"starts:{name}")
+        self.fail_job(job_id, "chunk_failed_repeatedly", f"{_describe(name)} was started {starts} times and never "
+                      "finished (its worker died or lost its lease each time)")  # fmt: skip
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _mark_done(self, job_id: str, name: str) -> None:
+        with self._redis.pipeline() as pipe:
+            pipe.sadd(job_keys(job_id).done, name)
+            self.jobs.touch(pipe, job_id)
+            pipe.execute()
+
+    def _finish_when_complete(self, job_id: str, chunks: int) -> None:
+        if self._redis.scard(job_keys(job_id).done) >= chunks:
+            self._enqueue(job_id, FINISH, None)
+
+    def _enqueue(self, job_id: str, name: str, filters: list[int] | None) -> None:
+        """Send the unit unless a delivery of it is already pending (SET NX: once per PENDING_SECONDS)."""
+        if not self._redis.set(_pending_key(job_id, name), "1", nx=True, ex=PENDING_SECONDS):
+            return
+        if name == FINISH:
+            self._dispatch.finish(job_id)
+        else:
+            self._dispatch.chunk(job_id, int(name), filters or [])
+
+
+def _describe(unit: str) -> str:
+    return "the finish step" if unit == FINISH else f"chunk {unit}"

@@ -1,0 +1,141 @@
+"""The background threads of a worker process: its heartbeat and its share of the recovery sweep.
+
+The heartbeat wakes every second. It renews the lease of the unit the process runs and reads its
+job's status in the same Redis call, so `should_stop` is a plain attribute read: the engine asks
+it before every step at no cost, and a canceled, failed or overdue job stops within about a second.
+Every few seconds it also publishes the worker's own heartbeat (shared/workers.py).
+
+The sweeper runs shared/lifecycle.py's sweep when this process wins the sweep lock. It has its own
+thread because a sweep may wait on S3 for minutes, and leases must be renewed meanwhile.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from shared.lifecycle import Lifecycle, Unit
+from shared.workers import PUBLISH_SECONDS, publish, withdraw
+
+log = logging.getLogger(__name__)
+
+BEAT_SECONDS = 1.0
+# Why a unit stops when its worker shuts down (it is then given back, not dropped).
+WORKER_STOPPING = "worker stopping"
+
+
+class Watch:
+    """The stop flag of one running unit, set by the heartbeat thread."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def should_stop(self) -> bool:
+        """True once the unit should stop (cheap: called between steps)."""
+        return self.reason is not None
+
+    def stop(self, reason: str) -> None:
+        """Ask the unit to stop; the first reason wins."""
+        if self.reason is None:
+            self.reason = reason
+
+
+class Heartbeat:
+    """Lease renewals, stop flags and worker heartbeats of one worker process."""
+
+    def __init__(self, lifecycle: Lifecycle, name: str, info: dict[str, Any]) -> None:
+        self._lifecycle = lifecycle
+        self._name = name
+        self._info = info
+        self._running: tuple[Unit, Watch] | None = None
+        self._stopping = False  # the worker shuts down: give running units back
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the heartbeat thread (daemon: it ends with the process)."""
+        threading.Thread(target=self._beat_forever, name="filterviz-heartbeat", daemon=True).start()
+
+    @contextmanager
+    def holding(self, unit: Unit) -> Iterator[Watch]:
+        """Keep `unit`'s lease alive while the block runs; the lease is dropped at the end whatever happens."""
+        watch = Watch()
+        if self._stopping:
+            watch.stop(WORKER_STOPPING)
+        with self._lock:
+            self._running = (unit, watch)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                self._running = None
+            self._lifecycle.release(unit)
+
+    def request_stop(self) -> None:
+        """The worker is shutting down: the running unit stops at its next check and is given back."""
+        self._stopping = True
+        with self._lock:
+            if self._running is not None:
+                self._running[1].stop(WORKER_STOPPING)
+
+    @property
+    def busy(self) -> bool:
+        """A unit is running in this process."""
+        return self._running is not None
+
+    def withdraw(self) -> None:
+        """Stop counting this worker as live (on a clean exit)."""
+        withdraw(self._lifecycle.jobs.redis, self._name)
+
+    def _beat_forever(self) -> None:
+        published = 0.0
+        while True:
+            try:
+                self._renew()
+                if time.monotonic() - published >= PUBLISH_SECONDS:
+                    self._publish()
+                    published = time.monotonic()
+            except Exception:  # Redis down past its retries: try again next beat
+                log.exception("heartbeat failed")
+            time.sleep(BEAT_SECONDS)
+
+    def _renew(self) -> None:
+        with self._lock:
+            running = self._running
+        if running is None:
+            return
+        unit, watch = running
+        renewal = self._lifecycle.renew(unit)
+        if not renewal.ours:
+            watch.stop("lease lost")
+        elif not renewal.go_on:
+            watch.stop(f"job {renewal.status}" if not renewal.past_deadline else "deadline exceeded")
+
+    def _publish(self) -> None:
+        with self._lock:
+            running = self._running
+        doing = f"{running[0].job_id}:{running[0].name}" if running else None
+        publish(self._lifecycle.jobs.redis, self._name, {**self._info, "unit": doing})
+
+
+class Sweeper:
+    """Runs the recovery sweep every `sweep_seconds` when this process holds the sweep lock."""
+
+    def __init__(self, lifecycle: Lifecycle, name: str, sweep_seconds: int) -> None:
+        self._lifecycle = lifecycle
+        self._name = name
+        self._seconds = sweep_seconds
+
+    def start(self) -> None:
+        """Start the sweeper thread (daemon)."""
+        threading.Thread(target=self._sweep_forever, name="filterviz-sweeper", daemon=True).start()
+
+    def _sweep_forever(self) -> None:
+        while True:
+            try:
+                if self._lifecycle.try_sweep_lock(self._name, self._seconds):
+                    self._lifecycle.sweep()
+            except Exception:  # Redis or S3 down past their retries: the next period tries again
+                log.exception("sweep failed")
+            time.sleep(self._seconds)

@@ -1,0 +1,107 @@
+"""A worker process's life: it starts only when healthy, beats while alive, and stops gracefully.
+
+- Start: load VGG16 and reach Redis and S3, or exit non-zero before taking any task. Celery logs
+  and swallows exceptions raised in worker_process_init, so a pool process that can't start asks
+  its parent for a cold shutdown (SIGQUIT, exit code 1) and leaves; Compose or Kubernetes restart it.
+- Alive: a heartbeat thread (leases, stop flags, the worker's heartbeat) and a sweeper thread.
+- Stop: on SIGTERM the Celery parent starts a warm shutdown and sends SIGUSR2 to its pool
+  processes; a pool process running a unit stops it at its next check (between steps) and gives
+  it back to the queue, so the shutdown ends within seconds and no work waits for a lease to lapse.
+"""
+
+import logging
+import os
+import signal
+import socket
+import sys
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from billiard.process import active_children, current_process
+from celery import Celery
+
+from shared.celery_app import CeleryDispatch
+from shared.jobs import job_store
+from shared.lifecycle import Lifecycle
+from shared.retrying import call_with_retry, transient_s3_error
+from shared.settings import Settings
+from shared.storage import Storage
+from worker.heartbeat import Heartbeat, Sweeper
+
+log = logging.getLogger(__name__)
+
+# How long a starting worker waits for Redis and S3 before it gives up.
+START_CHECK_SECONDS = 10
+# Not SIGUSR1: billiard's soft time limit uses it in pool processes.
+GIVE_BACK_SIGNAL = signal.SIGUSR2
+
+
+@dataclass
+class WorkerState:
+    """What a worker process sets up once and every task uses."""
+
+    loaded: Any  # worker.loading.LoadedEngine
+    lifecycle: Lifecycle
+    storage: Storage
+    heartbeat: Heartbeat
+    name: str
+
+
+def start_process(settings: Settings, app: Celery) -> WorkerState:
+    """Load the weights, check Redis and S3, and start the heartbeat and sweeper threads (raises on failure)."""
+    from worker.loading import load_engine
+
+    loaded = load_engine(settings.weights, settings)
+    job_store(settings, START_CHECK_SECONDS).ping()
+    call_with_retry(Storage(settings).check, START_CHECK_SECONDS, transient_s3_error)
+    storage = Storage(settings, settings.retry_seconds)
+    jobs = job_store(settings, settings.retry_seconds)
+    lifecycle = Lifecycle(
+        jobs, storage, CeleryDispatch(app), lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
+    )
+    name = f"{os.environ.get('FILTERVIZ_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
+    info = {
+        "weights": loaded.weights,
+        "device": loaded.runtime.get("device"),
+        "pid": os.getpid(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    heartbeat = Heartbeat(lifecycle, name, info)
+    heartbeat.start()
+    Sweeper(lifecycle, name, settings.sweep_seconds).start()
+    return WorkerState(loaded, lifecycle, storage, heartbeat, name)
+
+
+def in_pool_process() -> bool:
+    """True in a prefork pool process, False in the Celery parent or a solo-pool worker."""
+    return current_process().name != "MainProcess"
+
+
+def refuse_to_start(error: BaseException) -> NoReturn:
+    """Leave without taking a task: the whole worker exits with a non-zero code."""
+    log.critical("worker can't start, exiting: %s: %s", type(error).__name__, error)
+    if not in_pool_process():
+        raise SystemExit(1)  # not an Exception, so Celery's signal dispatch lets it through
+    os.kill(os.getppid(), signal.SIGQUIT)  # the parent's cold shutdown exits with code 1
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def listen_for_give_back(state: WorkerState) -> None:
+    """In a pool process: SIGUSR2 (sent by the parent on shutdown) gives the running unit back.
+
+    Called as each task starts: billiard resets the pool process's signal handlers after
+    worker_process_init, so a handler set there would not stay.
+    """
+    signal.signal(GIVE_BACK_SIGNAL, lambda *_: state.heartbeat.request_stop())
+
+
+def ask_pool_to_give_back(state: WorkerState | None) -> None:
+    """In the Celery parent, on shutdown: ask each pool process (or this solo worker) to give its unit back."""
+    if state is not None:
+        state.heartbeat.request_stop()
+    for child in active_children():
+        with suppress(ProcessLookupError, TypeError):  # already gone, or not started
+            os.kill(child.pid, GIVE_BACK_SIGNAL)
