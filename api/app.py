@@ -2,14 +2,17 @@
 
 from flask import Flask
 
+from api.admission import Admission, init_rate_limit
 from api.errors import register_error_handlers
-from api.jobs import jobs
+from api.headers import add_security_headers
+from api.jobs import jobs, submit_job
 from api.meta import meta
+from api.readiness import WriteProbe
 from api.services import Services
 from api.web import web
 from api.workers import workers
 from shared.celery_app import create_celery
-from shared.jobs import job_store
+from shared.jobs import job_store, redis_client
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -20,10 +23,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
-    app.extensions["filterviz"] = Services(settings, job_store(settings), Storage(settings), create_celery(settings))
+    # The API answers at once while Redis is down (503 with Retry-After) rather than holding a
+    # request thread through retries: the client is the one to try again.
+    store, storage = job_store(settings, retry_seconds=0), Storage(settings)
+    app.extensions["filterviz"] = Services(
+        settings,
+        store,
+        storage,
+        create_celery(settings),
+        Admission(redis_client(settings, retry_seconds=0), store.status, settings),
+        WriteProbe(storage.probe_write),
+    )
     app.register_blueprint(jobs)
     app.register_blueprint(meta)
     app.register_blueprint(web)
     app.register_blueprint(workers)
     register_error_handlers(app)
+    init_rate_limit(app, settings, submit_job)
+    add_security_headers(app)
     return app

@@ -5,14 +5,18 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
+from pydantic_core import from_json
 
-from api.errors import ApiError
+from api.admission import client_identity
+from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
 from api.services import services
-from shared.celery_app import enqueue_job, split_chunks
+from shared.celery_app import enqueue_job
+from shared.cost import filter_flops, over_budget, split_by_cost
 from shared.jobs import FINISHED, SUCCEEDED
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, filter_file
-from shared.spec import describe_problems, parse_spec
+from shared.settings import Settings
+from shared.spec import JobSpec, describe_problems, parse_spec
 from shared.storage import job_key
 from shared.thumbnails import png_thumbnail
 
@@ -23,11 +27,17 @@ MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE = 16, 1024
 
 
 def _job_id(raw: str) -> str:
-    """A well-formed job id, or 404: ids are UUID4s, anything else can't name a job."""
+    """A job id as the API writes them (canonical UUID4), or 404: anything else can't name a job.
+
+    Other spellings of a UUID are refused rather than rewritten, so one job has one id.
+    """
     try:
-        return str(uuid.UUID(raw, version=4))
+        parsed = uuid.UUID(raw)
     except ValueError:
-        raise ApiError(404, "job_not_found", f"no job {raw!r}") from None
+        parsed = None
+    if parsed is None or parsed.version != 4 or str(parsed) != raw:
+        raise ApiError(404, "job_not_found", f"no job {raw[:100]!r}")
+    return raw
 
 
 def _resource(job_id: str) -> dict[str, Any]:
@@ -41,12 +51,21 @@ def _resource(job_id: str) -> dict[str, Any]:
     return resource_from_manifest(manifest, found.storage)
 
 
-def _request_body() -> dict[str, Any]:
+def _require_json() -> None:
+    """415 unless the request says it is JSON (which a cross-site form can't send without a preflight)."""
     if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the job as JSON with Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON", [{"field": "body", "reason": "malformed"}])
+        raise ApiError(415, "unsupported_media_type", "send JSON, with Content-Type: application/json")
+
+
+def _request_body() -> dict[str, Any]:
+    """The JSON object in the body. Parsed by pydantic's parser: its depth limit answers deeply nested
+    input at once (Python's json would recurse until RecursionError)."""
+    _require_json()
+    try:
+        body = from_json(request.get_data(cache=False))
+    except ValueError as error:
+        reason = f"not valid JSON: {error}"
+        raise ApiError(400, "malformed_json", f"the body is {reason}", [{"field": "body", "reason": reason}]) from None
     if not isinstance(body, dict):
         raise ApiError(
             422, "invalid_job", "the body must be a JSON object", [{"field": "body", "reason": "not an object"}]
@@ -54,17 +73,36 @@ def _request_body() -> dict[str, Any]:
     return body
 
 
-@jobs.post("/jobs")
-def submit_job():
-    """Validate the request, record the job, and queue its chunks."""
-    found = services()
+def _admissible_spec(body: dict[str, Any], settings: Settings) -> JobSpec:
+    """The validated spec, or 422 naming each bad field, or saying how far over budget the job is."""
     try:
-        spec = parse_spec(_request_body(), found.settings.limits)
+        spec = parse_spec(body, settings.limits)
     except ValidationError as error:
         problems = describe_problems(error)
         raise ApiError(422, "invalid_job", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None
+    reason = over_budget(spec, settings.budget)
+    if reason is not None:
+        raise ApiError(422, "over_budget", reason, [{"field": "body", "reason": reason}])
+    return spec
+
+
+@jobs.post("/jobs")
+def submit_job():
+    """Validate the request, check storage and the client's share, record the job, and queue its chunks.
+
+    Cheapest refusals first: a bad request costs no Redis or S3 call. (The rate limit, in front of
+    this, costs one Redis call.)
+    """
+    found = services()
+    spec = _admissible_spec(_request_body(), found.settings)
+    storage_problem = found.storage_probe.problem()
+    if storage_problem is not None:
+        raise unavailable("storage", "it can't take writes now")
     job_id = str(uuid.uuid4())
-    chunks = split_chunks(spec.filters, found.settings.chunk_size)
+    found.admission.admit(job_id, client_identity())
+    chunks = split_by_cost(
+        spec.filters, filter_flops(spec), found.settings.budget.chunk_flops, found.settings.chunk_size
+    )
     found.jobs.create(job_id, spec, len(chunks))
     enqueue_job(found.celery, job_id, chunks)
     resource = _resource(job_id)
@@ -89,7 +127,12 @@ def get_job(job_id: str):
 @jobs.delete("/jobs/<job_id>")
 @jobs.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
-    """Cancel a queued or running job: chunks not yet started do nothing, running ones stop at the next batch."""
+    """Cancel a queued or running job: chunks not yet started do nothing, running ones stop at the next batch.
+
+    The POST form takes only JSON, so that a cross-site HTML form can't cancel anyone's job.
+    """
+    if request.method == "POST" and (request.mimetype != "application/json" or request.content_length):
+        _request_body()  # 415 unless JSON; a body, if any, must be a JSON object
     found = services()
     resource = _resource(_job_id(job_id))
     if resource["status"] in FINISHED or not found.jobs.cancel(resource["id"]):

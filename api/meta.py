@@ -4,10 +4,12 @@ from html import escape
 
 from flask import Blueprint, Response
 
+from api.errors import UNAVAILABLE_RETRY_SECONDS
 from api.openapi import openapi_document
 from api.services import services
 from shared.layers import MODELS
 from shared.methods import describe_methods
+from shared.workers import count_live
 
 meta = Blueprint("meta", __name__)
 
@@ -41,29 +43,33 @@ def healthz():
 
 @meta.get("/readyz")
 def readyz():
-    """Ready when Redis and the bucket answer; 503 naming what doesn't."""
+    """Ready when Redis answers and S3 takes writes; 503 naming what doesn't, and why."""
     found = services()
     checks: dict[str, str] = {}
-    for name, check in (("redis", found.jobs.ping), ("s3", found.storage.check)):
-        try:
-            check()
-            checks[name] = "ok"
-        except Exception as error:  # any failure to reach a dependency means "not ready"
-            checks[name] = f"unavailable: {type(error).__name__}"
+    try:
+        found.jobs.ping()
+        checks["redis"] = "ok"
+    except Exception as error:  # any failure to reach a dependency means "not ready"
+        checks["redis"] = f"unavailable: {type(error).__name__}"
+    checks["s3"] = found.storage_probe.problem() or "ok"
     ready = all(value == "ok" for value in checks.values())
-    return {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+    headers = {} if ready else {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)}
+    # Live workers (from their heartbeats) are reported, not required: the API takes jobs without them.
+    workers = count_live(found.jobs.redis) if checks["redis"] == "ok" else None
+    body = {"status": "ready" if ready else "not ready", "checks": checks, "workers": workers}
+    return body, 200 if ready else 503, headers
 
 
 @meta.get("/openapi.json")
 def openapi():
-    """The OpenAPI 3.1 document of this API."""
-    return openapi_document()
+    """The OpenAPI 3.1 document of this API, with this deployment's limits."""
+    return openapi_document(services().settings.limits)
 
 
 @meta.get("/docs")
 def docs():
     """A plain page listing every endpoint (no external scripts: many deployments have no internet)."""
-    document = openapi_document()
+    document = openapi_document(services().settings.limits)
     rows = "".join(
         f"<tr><td><code>{method.upper()}</code></td><td><code>{escape(path)}</code></td>"
         f"<td>{escape(operation['summary'])}</td></tr>"
@@ -72,7 +78,7 @@ def docs():
     )
     page = (
         "<!doctype html><html lang=en><meta charset=utf-8><title>filterviz API</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem}td{padding:.3rem .8rem}</style>"
+        '<link rel="stylesheet" href="/static/docs.css">'
         f"<h1>filterviz API {escape(document['info']['version'])}</h1>"
         "<p>The machine-readable document is at <a href=/openapi.json>/openapi.json</a>.</p>"
         f"<table><thead><tr><th>method<th>path<th>what it does</thead><tbody>{rows}</tbody></table></html>"

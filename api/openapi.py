@@ -1,36 +1,63 @@
-"""The OpenAPI document: paths written here, the request schema generated from the job spec itself."""
+"""The OpenAPI document: paths written here, the request schema generated from the job spec itself.
+
+The job schema comes from the same pydantic model, with the deployment's limits, that validates
+requests (shared/spec.py's limited_spec_model), so the document states every bound as enforced.
+"""
 
 from functools import cache
 from typing import Any
 
-from shared.spec import JobSpec
+from shared.spec import Limits, limited_spec_model
+
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before trying again", "required": True,
+                    "schema": {"type": "integer", "minimum": 0}},
+}  # fmt: skip
 
 
-def _error_response(description: str) -> dict[str, Any]:
-    return {
+def _error_response(description: str, retry: bool = False) -> dict[str, Any]:
+    response = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+    return {**response, "headers": _RETRY_AFTER} if retry else response
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _job_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}},
-    }
+    return _json(description, {"$ref": "#/components/schemas/Job"})
 
 
 def _png(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"image/png": {}}}
+    return {"description": description, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
 
 
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+# Every route that reads job records or storage answers 503 while Redis or S3 is down.
+_UNAVAILABLE = {"503": _error_response("Redis or storage unavailable", retry=True)}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+# Links for stateful testing and for readers: what can be done with a job just submitted.
+_JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in [("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("ListFilters", "listFilters"),
+                            ("GetGrid", "getGrid"), ("GetThumbnail", "getThumbnail"), ("GetManifest", "getManifest")]
+}  # fmt: skip
+_JOB_LINKS["GetFilter"] = {
+    "operationId": "getFilter",
+    "parameters": {"job_id": "$response.body#/id", "index": "$response.body#/params/filters/0"},
+}
 
 
 @cache
-def openapi_document() -> dict[str, Any]:
-    """OpenAPI 3.1 for every route of the API."""
-    spec_schema = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+def openapi_document(limits: Limits) -> dict[str, Any]:
+    """OpenAPI 3.1 for every route of the API, with `limits` stated in the job schema."""
+    spec_schema = limited_spec_model(limits).model_json_schema(ref_template="#/components/schemas/{model}")
     schemas = spec_schema.pop("$defs", {})
     schemas["JobSpec"] = spec_schema
     schemas["Error"] = {
@@ -46,19 +73,25 @@ def openapi_document() -> dict[str, Any]:
                         "items": {
                             "type": "object",
                             "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+                            "required": ["field", "reason"],
                         },
                     },
                 },
                 "required": ["code", "message"],
             }
         },
+        "required": ["error"],
     }
     schemas["Job"] = {
         "type": "object",
         "properties": {
             "id": {"type": "string", "format": "uuid"},
             "status": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]},
-            "progress": {"type": "object", "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}}},
+            "progress": {
+                "type": "object",
+                "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+                "required": ["done", "total"],
+            },
             "params": {"$ref": "#/components/schemas/JobSpec"},
             "weights": {"type": ["string", "null"]},
             "created_at": {"type": "string"},
@@ -67,78 +100,143 @@ def openapi_document() -> dict[str, Any]:
             "error": {"type": ["object", "null"]},
             "links": {"type": "object"},
         },
+        "required": ["id", "status", "progress", "params", "created_at", "links"],
     }
     job_paths = {
         "/v1/jobs": {
             "post": {
+                "operationId": "submitJob",
                 "summary": "Submit a visualization job",
-                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+                },
                 "responses": {
-                    "202": _job_response("Accepted; Location names the job"),
-                    "400": _error_response("Malformed JSON"),
+                    "202": {
+                        **_job_response("Accepted; Location names the job"),
+                        "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
+                        "links": _JOB_LINKS,
+                    },
+                    "400": _error_response("Malformed JSON, or nested too deeply"),
                     "413": _error_response("Body too large"),
                     "415": _error_response("Not JSON"),
-                    "422": _error_response("Invalid values, each named with its field"),
+                    "422": _error_response(
+                        "Invalid values, each named with its field; or over the compute budget (code over_budget), "
+                        "saying by how much and what to shrink. Beyond the schema: filters must exist in the layer, "
+                        "be distinct and at most maxItems of them (a range's stop - start too), and image_size at "
+                        "least the layer's min_image_size (GET /v1/models)"
+                    ),
+                    "429": _error_response("Too many unfinished jobs, or submissions too fast", retry=True),
+                    **_UNAVAILABLE,
                 },
             },
             "get": {
+                "operationId": "listJobs",
                 "summary": "Recent jobs, newest first",
                 "parameters": [
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
                 ],
-                "responses": {"200": {"description": "A list of jobs"}, "422": _error_response("Invalid limit")},
+                "responses": {
+                    "200": _json(
+                        "A list of jobs",
+                        {
+                            "type": "object",
+                            "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}},
+                            "required": ["jobs"],
+                        },
+                    ),
+                    "422": _error_response("Invalid limit"),
+                    **_UNAVAILABLE,
+                },
             },
         },
         "/v1/jobs/{job_id}": {
             "get": {
+                "operationId": "getJob",
                 "summary": "A job: status, progress, parameters, timestamps, error, links",
                 "parameters": [_JOB_ID],
-                "responses": {"200": _job_response("The job"), "404": _error_response("Unknown job")},
+                "responses": {"200": _job_response("The job"), "404": _error_response("Unknown job"), **_UNAVAILABLE},
             },
             "delete": {
+                "operationId": "cancelJob",
                 "summary": "Cancel a queued or running job",
                 "parameters": [_JOB_ID],
                 "responses": {
                     "200": _job_response("Canceled"),
                     "404": _error_response("Unknown job"),
                     "409": _error_response("Already finished"),
+                    **_UNAVAILABLE,
                 },
             },
         },
         "/v1/jobs/{job_id}/cancel": {
             "post": {
-                "summary": "Cancel a queued or running job (same as DELETE)",
+                "operationId": "cancelJobByPost",
+                "summary": "Cancel a queued or running job (same as DELETE); JSON only, e.g. {}",
                 "parameters": [_JOB_ID],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": {
                     "200": _job_response("Canceled"),
                     "404": _error_response("Unknown job"),
+                    "400": _error_response("Malformed JSON"),
                     "409": _error_response("Already finished"),
+                    "413": _error_response("Body too large"),
+                    "415": _error_response("Not JSON: a cross-site form can't cancel a job"),
+                    "422": _error_response("The body is not a JSON object"),
+                    **_UNAVAILABLE,
                 },
             },
         },
         "/v1/jobs/{job_id}/grid.png": {
             "get": {
+                "operationId": "getGrid",
                 "summary": "The grid picture",
                 "parameters": [_JOB_ID],
-                "responses": {"200": _png("The grid"), "404": _error_response("Unknown job or not ready")},
+                "responses": {
+                    "200": _png("The grid"),
+                    "404": _error_response("Unknown job or not ready"),
+                    **_UNAVAILABLE,
+                },
             },
         },
         "/v1/jobs/{job_id}/thumbnail.png": {
             "get": {
+                "operationId": "getThumbnail",
                 "summary": "The grid shrunk to at most 256 px a side",
                 "parameters": [_JOB_ID],
-                "responses": {"200": _png("The thumbnail"), "404": _error_response("Unknown job or not ready")},
+                "responses": {
+                    "200": _png("The thumbnail"),
+                    "404": _error_response("Unknown job or not ready"),
+                    **_UNAVAILABLE,
+                },
             },
         },
         "/v1/jobs/{job_id}/filters": {
             "get": {
+                "operationId": "listFilters",
                 "summary": "Filters whose pictures are stored so far, with index, final loss, dead and URL",
                 "parameters": [_JOB_ID],
-                "responses": {"200": {"description": "The filters"}, "404": _error_response("Unknown job")},
+                "responses": {
+                    "200": _json(
+                        "The filters",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "status": {"type": "string"},
+                                "filters": {"type": "array", "items": {"type": "object"}},
+                            },
+                            "required": ["id", "status", "filters"],
+                        },
+                    ),
+                    "404": _error_response("Unknown job"),
+                    **_UNAVAILABLE,
+                },
             },
         },
         "/v1/jobs/{job_id}/filters/{index}.png": {
             "get": {
+                "operationId": "getFilter",
                 "summary": "One filter's picture, optionally shrunk to fit size x size",
                 "parameters": [
                     _JOB_ID,
@@ -149,44 +247,85 @@ def openapi_document() -> dict[str, Any]:
                     "200": _png("The picture"),
                     "404": _error_response("Unknown job, filter or not ready"),
                     "422": _error_response("Invalid size"),
+                    **_UNAVAILABLE,
                 },
             },
         },
         "/v1/jobs/{job_id}/manifest.json": {
             "get": {
+                "operationId": "getManifest",
                 "summary": "The manifest of a finished job",
                 "parameters": [_JOB_ID],
-                "responses": {"200": {"description": "The manifest"}, "404": _error_response("Unknown or not ready")},
+                "responses": {
+                    "200": _json("The manifest", {"type": "object"}),
+                    "404": _error_response("Unknown or not ready"),
+                    **_UNAVAILABLE,
+                },
             },
         },
     }
     meta_paths = {
         "/v1/models": {
             "get": {
+                "operationId": "listModels",
                 "summary": "Models and their conv layers with filter counts",
-                "responses": {"200": {"description": "The models"}},
+                "responses": {"200": _json("The models", {"type": "object", "required": ["models"]})},
             }
         },
-        "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "Alive"}}}},
+        "/v1/workers": {
+            "get": {
+                "operationId": "listWorkers",
+                "summary": "Live worker processes, from their heartbeats",
+                "responses": {
+                    "200": _json("The workers", {"type": "object", "required": ["count", "workers"]}),
+                    **_UNAVAILABLE,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Alive",
+                "responses": {"200": _json("Alive", {"type": "object"})},
+            }
+        },
         "/readyz": {
             "get": {
-                "summary": "Redis and S3 reachable",
-                "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+                "operationId": "readyz",
+                "summary": "Redis answers and S3 takes writes",
+                "responses": {
+                    "200": _json("Ready", {"type": "object", "required": ["status", "checks"]}),
+                    "503": {**_json("Not ready: each check says why", {"type": "object"}), "headers": _RETRY_AFTER},
+                },
             }
         },
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
-        "/docs": {"get": {"summary": "A page listing the endpoints", "responses": {"200": {"description": "HTML"}}}},
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": _json("OpenAPI", {"type": "object"})},
+            }
+        },
+        "/docs": {
+            "get": {
+                "operationId": "docs",
+                "summary": "A page listing the endpoints",
+                "responses": {"200": _html("HTML")},
+            }
+        },
         "/": {
             "get": {
+                "operationId": "page",
                 "summary": "The web page: submit, watch and browse jobs",
-                "responses": {"200": {"description": "HTML"}},
+                "responses": {"200": _html("HTML")},
             }
         },
         "/jobs/{job_id}": {
             "get": {
-                "summary": "The web page, opened on one job",
-                "parameters": [_JOB_ID],
-                "responses": {"200": {"description": "HTML"}},
+                "operationId": "jobPage",
+                "summary": "The web page, opened on one job (the page itself says whether the job exists)",
+                "parameters": [{**_JOB_ID, "schema": {"type": "string"}}],
+                "responses": {"200": _html("HTML"), "404": _error_response("No such page")},
             }
         },
     }

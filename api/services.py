@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from celery import Celery
 from flask import current_app
 
+from api.admission import Admission
+from api.readiness import WriteProbe
 from shared.jobs import JobStore
 from shared.settings import Settings
 from shared.storage import Storage
@@ -12,12 +14,15 @@ from shared.storage import Storage
 
 @dataclass(frozen=True)
 class Services:
-    """Settings, the job records, storage and the Celery app (used to send, never to run, tasks)."""
+    """Settings, the job records, storage, the Celery app (used to send, never to run, tasks),
+    admission bounds and the storage write probe."""
 
     settings: Settings
     jobs: JobStore
     storage: Storage
     celery: Celery
+    admission: Admission
+    storage_probe: WriteProbe
 
 
 def services() -> Services:

@@ -5,6 +5,7 @@ from functools import cached_property
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.cost import Budget
 from shared.spec import Limits
 
 
@@ -60,6 +61,23 @@ class Settings(BaseSettings):
     max_image_size: int = Field(512, ge=16, validation_alias="FILTERVIZ_MAX_IMAGE_SIZE")
     max_steps: int = Field(200, ge=1, validation_alias="FILTERVIZ_MAX_STEPS")
     max_grid_n: int = Field(16, ge=1, validation_alias="FILTERVIZ_MAX_GRID_N")
+
+    # The cost model (shared/cost.py): a job's FLOPs are checked against a budget that, by default,
+    # one worker of this class gets through within one chunk time limit (with headroom).
+    worker_gflops: float = Field(80.0, gt=0, validation_alias="FILTERVIZ_WORKER_GFLOPS")
+    job_budget_tflop: float = Field(0.0, ge=0, validation_alias="FILTERVIZ_JOB_BUDGET_TFLOP")
+    max_output_mb: int = Field(512, ge=1, validation_alias="FILTERVIZ_MAX_OUTPUT_MB")
+
+    # Admission: unfinished jobs, in all and per client (address), and submissions per client.
+    max_active_jobs: int = Field(200, ge=1, validation_alias="FILTERVIZ_MAX_ACTIVE_JOBS")
+    max_active_jobs_per_client: int = Field(10, ge=1, validation_alias="FILTERVIZ_MAX_ACTIVE_JOBS_PER_CLIENT")
+    # flask-limiter's notation, e.g. "2 per second; 30 per minute"; empty turns the rate limit off.
+    submit_rate_limit: str = Field("2 per second; 30 per minute", validation_alias="FILTERVIZ_SUBMIT_RATE_LIMIT")
+
+    @cached_property
+    def budget(self) -> Budget:
+        """What one job may cost on the configured worker class."""
+        return Budget.for_workers(self.worker_gflops, self.chunk_time_limit, self.job_budget_tflop, self.max_output_mb)
 
     @cached_property
     def limits(self) -> Limits:

@@ -1,6 +1,8 @@
 """Results in S3-compatible storage (MinIO, SeaweedFS, AWS): one prefix per job."""
 
 import json
+import os
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,8 @@ def job_key(job_id: str, name: str) -> str:
 
 
 CHUNK_RECORDS = "chunks/"
+# Outside jobs/: where readiness probes write (see Storage.probe_write).
+WRITE_PROBES = "probes/"
 # Small objects: S3 round trips dominate, so transfers of many of them overlap this many at a time.
 PARALLEL_TRANSFERS = 8
 
@@ -81,6 +85,13 @@ class Storage:
     def check(self) -> None:
         """Raise when the bucket can't be reached (for readiness)."""
         self._client.head_bucket(Bucket=self.bucket)
+
+    def probe_write(self) -> None:
+        """Raise unless the bucket takes a write now (an S3 server can answer yet refuse writes, e.g.
+        when full): a tiny object of this process's own is put and deleted."""
+        key = f"{WRITE_PROBES}{socket.gethostname()}-{os.getpid()}"
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=b"probe", ContentType="text/plain")
+        self._client.delete_object(Bucket=self.bucket, Key=key)
 
     def _retrying(self, call: Callable[[], T]) -> T:
         return call_with_retry(call, self._retry_seconds, transient_s3_error)

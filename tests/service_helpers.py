@@ -31,6 +31,9 @@ def running_stack(
             "FILTERVIZ_WEIGHTS": TEST_WEIGHTS,
             "FILTERVIZ_CHUNK_SIZE": str(chunk_size),
             "FILTERVIZ_CHUNK_TIME_LIMIT": "60",
+            # The short chunk limit would set the default job budget to a few seconds of work; the
+            # test jobs are small, and chunks are still capped to fit the limit (shared/cost.py).
+            "FILTERVIZ_JOB_BUDGET_TFLOP": "100",
             # Another host name for the same server: presigned URLs must be signed for this one.
             "S3_PUBLIC_ENDPOINT_URL": f"http://localhost:{s3_port}",
             **(env or {}),

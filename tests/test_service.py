@@ -151,7 +151,7 @@ def test_cancel_a_queued_job_and_a_running_job(stack, api):
 
     canceled = requests.delete(f"{api}/v1/jobs/{queued['id']}", timeout=10)
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
-    canceled = requests.post(f"{api}/v1/jobs/{running['id']}/cancel", timeout=10)
+    canceled = requests.post(f"{api}/v1/jobs/{running['id']}/cancel", json={}, timeout=10)
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     records_at_cancel = chunk_records(stack, running["id"])
 

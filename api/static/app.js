@@ -227,7 +227,7 @@ function openFilter(filter) {
 
 async function cancelJob(id) {
   try {
-    await api(`/v1/jobs/${id}/cancel`, { method: "POST" });
+    await api(`/v1/jobs/${id}`, { method: "DELETE" });
   } catch (error) {
     if (error.status !== 409) alert(`Cancel failed: ${error.message}`); // 409: it finished meanwhile
   }

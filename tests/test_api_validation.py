@@ -1,0 +1,126 @@
+"""Hostile and malformed requests, answered by the API's own code with no Redis or S3 behind it
+(Flask's test client; both point at closed ports). Refusals that need no service come first, so
+none of these reaches a dependency; the ones that do get a 503, never a 500."""
+
+import pytest
+
+from api.app import create_app
+from api.headers import SECURITY_HEADERS
+from shared.settings import Settings
+
+NOWHERE = "127.0.0.1:9"  # the discard port: nothing listens there
+LARGEST = {"layer": "block5_conv3", "filters": {"start": 0, "stop": 512}, "image_size": 512, "steps": 200,
+           "grid": {"n": 16, "margin": 64}}  # fmt: skip
+
+
+def app_with(**overrides):
+    settings = Settings(
+        redis_url=f"redis://{NOWHERE}/0", s3_endpoint_url=f"http://{NOWHERE}", submit_rate_limit="", **overrides
+    )
+    return create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def client():
+    return app_with().test_client()
+
+
+def post_raw(client, body: str | bytes):
+    return client.post("/v1/jobs", data=body, content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "words"),
+    [
+        ('{"filters": {"start": 0, "stop": 2336070789}}', 422, "filters.stop", "above the limit of 512"),
+        ('{"filters": {"start": 0, "stop": 9223372036854775808}}', 422, "filters.stop", "above the limit of 512"),
+        ('{"filters": {"start": 0, "stop": 1' + "0" * 4000 + "}}", 422, "filters.stop", "above the limit"),
+        ("[" * 20000, 400, "body", "recursion limit exceeded"),
+        ('{"a":' * 5000 + "1" + "}" * 5000, 400, "body", "recursion limit exceeded"),
+        ('{"steps": 1' + "0" * 5000 + "}", 400, "body", "number out of range"),
+        ('{"steps": true}', 422, "steps", "valid integer"),
+        ('{"steps": "20"}', 422, "steps", "valid integer"),
+        ('{"image_size": 64.0}', 422, "image_size", "valid integer"),
+        ('{"step_size": NaN}', 422, "step_size", "finite number"),
+        ('{"layer": "' + "x" * 60000 + '"}', 422, "layer", "at most 64 characters"),
+        ('{"method": {}}', 422, "method", "Input should be"),
+    ],
+)
+def test_hostile_bodies_are_refused_naming_the_problem(client, body, status, field, words):
+    response = post_raw(client, body)
+    assert response.status_code == status, response.json
+    assert any(p["field"] == field and words in p["reason"] for p in response.json["error"]["problems"])
+
+
+def test_an_oversized_body_is_413(client):
+    response = post_raw(client, '{"filters": [' + "1," * 40000 + "1]}")
+    assert response.status_code == 413 and response.json["error"]["code"] == "request_entity_too_large"
+
+
+def test_a_job_over_the_compute_budget_says_by_how_much_and_what_to_shrink(client):
+    response = client.post("/v1/jobs", json=LARGEST)
+    assert response.status_code == 422
+    error = response.json["error"]
+    assert error["code"] == "over_budget"
+    assert "228.1x the per-job budget of 144.0 TFLOP" in error["message"] and "ask for at most" in error["message"]
+
+
+def test_the_budget_follows_the_worker_class():
+    fast_workers = app_with(worker_gflops=1e6, max_output_mb=1024).test_client()
+    # Admitted by the budget; then refused only because storage (nowhere) can't be reached.
+    response = fast_workers.post("/v1/jobs", json=LARGEST)
+    assert response.status_code == 503 and response.json["error"]["code"] == "storage_unavailable"
+
+
+def test_a_valid_job_with_storage_and_redis_down_is_503_with_retry_after(client):
+    response = client.post("/v1/jobs", json={"layer": "block1_conv1", "filters": [0], "image_size": 32, "steps": 2})
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    assert client.get("/v1/jobs").status_code == 503
+    job = client.get("/v1/jobs/0b0e4f1e-62f8-4d8b-a3f6-6f3a3f6b8f7c")
+    assert job.status_code == 503 and job.headers["Retry-After"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json["checks"]["redis"].startswith("unavailable")
+    assert ready.json["checks"]["s3"].startswith("not writable: EndpointConnectionError")
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["12345678-1234-1234-1234-123456789abc", "0B0E4F1E-62F8-4D8B-A3F6-6F3A3F6B8F7C",
+     "{0b0e4f1e-62f8-4d8b-a3f6-6f3a3f6b8f7c}", "urn:uuid:0b0e4f1e-62f8-4d8b-a3f6-6f3a3f6b8f7c",
+     "0b0e4f1e62f84d8ba3f66f3a3f6b8f7c"],
+)  # fmt: skip
+def test_only_the_canonical_spelling_of_a_v4_id_names_a_job(client, job_id):
+    response = client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 404 and response.json["error"]["code"] == "job_not_found"
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"])
+def test_cancel_by_post_takes_only_json_so_a_cross_site_form_cannot(client, content_type):
+    response = client.post(
+        "/v1/jobs/0b0e4f1e-62f8-4d8b-a3f6-6f3a3f6b8f7c/cancel", data="x=1", content_type=content_type
+    )
+    assert response.status_code == 415
+
+
+@pytest.mark.parametrize("path", ["/", "/jobs/x", "/docs", "/openapi.json", "/healthz", "/v1/models", "/v1/nothing"])
+def test_every_response_carries_the_security_headers(client, path):
+    response = client.get(path)
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_a_405_says_which_methods_are_allowed(client):
+    response = client.put("/v1/jobs", json={})
+    assert response.status_code == 405 and set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
+
+
+def test_the_openapi_document_states_the_configured_limits():
+    raised = app_with(max_steps=1000, max_image_size=640, max_grid_n=20, max_filters=100).test_client()
+    schemas = raised.get("/openapi.json").json["components"]["schemas"]
+    spec = schemas["JobSpec"]["properties"]
+    assert (spec["steps"]["maximum"], spec["image_size"]["maximum"]) == (1000, 640)
+    assert schemas["Grid"]["properties"]["n"]["maximum"] == 20
+    assert spec["filters"]["anyOf"][0]["oneOf"][0]["maxItems"] == 100
+    over = raised.post("/v1/jobs", json={"steps": 1001})
+    assert over.json["error"]["problems"] == [{"field": "steps", "reason": "1001 is above the limit of 1000"}]
