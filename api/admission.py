@@ -21,6 +21,8 @@ from shared.settings import Settings
 ACTIVE_JOBS = "filterviz:admission:active"
 # A client has no way to know when a slot frees up; about the time a small job takes.
 FULL_RETRY_SECONDS = 30
+# Longer than any submission takes between admission and writing the job's record.
+IN_FLIGHT_SECONDS = 60
 
 
 def client_identity() -> str:
@@ -69,18 +71,25 @@ class Admission:
         count = self._redis.zcard(key)
         if count <= bound:
             return count
-        done = [job_id for job_id in self._redis.zrange(key, 0, -1) if self._finished(job_id.decode())]
+        # A job is admitted before its record is written: one without a record is gone only
+        # once it is older than any submission takes.
+        recent = time.time() - IN_FLIGHT_SECONDS
+        done = [
+            job_id
+            for job_id, admitted in self._redis.zrange(key, 0, -1, withscores=True)
+            if self._finished(job_id.decode(), admitted > recent)
+        ]
         if done:
             self._redis.zrem(key, *done)
         return count - len(done)
 
-    def _finished(self, job_id: str) -> bool:
+    def _finished(self, job_id: str, in_flight: bool) -> bool:
         status = self._status(job_id)
-        return status is None or status in FINISHED
+        return status in FINISHED or (status is None and not in_flight)
 
 
-def init_rate_limit(app: Flask, settings: Settings, view: Callable) -> None:
-    """Rate-limit `view` (submission) per client with flask-limiter, counted in Redis."""
+def init_rate_limit(app: Flask, settings: Settings, endpoint: str) -> None:
+    """Rate-limit the view of `endpoint` (submission) per client with flask-limiter, counted in Redis."""
     if not settings.submit_rate_limit:
         return
     limiter = Limiter(
@@ -91,15 +100,15 @@ def init_rate_limit(app: Flask, settings: Settings, view: Callable) -> None:
         key_prefix="filterviz:rate",
         strategy="fixed-window",
     )
-    limiter.limit(settings.submit_rate_limit)(view)
+    # The limit wraps this app's view: each app (and test) has its own limiter and storage.
+    app.view_functions[endpoint] = limiter.limit(settings.submit_rate_limit)(app.view_functions[endpoint])
 
     @app.errorhandler(RateLimitExceeded)
     def _too_fast(error: RateLimitExceeded):
         current = limiter.current_limit
         wait = current.reset_at - time.time() if current else error.limit.limit.get_expiry()
-        return ApiError(
-            429,
-            "too_many_requests",
-            f"at most {error.description} submissions per client; try again later",
-            retry_after=max(1, math.ceil(wait)),
-        ).response()
+        retry_after = max(1, math.ceil(wait))
+        message = (
+            f"too many submissions from {client_identity()} (at most {error.description}); try again in {retry_after} s"
+        )
+        return ApiError(429, "too_many_requests", message, retry_after=retry_after).response()

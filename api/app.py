@@ -5,7 +5,7 @@ from flask import Flask
 from api.admission import Admission, init_rate_limit
 from api.errors import register_error_handlers
 from api.headers import add_security_headers
-from api.jobs import jobs, submit_job
+from api.jobs import jobs
 from api.meta import meta
 from api.readiness import WriteProbe
 from api.services import Services
@@ -39,6 +39,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(web)
     app.register_blueprint(workers)
     register_error_handlers(app)
-    init_rate_limit(app, settings, submit_job)
+    init_rate_limit(app, settings, "jobs.submit_job")
     add_security_headers(app)
     return app
