@@ -90,7 +90,7 @@ class Admission:
 
 def init_rate_limit(app: Flask, settings: Settings, endpoint: str) -> None:
     """Rate-limit the view of `endpoint` (submission) per client with flask-limiter, counted in Redis."""
-    if not settings.submit_rate_limit:
+    if settings.submit_rate_limit.strip().lower() in {"", "off"}:
         return
     limiter = Limiter(
         client_identity,
