@@ -209,11 +209,17 @@ def parse_spec(data: object, limits: Limits | None = None) -> JobSpec:
     return JobSpec.model_validate_json(public.model_dump_json())
 
 
+def _short(value: object) -> str:
+    """A value as echoed in an error: a 4000-digit number is not worth sending back whole."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
+
+
 def _reason(item: Any) -> str:
     """A pydantic error as a sentence naming the limit, where there is one."""
     ctx = item.get("ctx") or {}
     if item["type"] == "less_than_equal":
-        return f"{item['input']} is above the limit of {ctx['le']}"
+        return f"{_short(item['input'])} is above the limit of {ctx['le']}"
     if item["type"] == "too_long" and item["loc"][:1] == ("filters",):
         return f"{ctx['actual_length']} filters asked for; at most {ctx['max_length']} per job"
     return item["msg"].removeprefix("Value error, ")
