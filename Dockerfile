@@ -1,27 +1,39 @@
 # syntax=docker/dockerfile:1
 # The images of filterviz, one target each:
-#   api     Flask API under gunicorn; no TensorFlow
+#   api     Flask API under gunicorn; no TensorFlow (also runs the one-shot bucket init)
 #   worker  Celery worker with VGG16's ImageNet weights baked in; TensorFlow for the CPU, or
-#           with --build-arg WORKER_EXTRA=gpu TensorFlow with CUDA
+#           with --build-arg WORKER_EXTRA=gpu TensorFlow with CUDA (x86_64 with an NVIDIA driver
+#           for CUDA 12.5 or newer, R555+; see the README's GPU section)
 # docker-compose.yml builds them; by hand: docker build --target api -t filterviz-api .
+#
+# Each image installs its dependencies before it copies the source, so editing the code
+# rebuilds only the last layers; BuildKit's cache mount keeps downloaded wheels between builds.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# A minor-version tag gets Debian's security updates on every rebuild; docker/constraints.txt
+# pins the Python packages.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 RUN groupadd --system --gid 10001 filterviz \
  && useradd --system --uid 10001 --gid filterviz --create-home --home-dir /home/filterviz filterviz
 WORKDIR /app
-COPY docker/constraints.txt /tmp/constraints.txt
+COPY docker/requirements.py docker/constraints.txt docker/constraints-gpu.txt /opt/build/
+COPY pyproject.toml /opt/build/
 
-FROM base AS api
+FROM base AS api-deps
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python /opt/build/requirements.py /opt/build/pyproject.toml > /opt/build/requirements.txt \
+ && pip install --requirement /opt/build/requirements.txt --constraint /opt/build/constraints.txt
+
+FROM api-deps AS api
 COPY pyproject.toml README.md ./
 COPY shared shared
 COPY api api
-RUN pip install --constraint /tmp/constraints.txt . && rm -rf build
+RUN pip install --no-deps . && rm -rf build
 USER filterviz
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
@@ -29,13 +41,14 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 CMD ["gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"]
 
 FROM base AS worker-deps
-# worker: TensorFlow for the CPU; gpu: TensorFlow with CUDA and cuDNN as pip wheels (needs only
-# the host's NVIDIA driver). docker-compose.yml builds both from this stage.
+# worker: TensorFlow for the CPU (tensorflow-cpu on x86_64, tensorflow on arm64, which has no
+# tensorflow-cpu wheel); gpu: TensorFlow with CUDA and cuDNN as pip wheels, pinned to the
+# versions TensorFlow was built with (docker/constraints-gpu.txt).
 ARG WORKER_EXTRA=worker
-COPY pyproject.toml README.md ./
-COPY shared shared
-COPY worker worker
-RUN pip install --constraint /tmp/constraints.txt ".[${WORKER_EXTRA}]" && rm -rf build
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python /opt/build/requirements.py /opt/build/pyproject.toml "${WORKER_EXTRA}" > /opt/build/requirements.txt \
+ && pip install --requirement /opt/build/requirements.txt \
+      --constraint /opt/build/constraints.txt --constraint /opt/build/constraints-gpu.txt
 
 FROM worker-deps AS weights
 # Keras checks the file's hash as it downloads it; the worker image gets only the file.
@@ -45,11 +58,15 @@ RUN python -c "import keras; keras.applications.VGG16(include_top=False, weights
 
 FROM worker-deps AS worker
 COPY --from=weights /opt/keras/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 /opt/filterviz/weights/
+COPY pyproject.toml README.md ./
+COPY shared shared
+COPY worker worker
+RUN pip install --no-deps . && rm -rf build
 ENV FILTERVIZ_WEIGHTS=imagenet \
     FILTERVIZ_IMAGENET_WEIGHTS=/opt/filterviz/weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 \
     TF_CPP_MIN_LOG_LEVEL=2
 USER filterviz
-# One pool process per container: TensorFlow uses every core (or the GPU) it is given; scale
-# with more containers.
+# One pool process per container: TensorFlow sizes its threads to the CPUs the container may use
+# (its CPU quota included) or uses the GPU; scale with more containers.
 CMD ["celery", "-A", "worker.tasks", "worker", "--queues", "filterviz.render", "--concurrency", "1", \
      "--loglevel", "INFO", "--without-gossip", "--without-mingle"]

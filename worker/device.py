@@ -4,12 +4,17 @@ import contextlib
 
 import tensorflow as tf
 
+from shared.cpus import available_cpus
 
-def limit_threads(threads: int) -> None:
-    """Cap TensorFlow's thread pools (0 leaves TensorFlow's default); must run before the first op."""
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+def limit_threads(threads: int) -> int:
+    """Size TensorFlow's thread pools; must run before the first op. 0 means the CPUs this process
+    may use: TensorFlow's own default counts the host's cores, ignoring a container's CPU quota, so
+    four scaled workers on a 16-core host would run 64 threads each on their 4 CPUs."""
+    threads = threads or available_cpus()
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return threads
 
 
 def configure_device() -> str:
@@ -23,6 +28,23 @@ def configure_device() -> str:
         return "CPU"
     details = tf.config.experimental.get_device_details(gpus[0])
     return f"GPU ({details.get('device_name', gpus[0].name)})"
+
+
+def gpu_memory_mb() -> int | None:
+    """Total memory of the first GPU in MiB, from NVML (nvidia-ml-py, in the gpu extra); None when
+    there is no GPU or NVML can't tell."""
+    if not has_gpu():
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total // 2**20
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML library or no permission: the caller picks a safe default
+        return None
 
 
 def has_gpu() -> bool:

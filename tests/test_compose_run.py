@@ -1,0 +1,245 @@
+"""Each service of docker-compose.yml, started here the way compose starts it in its container.
+
+There is no Docker engine on this machine, so this is the closest check of `docker compose up`:
+- the command is the service's own (`entrypoint` + `command`), or its image's CMD from the Dockerfile;
+- the environment is exactly what `docker compose config` (Compose v2) renders, over the image's ENV;
+- the services' host names (`redis`, `s3`) point at servers on this machine, and paths inside an
+  image or a volume point at temporary files: the weights baked into the worker image become a
+  weights file of seeded random VGG16 in the same legacy HDF5 format, the s3 volume a folder;
+- each service counts as up when its own healthcheck command passes, as Docker decides.
+The S3 server is the compose file's own `s3` service (SeaweedFS from pip, same release as the
+image), so its flags and credentials are checked too. A job then runs through this stack.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from devstack.local import LocalStack, wait_until
+from tests.compose_helpers import ROOT, image_command, image_environment, render_compose
+from tests.service_helpers import SMALL_JOB, wait_for
+
+BIN = Path(sys.executable).parent
+# Binaries at their image paths, and where they are here.
+IMAGE_BINARIES = {"/usr/bin/weed": str(BIN / "weed")}
+# Ports the s3 service's SeaweedFS listens on inside its container (and gRPC on each + 10000).
+S3_PORTS = (8333, 9333, 8080, 8888)
+
+
+def unescape(value: str) -> str:
+    """What the container gets: `docker compose config` keeps `$$` escaped, Docker receives `$`."""
+    return value.replace("$$", "$")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict:
+    return render_compose()["services"]
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory) -> Iterator[int]:
+    stack = LocalStack(tmp_path_factory.mktemp("redis"))
+    stack.start_redis()
+    yield stack.redis_port
+    stack.stop_all()
+
+
+class Host:
+    """Runs compose services as processes on this machine, with their host names mapped here."""
+
+    def __init__(self, rendered: dict, ports: dict[tuple[str, int], int], workdir: Path) -> None:
+        self.rendered, self.ports, self.workdir = rendered, ports, workdir
+        self.processes: list[subprocess.Popen] = []
+        self.last_check = "none run"
+
+    def _map_hosts(self, value: str) -> str:
+        def local(match: re.Match) -> str:
+            port = self.ports.get((match.group(1), int(match.group(2))))
+            return f"//127.0.0.1:{port}" if port else match.group(0)
+
+        return re.sub(r"//([a-z0-9-]+):(\d+)", local, value)
+
+    def environment(self, name: str, image_paths: dict[str, str] | None = None) -> dict[str, str]:
+        """The rendered environment over the image's ENV, host names and image paths mapped here."""
+        service = self.rendered[name]
+        target = service.get("build", {}).get("target")
+        env = {**(image_environment(target) if target else {}), **service.get("environment", {})}
+        env = {key: self._map_hosts(unescape(value)) for key, value in env.items()}
+        for key, value in env.items():
+            env[key] = (image_paths or {}).get(value, value)
+        # The image's Python and tools are this virtual environment's.
+        return {**env, "PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(self.workdir)}
+
+    def command(self, name: str, volumes: dict[str, str] | None = None) -> list[str]:
+        """entrypoint + command, or the image's CMD; volume paths mapped to folders here."""
+        service = self.rendered[name]
+        command = (service.get("entrypoint") or []) + (service.get("command") or [])
+        if not command:
+            command = image_command(service["build"]["target"])
+        command = [IMAGE_BINARIES.get(part, part) for part in map(unescape, command)]
+        for inside, here in (volumes or {}).items():
+            command = [part.replace(f"={inside}", f"={here}") for part in command]
+        return command
+
+    def start(self, name: str, env: dict[str, str], command: list[str]) -> subprocess.Popen:
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            command, env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self.processes.append(process)
+        return process
+
+    def healthy(self, name: str, env: dict[str, str]) -> bool:
+        """Run the service's healthcheck command once, as Docker does; True when it exits 0."""
+        kind, *test = [unescape(part) for part in self.rendered[name]["healthcheck"]["test"]]
+        command = ["sh", "-c", test[0]] if kind == "CMD-SHELL" else test
+        check = subprocess.run(command, env=env, cwd=self.workdir, capture_output=True, text=True, timeout=60)
+        self.last_check = f"{command} exited {check.returncode}: {check.stdout[-500:]} {check.stderr[-1500:]}"
+        return check.returncode == 0
+
+    def wait_healthy(self, name: str, env: dict[str, str], process: subprocess.Popen, timeout: float) -> None:
+        log = self.workdir / f"{name}.log"
+        try:
+            wait_until(lambda: self.healthy(name, env), f"{name} healthy", timeout, process)
+        except (RuntimeError, TimeoutError) as error:
+            output = log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{error}\nlast check: {self.last_check}\n--- {name} log ---\n{output}") from None
+
+    @staticmethod
+    def stop(process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            self.stop(process)
+
+
+@contextmanager
+def compose_host(rendered: dict, redis_port: int, workdir: Path) -> Iterator[Host]:
+    host = Host(rendered, {("redis", 6379): redis_port, ("s3", 8333): 8333}, workdir)
+    try:
+        yield host
+    finally:
+        host.stop_all()
+
+
+@pytest.fixture(scope="module")
+def stack(rendered, redis_port, tmp_path_factory) -> Iterator[Host]:
+    """The s3 service, the bucket init and the API, up as compose brings them up."""
+    busy = [port for base in S3_PORTS for port in (base, base + 10000) if not _free(port)] + [
+        port for port in (8000,) if not _free(port)
+    ]
+    assert not busy, f"ports the compose services use inside their containers are taken here: {busy}"
+    workdir = tmp_path_factory.mktemp("compose")
+    with compose_host(rendered, redis_port, workdir) as host:
+        s3_env = host.environment("s3")
+        s3 = host.start("s3", s3_env, host.command("s3", volumes={"/data": str(workdir / "s3-data")}))
+        (workdir / "s3-data").mkdir()
+        host.wait_healthy("s3", s3_env, s3, 90)
+
+        init = host.start("s3-init", host.environment("s3-init"), host.command("s3-init"))
+        assert init.wait(timeout=150) == 0, (workdir / "s3-init.log").read_text()
+
+        api_env = host.environment("api")
+        host.wait_healthy("api", api_env, host.start("api", api_env, host.command("api")), 60)
+        yield host
+
+
+def test_the_bucket_init_creates_the_bucket_with_the_apps_credentials(rendered, stack):
+    import boto3
+
+    env = stack.environment("s3-init")
+    client = boto3.client(
+        "s3", endpoint_url=env["S3_ENDPOINT_URL"], aws_access_key_id=env["S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"], region_name="us-east-1",
+    )  # fmt: skip
+    assert env["S3_BUCKET"] in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]
+    # The s3 service takes exactly the credentials it was given, not any.
+    intruder = boto3.client(
+        "s3", endpoint_url=env["S3_ENDPOINT_URL"], aws_access_key_id="someone",
+        aws_secret_access_key="something-else", region_name="us-east-1",
+    )  # fmt: skip
+    with pytest.raises(Exception, match=r"InvalidAccessKeyId|AccessDenied|SignatureDoesNotMatch"):
+        intruder.list_objects_v2(Bucket=env["S3_BUCKET"])
+
+
+def test_the_api_is_ready_on_its_published_port(rendered, stack):
+    published = {int(p["target"]): p for p in rendered["api"]["ports"]}
+    assert 8000 in published and published[8000]["host_ip"] == "127.0.0.1"
+    ready = requests.get("http://127.0.0.1:8000/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+
+
+@pytest.fixture(scope="module")
+def baked_weights(tmp_path_factory) -> Path:
+    """Seeded random VGG16 weights in the legacy no-top HDF5 format of Keras' ImageNet file."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from tests.conftest import TEST_WEIGHTS
+    from worker.model import load_vgg16
+
+    path = tmp_path_factory.mktemp("weights") / "vgg16_notop.h5"
+    with h5py.File(path, "w") as stream:
+        legacy_h5_format.save_weights_to_hdf5_group(stream, load_vgg16(TEST_WEIGHTS).network)
+    return path
+
+
+@pytest.mark.parametrize("name", ["worker", "worker-gpu"])
+def test_a_worker_becomes_healthy_and_renders_a_job(rendered, stack, baked_weights, name):
+    image_weights = image_environment("worker")["FILTERVIZ_IMAGENET_WEIGHTS"]
+    env = stack.environment(name, image_paths={image_weights: str(baked_weights)})
+    assert env["FILTERVIZ_WEIGHTS"] == "imagenet"
+    worker = stack.start(name, env, stack.command(name))
+    try:
+        stack.wait_healthy(name, env, worker, 180)
+        response = requests.post("http://127.0.0.1:8000/v1/jobs", json=SMALL_JOB, timeout=10)
+        assert response.status_code == 202, response.text
+        job = wait_for("http://127.0.0.1:8000", response.json()["id"], {"succeeded", "failed"}, timeout=180)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["weights"].startswith("imagenet:")
+        # Without a GPU here, the GPU image's worker runs on the CPU rather than failing.
+        manifest = requests.get(f"http://127.0.0.1:8000/v1/jobs/{job['id']}/manifest.json", timeout=10).json()
+        assert manifest["runtime"]["device"] == "CPU"
+    finally:
+        stack.stop(worker)
+    assert worker.returncode == 0, f"{name} did not stop cleanly on SIGTERM"
+
+
+def test_the_compose_file_sets_no_empty_variable(rendered):
+    # An empty value is a set variable: gunicorn crash-looped on WEB_CONCURRENCY="".
+    for name, service in rendered.items():
+        empty = [key for key, value in service.get("environment", {}).items() if value == ""]
+        assert not empty, f"{name} sets empty variables: {empty}"
+
+
+def test_env_file_settings_reach_the_app_containers(tmp_path):
+    (tmp_path / "docker-compose.yml").write_text((ROOT / "docker-compose.yml").read_text())
+    (tmp_path / ".env").write_text("FILTERVIZ_MAX_STEPS=50\nREDIS_URL=redis://elsewhere:6379/0\n")
+    services = render_compose(directory=tmp_path)["services"]
+    for name in ("api", "worker", "worker-gpu", "s3-init"):
+        env = services[name]["environment"]
+        assert env["FILTERVIZ_MAX_STEPS"] == "50", name
+        # What compose must set itself (where Redis and S3 are) wins over .env.
+        assert env["REDIS_URL"] == "redis://redis:6379/0", name
