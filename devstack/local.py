@@ -69,6 +69,9 @@ class LocalStack:
     redis_port: int = field(default_factory=free_port)
     s3_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # SeaweedFS' own ports (master, volume, filer and their gRPC), kept so a restart reuses them:
+    # its filer remembers its peers by address.
+    s3_side_ports: list[int] = field(default_factory=list)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -115,13 +118,14 @@ class LocalStack:
         reader = {"name": "reader", "credentials": [{"accessKey": S3_READER_KEY, "secretKey": S3_READER_SECRET}],
                   "actions": ["Read", "List"]}  # fmt: skip
         config.write_text(json.dumps({"identities": [identity, reader]}))
-        master, volume, filer = free_port(), free_port(), free_port()
+        self.s3_side_ports = self.s3_side_ports or [free_port() for _ in range(7)]
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = self.s3_side_ports
         command = [
             _tool("weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={master}", f"-master.port.grpc={free_port()}", "-master.volumeSizeLimitMB=64",
-            f"-volume.port={volume}", f"-volume.port.grpc={free_port()}",
-            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={free_port()}",
-            "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={free_port()}", f"-s3.config={config}",
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
+            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+            "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
             # No side services on fixed ports (two stacks on one host would collide), no telemetry.
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         ]  # fmt: skip

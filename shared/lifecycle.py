@@ -21,8 +21,9 @@ while it runs, and leaves by exactly one of:
 Leases (after BullMQ's job locks, Sidekiq's reliable fetch and RQ's StartedJobRegistry): a key
 per running unit with a TTL of `lease_seconds`, which the worker's heartbeat thread renews every
 second. A delivered unit whose lease is held *and fresh* is a duplicate (a broker redelivery, a
-second sweep) and is skipped; a lease not renewed for STALE_SECONDS belongs to a dead process and
-is taken over, so a chunk whose pool process died runs again as soon as Celery redelivers it.
+second sweep) and is skipped. A lease not renewed for STALE_SECONDS, or held by a process of the
+same worker host that no longer exists, belongs to a dead process and is taken over: a chunk
+whose pool process died runs again as soon as Celery redelivers it.
 
 Attempts: each start counts. A unit started `max_attempts` times without a result fails its job
 with `chunk_failed_repeatedly`, so a chunk that kills its process every time ends.
@@ -48,6 +49,7 @@ the deadline ends a job whose messages Redis lost.
 
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -64,12 +66,14 @@ STALE_SECONDS = 5
 # A unit enqueued by the sweep or a give-back is not enqueued again for this long unless it starts.
 PENDING_SECONDS = 600
 
-# Take the lease of a unit: skip when the unit is done or its lease is fresh; otherwise own it,
-# count the start and clear the pending mark. Returns {'done'|'held'} or {'run', starts}.
+# Take the lease of a unit: skip when the unit is done or its lease is fresh (unless its holder is
+# ARGV[5], known dead); otherwise own it, count the start and clear the pending mark.
+# Returns {'done'|'held'} or {'run', starts}.
 _BEGIN = """
 if ARGV[4] ~= 'finish' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return {'done'} end
 local left = redis.call('PTTL', KEYS[1])
-if left > tonumber(ARGV[2]) - tonumber(ARGV[3]) then return {'held'} end
+local dead = ARGV[5] ~= '' and redis.call('GET', KEYS[1]) == ARGV[5]
+if left > tonumber(ARGV[2]) - tonumber(ARGV[3]) and not dead then return {'held'} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[4])
 return {'run', redis.call('HINCRBY', KEYS[2], 'starts:' .. ARGV[4], 1)}
@@ -161,9 +165,11 @@ class Lifecycle:
         if unit == FINISH and self._redis.scard(keys.done) < job.chunks:
             return "chunks not done"
         token = f"{worker}|{secrets.token_hex(4)}"
+        holder = self._redis.get(_lease_key(job_id, unit))
+        dead = holder.decode() if holder and _died_here(holder.decode(), worker) else ""
         outcome = self._begin(
             keys=[_lease_key(job_id, unit), keys.units, keys.done, _pending_key(job_id, unit)],
-            args=[token, self.lease_seconds * 1000, STALE_SECONDS * 1000, unit],
+            args=[token, self.lease_seconds * 1000, STALE_SECONDS * 1000, unit, dead],
         )
         if outcome[0] != b"run":
             return outcome[0].decode()
@@ -314,6 +320,21 @@ class Lifecycle:
             self._dispatch.finish(job_id)
         else:
             self._dispatch.chunk(job_id, int(name), filters or [])
+
+
+def _died_here(token: str, worker: str) -> bool:
+    """The lease token's process ran on this worker's host (same name before ':pid') and is gone."""
+    holder, _, _ = token.partition("|")
+    host, _, pid = holder.rpartition(":")
+    if host != worker.rpartition(":")[0] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def _describe(unit: str) -> str:

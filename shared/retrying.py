@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 
-BACKOFF_BASE, BACKOFF_CAP = 0.5, 10.0
+BACKOFF_BASE, BACKOFF_CAP = 0.5, 5.0
 # S3 answers that mean "try again later" (SeaweedFS says InternalError when it has no writable volume).
 _TRANSIENT_S3_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeoutException"}
 

@@ -3,9 +3,10 @@
 Start it as `celery -A tests.fault_worker worker ...`; the product never imports this module. Each
 hook is off unless its variable is set:
   FILTERVIZ_TEST_POISON_SEED      a chunk of a job with this seed kills its own process (SIGKILL)
-  FILTERVIZ_TEST_HOOK_SECONDS     a chunk waits this long before it stores its pictures, and the
-                                  finish step before it reads them; each logs "fault hook: <step>"
-                                  first, so a test can stop a server at that moment
+  FILTERVIZ_TEST_PAUSE_SEED       a chunk of a job with this seed waits PAUSE_SECONDS before it
+                                  stores its pictures, and its finish step before it reads them;
+                                  each logs "fault hook: <step>" first, so a test can stop a
+                                  server at that moment
 """
 
 import logging
@@ -20,7 +21,8 @@ from worker.tasks import app  # noqa: F401  (celery -A finds the app here)
 
 log = logging.getLogger(__name__)
 POISON_SEED = os.environ.get("FILTERVIZ_TEST_POISON_SEED")
-HOOK_SECONDS = float(os.environ.get("FILTERVIZ_TEST_HOOK_SECONDS") or 0)
+PAUSE_SEED = os.environ.get("FILTERVIZ_TEST_PAUSE_SEED")
+PAUSE_SECONDS = 3
 
 
 def _poisoned(render):
@@ -34,11 +36,11 @@ def _poisoned(render):
 
 
 def _paused(step: str, call):
-    def paused(*args: Any, **kwargs: Any) -> Any:
-        if HOOK_SECONDS:
+    def paused(current: Any, unit: Any, *args: Any) -> Any:
+        if PAUSE_SEED is not None and unit.job.spec.seed == int(PAUSE_SEED):
             log.warning("fault hook: %s", step)
-            time.sleep(HOOK_SECONDS)
-        return call(*args, **kwargs)
+            time.sleep(PAUSE_SECONDS)
+        return call(current, unit, *args)
 
     return paused
 

@@ -167,29 +167,6 @@ def test_cancel_a_queued_job_and_a_running_job(stack, api):
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
 
 
-def test_a_worker_killed_mid_chunk_loses_nothing(stack, api):
-    job = {**SMALL_JOB, "filters": {"start": 0, "stop": 24}, "image_size": 64, "layer": "block5_conv1", "steps": 40}
-    undisturbed = submit(api, job)
-    assert wait_for(api, undisturbed["id"], {"succeeded", "failed"})["status"] == "succeeded"
-
-    disturbed = submit(api, job)
-    wait_for(api, disturbed["id"], {"running"})
-    time.sleep(1.0)  # inside the first chunks
-    import signal
-
-    stack.stop("alpha", signal.SIGKILL)
-    stack.stop("beta", signal.SIGKILL)
-    assert get_job(api, disturbed["id"])["progress"]["done"] < 24
-    stack.start_worker("alpha")
-    stack.start_worker("beta")
-    final = wait_for(api, disturbed["id"], {"succeeded", "failed"}, timeout=180)
-    assert final["status"] == "succeeded", final["error"]
-    assert final["progress"] == {"done": 24, "total": 24}
-    before = fetch_png(f"{api}/v1/jobs/{undisturbed['id']}/grid.png")
-    after = fetch_png(f"{api}/v1/jobs/{disturbed['id']}/grid.png")
-    assert np.abs(before.astype(int) - after.astype(int)).max() <= 2
-
-
 UNKNOWN_ID = "0b5bcf36-3a43-4f8e-9d0b-3f3c1b0a1e2d"
 
 
@@ -247,7 +224,7 @@ def test_models_health_readiness_and_docs(api):
     assert {"name": "block5_conv1", "filters": 512, "min_image_size": 16} in layers
     assert requests.get(f"{api}/healthz", timeout=10).json() == {"status": "ok"}
     ready = requests.get(f"{api}/readyz", timeout=10).json()
-    assert ready == {"status": "ready", "checks": {"redis": "ok", "s3": "ok"}}
+    assert ready == {"status": "ready", "checks": {"redis": "ok", "s3": "ok"}, "workers": 2}
     document = requests.get(f"{api}/openapi.json", timeout=10).json()
     assert "/v1/jobs/{job_id}/grid.png" in document["paths"]
     assert "JobSpec" in document["components"]["schemas"]

@@ -1,8 +1,9 @@
 """A worker process's life: it starts only when healthy, beats while alive, and stops gracefully.
 
-- Start: load VGG16 and reach Redis and S3, or exit non-zero before taking any task. Celery logs
-  and swallows exceptions raised in worker_process_init, so a pool process that can't start asks
-  its parent for a cold shutdown (SIGQUIT, exit code 1) and leaves; Compose or Kubernetes restart it.
+- Start: load VGG16 and reach Redis and S3, or exit non-zero before running any task. Celery logs
+  and swallows exceptions raised in worker_process_init, so a pool process that can't start
+  signals its parent (SIGUSR2), which stops with exit code 1, and leaves; Compose or Kubernetes
+  restart the worker.
 - Alive: a heartbeat thread (leases, stop flags, the worker's heartbeat) and a sweeper thread.
 - Stop: on SIGTERM the Celery parent starts a warm shutdown and sends SIGUSR2 to its pool
   processes; a pool process running a unit stops it at its next check (between steps) and gives
@@ -34,8 +35,9 @@ log = logging.getLogger(__name__)
 
 # How long a starting worker waits for Redis and S3 before it gives up.
 START_CHECK_SECONDS = 10
-# Not SIGUSR1: billiard's soft time limit uses it in pool processes.
-GIVE_BACK_SIGNAL = signal.SIGUSR2
+# Parent to pool process: give your unit back. Pool process to parent: I can't start.
+# (Not SIGUSR1: billiard's soft time limit uses it in pool processes.)
+GIVE_BACK_SIGNAL = START_FAILED_SIGNAL = signal.SIGUSR2
 
 
 @dataclass
@@ -84,9 +86,19 @@ def refuse_to_start(error: BaseException) -> NoReturn:
     log.critical("worker can't start, exiting: %s: %s", type(error).__name__, error)
     if not in_pool_process():
         raise SystemExit(1)  # not an Exception, so Celery's signal dispatch lets it through
-    os.kill(os.getppid(), signal.SIGQUIT)  # the parent's cold shutdown exits with code 1
+    os.kill(os.getppid(), START_FAILED_SIGNAL)
     sys.stderr.flush()
     os._exit(1)
+
+
+def exit_when_a_pool_process_cannot_start() -> None:
+    """In the Celery parent, before the pool starts: a pool process's START_FAILED_SIGNAL stops the
+    worker with exit code 1 (Celery's own cold shutdown would exit with 0)."""
+
+    def stop(*_: Any) -> NoReturn:
+        raise SystemExit(1)  # WorkController.start turns this into a stop with this exit code
+
+    signal.signal(START_FAILED_SIGNAL, stop)
 
 
 def listen_for_give_back(state: WorkerState) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from botocore.exceptions import BotoCoreError, ClientError
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutting_down
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutting_down
 
 from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
 from shared.jobs import now
@@ -28,6 +28,7 @@ from worker.heartbeat import WORKER_STOPPING, Watch
 from worker.process import (
     WorkerState,
     ask_pool_to_give_back,
+    exit_when_a_pool_process_cannot_start,
     listen_for_give_back,
     refuse_to_start,
     start_process,
@@ -45,6 +46,12 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 TASK_OPTIONS = {"autoretry_for": REDIS_ERRORS, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
 
 _state: WorkerState | None = None
+
+
+@worker_init.connect
+def watch_pool_starts(**_: Any) -> None:
+    """In the Celery parent: a pool process that can't start takes the whole worker down."""
+    exit_when_a_pool_process_cannot_start()
 
 
 @worker_process_init.connect

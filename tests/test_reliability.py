@@ -1,0 +1,157 @@
+"""Every job ends: faults caused for real (processes killed, servers stopped and restarted) on a
+stack with the production lease and redelivery settings. Recovery must come from the leases and
+the sweep (shared/lifecycle.py), not from the broker's two-hour visibility timeout.
+
+The workers run tests/fault_worker.py, the worker's Celery app with hooks that only jobs with
+POISON_SEED or PAUSE_SEED trigger.
+"""
+
+import signal
+import time
+
+import pytest
+import redis
+import requests
+
+from devstack.local import S3_READER_KEY, S3_READER_SECRET, wait_until
+from tests.conftest import TEST_WEIGHTS
+from tests.service_helpers import get_job, running_stack, submit, wait_for
+
+CHUNK_SIZE = 4
+FAULT_APP = "tests.fault_worker"
+POISON_SEED, PAUSE_SEED = 666, 777
+# Two chunks of block5_conv1 at 64 px: each takes seconds, long enough to be caught mid-way.
+SLOW_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 8}, "image_size": 64, "steps": 60,
+            "grid": {"n": 3, "margin": 1}, "seed": 8}  # fmt: skip
+FAST_JOB = {"layer": "block2_conv1", "filters": {"start": 0, "stop": 8}, "image_size": 32, "steps": 3,
+            "grid": {"n": 3, "margin": 1}, "seed": 5}  # fmt: skip
+ENDED = {"succeeded", "failed", "canceled"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    env = {"FILTERVIZ_TEST_POISON_SEED": str(POISON_SEED), "FILTERVIZ_TEST_PAUSE_SEED": str(PAUSE_SEED),
+           # Room for a chunk to wait out a 30 s outage (production: 3600 s).
+           "FILTERVIZ_CHUNK_TIME_LIMIT": "600"}  # fmt: skip
+    with running_stack(tmp_path_factory.mktemp("faults"), ["alpha"], CHUNK_SIZE, FAULT_APP, env) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def api(stack):
+    return stack.api_url
+
+
+def redis_of(stack) -> redis.Redis:
+    return redis.Redis.from_url(stack.env["REDIS_URL"])
+
+
+def assert_every_filter_once(api: str, job_id: str, expected: list[int]) -> None:
+    manifest = requests.get(f"{api}/v1/jobs/{job_id}/manifest.json", timeout=10).json()
+    assert sorted(entry["index"] for entry in manifest["filters"]) == expected
+    chunks = sorted(chunk["chunk"] for chunk in manifest["timings"]["chunks"])
+    assert chunks == list(range(len(expected) // CHUNK_SIZE))
+
+
+def log_mentions(stack, worker: str, words: str) -> int:
+    return (stack.workdir / f"{worker}.log").read_text(errors="replace").count(words)
+
+
+def lease_held(stack, job_id: str, chunk: int = 0) -> bool:
+    return bool(redis_of(stack).exists(f"filterviz:lease:{job_id}:{chunk}"))
+
+
+def running(stack, api: str, job_id: str) -> bool:
+    """The job's first chunk holds its lease, and the job says running."""
+    return lease_held(stack, job_id) and get_job(api, job_id)["status"] == "running"
+
+
+def test_a_whole_worker_killed_mid_chunk_is_replaced_within_a_minute(stack, api):
+    job = submit(api, SLOW_JOB)
+    wait_until(lambda: running(stack, api, job["id"]), "first chunk running", 60)
+    stack.stop("alpha", signal.SIGKILL)  # parent and pool process together, as an OOM kill or a lost node
+    stack.start_worker("alpha", app=FAULT_APP)
+
+    final = wait_for(api, job["id"], ENDED, timeout=150)
+    assert final["status"] == "succeeded", final["error"]
+    assert final["progress"] == {"done": 8, "total": 8}
+    assert_every_filter_once(api, job["id"], list(range(8)))
+    listed = requests.get(f"{api}/v1/workers", timeout=10).json()
+    assert listed["count"] == 1 and listed["workers"][0]["weights"] == TEST_WEIGHTS
+    assert listed["workers"][0]["name"].startswith("alpha:")
+
+
+def test_s3_down_for_30_s_mid_chunk_and_during_the_finish(stack, api):
+    job = submit(api, {**SLOW_JOB, "seed": PAUSE_SEED, "steps": 20})
+    for step in ("store chunk", "finish"):
+        wait_until(lambda step=step: log_mentions(stack, "alpha", f"fault hook: {step}") > 0, step, 90)
+        stack.stop("s3", signal.SIGKILL)
+        time.sleep(30)
+        stack.start_s3()  # same data and port
+    final = wait_for(api, job["id"], ENDED, timeout=120)
+    assert final["status"] == "succeeded", final["error"]
+    assert_every_filter_once(api, job["id"], list(range(8)))
+
+
+def test_redis_restarted_mid_job(stack, api):
+    job = submit(api, {**SLOW_JOB, "seed": 10})
+    wait_until(lambda: running(stack, api, job["id"]), "first chunk running", 60)
+    stack.restart_redis()  # append-only: records, queue and leases come back
+    final = wait_for(api, job["id"], ENDED, timeout=120)
+    assert final["status"] == "succeeded", final["error"]
+    assert_every_filter_once(api, job["id"], list(range(8)))
+
+
+def test_a_poison_chunk_fails_its_job_after_three_attempts_and_spares_the_next(stack, api):
+    poison = submit(api, {**FAST_JOB, "filters": [0, 1, 2, 3], "seed": POISON_SEED})  # one chunk
+    beside = submit(api, {**FAST_JOB, "seed": 6})
+    final = wait_for(api, poison["id"], ENDED, timeout=150)
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "chunk_failed_repeatedly"
+    assert "chunk 0" in final["error"]["message"] and "3 times" in final["error"]["message"]
+    assert log_mentions(stack, "alpha", "fault hook: poison chunk") == 3
+    assert wait_for(api, beside["id"], ENDED, timeout=60)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("ending", ["canceled", "deadline_exceeded"])
+def test_the_running_chunk_of_an_ended_job_stops_within_seconds(stack, api, ending):
+    job = submit(api, {**SLOW_JOB, "filters": [0, 1, 2, 3], "steps": 200, "seed": 12})  # one chunk of ~15 s
+    wait_until(lambda: running(stack, api, job["id"]), "chunk running", 60)
+    if ending == "canceled":
+        assert requests.delete(f"{api}/v1/jobs/{job['id']}", timeout=10).status_code == 200
+    else:  # the deadline passes now
+        redis_of(stack).hset(f"filterviz:job:{job['id']}", "deadline", f"{time.time():.3f}")
+    wait_until(lambda: not lease_held(stack, job["id"]), "chunk stopped", 5)
+    final = get_job(api, job["id"])
+    assert final["progress"]["done"] == 0  # it stopped inside its one batch
+    if ending == "canceled":
+        assert final["status"] == "canceled"
+    else:
+        assert final["status"] == "failed" and final["error"]["code"] == "deadline_exceeded"
+
+
+def test_a_worker_with_bad_weights_exits_non_zero_and_takes_no_task(stack, api):
+    stack.stop("alpha")
+    job = submit(api, {**FAST_JOB, "seed": 13})
+    broken = stack.spawn_worker("broken", env={"FILTERVIZ_WEIGHTS": "/nonexistent/vgg16.weights.h5"})
+    assert broken.wait(timeout=120) != 0
+    stack.processes.pop("broken")
+    assert "WeightsError" in (stack.workdir / "broken.log").read_text()
+    assert get_job(api, job["id"])["status"] == "queued"
+    assert not redis_of(stack).hgetall(f"filterviz:job:{job['id']}:units")  # no chunk was started
+    # Its message went back to the queue, not into a dead worker's hands.
+    stack.start_worker("alpha", app=FAULT_APP)
+    assert wait_for(api, job["id"], ENDED, timeout=60)["status"] == "succeeded"
+
+
+def test_a_chunk_that_storage_refuses_fails_its_job_with_storage_unavailable(stack, api):
+    stack.stop("alpha")
+    reader = {"S3_ACCESS_KEY_ID": S3_READER_KEY, "S3_SECRET_ACCESS_KEY": S3_READER_SECRET,
+              "FILTERVIZ_RETRY_SECONDS": "5"}  # fmt: skip
+    stack.spawn_worker("reader", env=reader)
+    wait_until(lambda: log_mentions(stack, "reader", "ready: weights") > 0, "read-only worker", 120)
+    job = submit(api, {**FAST_JOB, "seed": 14})
+    final = wait_for(api, job["id"], ENDED, timeout=60)
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "storage_unavailable"
+    assert "AccessDenied" in final["error"]["message"] or "Access Denied" in final["error"]["message"]
