@@ -9,7 +9,7 @@ SYSTEM_TOOLS := chromium wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps up down docker-up docker-down test check-compose bench lint fmt constraints clean
+.PHONY: help install system-deps up down clean-data docker-up docker-down test check-compose bench lint fmt constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ up: $(INSTALLED) ## start Redis, an S3 server, a worker and the API on localhost
 
 down: ## stop what `make up` started
 	$(BIN)/python -m devstack down
+
+clean-data: ## delete the data of `make up` (Redis and S3 in .local/), after asking unless FORCE=1
+	$(BIN)/python -m devstack clean-data $(if $(FORCE),--force)
 
 docker-up: ## build the images and start the compose stack on localhost:8000 (S3 on :8333)
 	docker compose up --build --detach --wait

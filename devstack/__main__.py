@@ -1,17 +1,44 @@
-"""`python -m devstack up|down`: the local stack behind `make up` and `make down`."""
+"""`python -m devstack up|down|clean-data`: the local stack behind `make up`, `make down` and
+`make clean-data`. Its state lives in .local/ (FILTERVIZ_LOCAL_DIR): Redis' append-only file,
+SeaweedFS' data and the logs, kept across `make down` / `make up`."""
 
 import argparse
 import json
 import os
+import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 
 from devstack.local import LocalStack
 
-STATE = Path(".local")
+STATE = Path(os.environ.get("FILTERVIZ_LOCAL_DIR") or ".local")
 PIDS = STATE / "pids.json"
+# SeaweedFS' side ports, reused by the next `make up`: its filer remembers its peers by address.
+S3_PORTS = STATE / "s3-ports.json"
+DATA = ("redis", "s3")
+# A worker gives its running chunk back on SIGTERM (within FILTERVIZ_STOP_GRACE_SECONDS).
+STOP_GRACE = {"worker1": 45.0}
+
+
+def _saved_s3_ports() -> list[int]:
+    """The side ports of the last run when all are still free, else none (fresh ones are picked)."""
+    if not S3_PORTS.exists():
+        return []
+    ports = json.loads(S3_PORTS.read_text())
+    still_free = all(_is_free(port) for port in ports)
+    return ports if still_free else []
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def up() -> int:
@@ -24,11 +51,14 @@ def up() -> int:
         api_port=int(os.environ.get("FILTERVIZ_API_PORT", "8000")),
         redis_port=int(os.environ.get("FILTERVIZ_LOCAL_REDIS_PORT", "6390")),
         s3_port=int(os.environ.get("FILTERVIZ_LOCAL_S3_PORT", "9000")),
+        s3_side_ports=_saved_s3_ports(),
+        rotate_logs=True,
     )
     try:
-        print("starting redis, s3, worker, api (logs in .local/*.log) ...", flush=True)
+        print(f"starting redis, s3, worker, api (logs in {STATE}/*.log) ...", flush=True)
         stack.start_redis()
         stack.start_s3()
+        S3_PORTS.write_text(json.dumps(stack.s3_side_ports))
         stack.start_worker("worker1")
         stack.start_api()
     except Exception as error:
@@ -37,6 +67,10 @@ def up() -> int:
         return 1
     PIDS.write_text(json.dumps({name: process.pid for name, process in stack.processes.items()}))
     print(f"filterviz is up: {stack.api_url}  (S3 at {stack.env['S3_ENDPOINT_URL']}, `make down` stops it)")
+    print(
+        f"data: {(STATE / 'redis').resolve()} (Redis, append-only) and {(STATE / 's3').resolve()} (SeaweedFS); "
+        "`make down` keeps it, `make clean-data` removes it"
+    )
     return 0
 
 
@@ -59,16 +93,46 @@ def down() -> int:
         return 0
     groups = json.loads(PIDS.read_text())
     for name, pid in reversed(groups.items()):
-        stop_group(pid)
+        stop_group(pid, STOP_GRACE.get(name, 10.0))
         print(f"stopped {name}")
     PIDS.unlink()
     return 0
 
 
+def clean_data(force: bool) -> int:
+    """Delete the stack's Redis and S3 data, after asking unless `force`."""
+    if PIDS.exists():
+        print("the local stack is up: run `make down` first", file=sys.stderr)
+        return 1
+    present = [STATE / name for name in DATA if (STATE / name).exists()]
+    if not present:
+        print(f"no data in {STATE}")
+        return 0
+    size = sum(path.stat().st_size for folder in present for path in folder.rglob("*") if path.is_file())
+    listed = ", ".join(str(folder.resolve()) for folder in present)
+    if not force:
+        try:
+            answer = input(f"delete {listed} ({size / 2**20:.1f} MB): every job and picture of `make up`? [y/N] ")
+        except EOFError:  # no terminal to ask (CI, a pipe): keep the data
+            answer = ""
+        if answer.strip().lower() not in {"y", "yes"}:
+            print("kept; `make clean-data FORCE=1` deletes without asking")
+            return 1
+    for folder in present:
+        shutil.rmtree(folder)
+    S3_PORTS.unlink(missing_ok=True)
+    print(f"deleted {listed}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    parser.add_argument("action", choices=["up", "down"])
-    return up() if parser.parse_args().action == "up" else down()
+    parser.add_argument("action", choices=["up", "down", "clean-data"])
+    parser.add_argument("--force", action="store_true", help="clean-data: don't ask")
+    args = parser.parse_args()
+    if args.action == "clean-data":
+        return clean_data(args.force)
+    return up() if args.action == "up" else down()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,13 @@ S3_ACCESS_KEY, S3_SECRET_KEY = "filterviz", "filterviz-secret"
 S3_READER_KEY, S3_READER_SECRET = "filterviz-reader", "filterviz-reader-secret"
 
 
+# SeaweedFS keeps objects in volumes. Its default of 8 volume slots filled after about 70 MB of
+# PNGs, and then every write failed: let the slots follow the free disk space (0), keep volumes
+# small enough for many small PNGs, and mark them read-only (a clear write error, no corruption)
+# before the disk is full. docker-compose.yml's s3 service uses the same numbers.
+S3_VOLUME_FLAGS = ("-master.volumeSizeLimitMB=256", "-volume.max=0", "-volume.minFreeSpace=1GiB")
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
     with socket.socket() as probe:
@@ -73,6 +80,8 @@ class LocalStack:
     # its filer remembers its peers by address.
     s3_side_ports: list[int] = field(default_factory=list)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # Logs through devstack.logpipe, rotated at a size: for `make up`, which may run for weeks.
+    rotate_logs: bool = False
 
     @property
     def env(self) -> dict[str, str]:
@@ -93,7 +102,9 @@ class LocalStack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = (self.workdir / f"{name}.log").open("wb")
+        if self.rotate_logs:
+            command = [sys.executable, "-m", "devstack.logpipe", str(self.workdir / f"{name}.log"), "--", *command]
+        log = subprocess.DEVNULL if self.rotate_logs else (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
             command, env=self.env, cwd=Path(__file__).resolve().parent.parent,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
@@ -122,7 +133,7 @@ class LocalStack:
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = self.s3_side_ports
         command = [
             _tool("weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}", *S3_VOLUME_FLAGS,
             f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
             "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",

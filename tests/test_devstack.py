@@ -1,0 +1,100 @@
+"""The local stack of `make up` lasts: its S3 server holds what the disk holds, its data survives
+`make down` / `make up`, its logs rotate, and `make clean-data` asks before deleting."""
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from devstack.local import S3_VOLUME_FLAGS, LocalStack, free_port
+from shared.storage import Storage
+from tests.compose_helpers import render_compose
+from tests.service_helpers import SMALL_JOB, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_local_s3_takes_a_gigabyte_of_png_sized_objects(tmp_path):
+    # The old settings (8 volume slots of 64 MB) refused every write after about 70 MB.
+    stack = LocalStack(tmp_path)
+    try:
+        stack.start_s3()
+        storage = Storage(stack.settings)
+        body = os.urandom(256 * 1024)  # a 256 px picture's PNG is about this size
+        count = 4096  # 1 GiB
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda i: storage.put(f"load/{i}.png", body, "image/png"), range(count)))
+        assert len(storage.list_keys("load/")) == count
+        assert storage.get(f"load/{count - 1}.png") == body
+    finally:
+        stack.stop_all()
+
+
+def test_compose_and_make_up_give_seaweedfs_the_same_volume_settings():
+    command = render_compose()["services"]["s3"]["command"]
+    assert set(S3_VOLUME_FLAGS) <= set(command)
+
+
+def test_logs_rotate_at_a_size(tmp_path):
+    log = tmp_path / "service.log"
+    script = "import sys\nfor i in range(2000): print('line', i, 'x' * 40)\nsys.exit(3)"
+    command = [sys.executable, "-m", "devstack.logpipe", "--max-bytes", "10000", "--backups", "2", str(log),
+               "--", sys.executable, "-c", script]  # fmt: skip
+    assert subprocess.run(command, cwd=ROOT).returncode == 3  # the service's own status
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == ["service.log", "service.log.1", "service.log.2"]
+    assert all(f.stat().st_size <= 10000 for f in files)
+    assert log.read_text().splitlines()[-1] == "line 1999 " + "x" * 40
+
+
+def _devstack(action: str, env: dict[str, str], *extra: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "devstack", action, *extra], cwd=ROOT, env=env, input=stdin,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def local_env(tmp_path):
+    """The environment of `make up` in a folder of its own, on free ports, with random weights."""
+    env = {
+        **os.environ,
+        "FILTERVIZ_LOCAL_DIR": str(tmp_path / "local"),
+        "FILTERVIZ_API_PORT": str(free_port()),
+        "FILTERVIZ_LOCAL_REDIS_PORT": str(free_port()),
+        "FILTERVIZ_LOCAL_S3_PORT": str(free_port()),
+        "FILTERVIZ_WEIGHTS": "random:1",
+    }
+    yield env
+    _devstack("down", env)
+
+
+def test_jobs_and_pictures_survive_make_down_and_up_until_clean_data(local_env):
+    api = f"http://127.0.0.1:{local_env['FILTERVIZ_API_PORT']}"
+    local = Path(local_env["FILTERVIZ_LOCAL_DIR"])
+    started = _devstack("up", local_env)
+    assert started.returncode == 0, started.stderr
+    assert f"data: {(local / 'redis').resolve()}" in started.stdout
+    job = requests.post(f"{api}/v1/jobs", json=SMALL_JOB, timeout=10).json()
+    assert wait_for(api, job["id"], {"succeeded", "failed"})["status"] == "succeeded"
+    grid = requests.get(f"{api}/v1/jobs/{job['id']}/grid.png", timeout=10).content
+
+    assert _devstack("down", local_env).returncode == 0
+    restarted = _devstack("up", local_env)
+    assert restarted.returncode == 0, restarted.stderr
+    again = requests.get(f"{api}/v1/jobs/{job['id']}", timeout=10).json()
+    assert again["status"] == "succeeded" and again["created_at"] == job["created_at"]  # the Redis record
+    assert requests.get(f"{api}/v1/jobs/{job['id']}/grid.png", timeout=10).content == grid
+    assert (local / "api.log").stat().st_size > 0
+
+    assert _devstack("clean-data", local_env).returncode == 1  # refuses while the stack is up
+    assert _devstack("down", local_env).returncode == 0
+    kept = _devstack("clean-data", local_env, stdin="n\n")
+    assert kept.returncode == 1 and (local / "s3").exists() and (local / "redis").exists()
+    removed = _devstack("clean-data", local_env, "--force")
+    assert removed.returncode == 0, removed.stderr
+    assert not (local / "s3").exists() and not (local / "redis").exists()
