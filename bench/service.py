@@ -2,11 +2,16 @@
 
 1. overhead: a 16-filter, 64 px, 20-step job through API, queue and storage vs the engine alone;
 2. status polls: p50 / p99 latency of GET /v1/jobs/<id> with 32 concurrent clients (wrk);
-3. scaling: wall time of 20 small jobs with 1 worker vs 2 workers, each limited to one CPU thread.
+3. scaling: wall time of 20 small jobs with 1 worker vs 2 workers, each limited to one CPU thread;
+4. abuse: one client polls a job's status while 32 others (wrk) send the most expensive invalid
+   submissions we know; its p99 against its p99 on a quiet stack, and whether any API process was
+   restarted. Run with the default admission settings, then with the rate limit off (every
+   abusive request parsed and validated).
 
     python bench/service.py
 """
 
+import json
 import os
 import re
 import shutil
@@ -29,6 +34,9 @@ WEIGHTS = "random:0"
 OVERHEAD_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 16}, "image_size": 64, "steps": 20, "seed": 1}
 SMALL_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 4}, "image_size": 64, "steps": 10, "seed": 2}
 POLL_CLIENTS, POLL_SECONDS = 32, 10
+ABUSERS, ABUSE_SECONDS = 32, 10
+# Rounds 1-3 submit many jobs from one address: admission opened for them (round 4 restores it).
+OPEN_ADMISSION = {"FILTERVIZ_MAX_ACTIVE_JOBS_PER_CLIENT": "1000", "FILTERVIZ_SUBMIT_RATE_LIMIT": "off"}
 # This machine's timings wander by tens of percent from run to run: report medians of a few rounds.
 ROUNDS = 3
 _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -92,10 +100,118 @@ def wall_time_of_jobs(api: str, count: int) -> float:
     return time.perf_counter() - started
 
 
+def abusive_bodies() -> list[str]:
+    """The most expensive invalid submissions we know: each is read, parsed and validated in full."""
+    near_limit = 60 * 1024
+    return [
+        # A body just under the size limit: 20000 indexes to parse, then refused (too many).
+        json.dumps({"filters": [7] * 20000})[:near_limit].rsplit(",", 1)[0] + "]}",
+        # Nested just under the parser's depth limit, then refused (not an object).
+        "[" * 190 + "]" * 190,
+        # Nested far beyond it (400 after 200 levels).
+        "[" * 30000,
+        # The range that used to build a list of 2.3 billion ints.
+        '{"filters": {"start": 0, "stop": 2336070789}}',
+        # A 4000-digit number.
+        '{"steps": ' + "9" * 4000 + "}",
+        # A long layer name, among valid fields.
+        json.dumps({"layer": "x" * 50000, "image_size": 64, "steps": 20}),
+        # Valid in every field, but 228 times the compute budget.
+        json.dumps({"layer": "block5_conv3", "filters": {"start": 0, "stop": 512}, "image_size": 512,
+                    "steps": 200, "grid": {"n": 16, "margin": 64}}),
+        # Just over the body limit (413).
+        json.dumps({"filters": [1] * 40000}),
+    ]  # fmt: skip
+
+
+_ABUSE_SCRIPT = """
+bodies = {%s}
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) counts = {}; n = 0 end
+function request()
+  n = n %% #bodies + 1
+  return wrk.format("POST", "/v1/jobs", {["Content-Type"] = "application/json"}, bodies[n])
+end
+function response(status, headers, body) counts[status] = (counts[status] or 0) + 1 end
+function done(summary, latency, requests)
+  local total = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("counts")) do total[status] = (total[status] or 0) + count end
+  end
+  for status, count in pairs(total) do io.write(string.format("status %%d %%d\\n", status, count)) end
+end
+"""
+
+
+def poll_for(session: requests.Session, url: str, seconds: float) -> list[float]:
+    """One client's status polls, back to back, for `seconds`: each latency in ms."""
+    latencies = []
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        started = time.perf_counter()
+        assert session.get(url, timeout=10).status_code == 200
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def p99(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=100)[98]
+
+
+def polls_under_flood(session: requests.Session, poll_url: str, flood: list[str]) -> tuple[list[float], str]:
+    """The client's poll latencies while the wrk command `flood` runs; and wrk's report."""
+    wrk = subprocess.Popen(flood, stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # let the flood start
+    latencies = poll_for(session, poll_url, ABUSE_SECONDS - 1)
+    return latencies, wrk.communicate()[0]
+
+
+def abuse_round(stack: LocalStack, poll_url: str, workdir: Path) -> dict[str, object]:
+    """The normal client's p99 quiet; while ABUSERS wrk connections send abusive_bodies(); and, for
+    scale, while as many connections ask for /healthz, the cheapest request there is."""
+    script = workdir / "abuse.lua"
+    script.write_text(_ABUSE_SCRIPT % ", ".join(f"[==[{body}]==]" for body in abusive_bodies()))
+    wrk = [shutil.which("wrk"), "-t2", f"-c{ABUSERS}", f"-d{ABUSE_SECONDS}s", "--latency"]
+    session = requests.Session()
+    poll_for(session, poll_url, 2)  # warm
+    booted = (stack.workdir / "api.log").read_text().count("Booting worker")
+    quiet = poll_for(session, poll_url, ABUSE_SECONDS)
+    abused, output = polls_under_flood(session, poll_url, [*wrk, "-s", str(script), f"{stack.api_url}/v1/jobs"])
+    cheapest, _ = polls_under_flood(session, poll_url, [*wrk, f"{stack.api_url}/healthz"])
+    log = (stack.workdir / "api.log").read_text()
+    found = dict(re.findall(r"^\s*(99|Requests/sec:)%?\s+(\S+)", output, re.MULTILINE))
+    return {
+        "quiet_p99": p99(quiet),
+        "abused_p99": p99(abused),
+        "healthz_flood_p99": p99(cheapest),
+        "polls": (len(quiet), len(abused)),
+        "abuse_rate": float(found["Requests/sec:"]),
+        "abuse_p99": _wrk_ms(found["99"]),
+        "statuses": dict(sorted((int(k), int(v)) for k, v in re.findall(r"^status (\d+) (\d+)", output, re.M))),
+        "restarted": log.count("Booting worker") - booted + log.count("WORKER TIMEOUT"),
+    }
+
+
+def report_abuse(label: str, rounds: list[dict[str, object]]) -> None:
+    for r in rounds:
+        print(f"   {label}: poll p99 quiet {r['quiet_p99']:.1f} ms, under abuse {r['abused_p99']:.1f} ms "
+              f"({r['abused_p99'] / r['quiet_p99']:.2f}x), under a /healthz flood {r['healthz_flood_p99']:.1f} ms "
+              f"({r['healthz_flood_p99'] / r['quiet_p99']:.2f}x); polls {r['polls'][0]} quiet, {r['polls'][1]} abused; "
+              f"abusers {r['abuse_rate']:.0f} req/s, their p99 {r['abuse_p99']:.1f} ms, statuses {r['statuses']}; "
+              f"API processes restarted: {r['restarted']}")  # fmt: skip
+    ratio = statistics.median(r["abused_p99"] / r["quiet_p99"] for r in rounds)
+    floor = statistics.median(r["healthz_flood_p99"] / r["quiet_p99"] for r in rounds)
+    print(f"   {label}: median p99 ratio under abuse {ratio:.2f}x (target: at most 2x); "
+          f"under a /healthz flood {floor:.2f}x")  # fmt: skip
+
+
 def main() -> None:
     engine = statistics.median(engine_seconds(OVERHEAD_JOB))
     with tempfile.TemporaryDirectory() as workdir:
-        stack = LocalStack(Path(workdir), api_port=free_port(), extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS})
+        stack = LocalStack(
+            Path(workdir), api_port=free_port(), extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS, **OPEN_ADMISSION}
+        )
         try:
             stack.start_redis()
             stack.start_s3()
@@ -132,6 +248,19 @@ def main() -> None:
             two = wall_time_of_jobs(stack.api_url, 20)
             print(f"3. 20 small jobs (4 filters, 64 px, 10 steps), one CPU thread per worker: "
                   f"1 worker {one:.1f} s, 2 workers {two:.1f} s, ratio {two / one:.2f}")  # fmt: skip
+
+            stack.stop("single")
+            stack.stop("second")
+            poll_url = f"{stack.api_url}/v1/jobs/{finished['id']}"
+            print(f"4. abuse: one client polls while {ABUSERS} connections (wrk) send invalid submissions "
+                  f"({ROUNDS} x {ABUSE_SECONDS} s each)")  # fmt: skip
+            for label, env in [("default admission", {}), ("rate limit off", {"FILTERVIZ_SUBMIT_RATE_LIMIT": "off"})]:
+                for name in OPEN_ADMISSION:
+                    stack.extra_env.pop(name, None)
+                stack.extra_env.update(env)
+                stack.stop("api")
+                stack.start_api()
+                report_abuse(label, [abuse_round(stack, poll_url, Path(workdir)) for _ in range(ROUNDS)])
         finally:
             stack.stop_all()
 
