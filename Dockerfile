@@ -30,7 +30,15 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install --requirement /opt/build/requirements.txt --constraint /opt/build/constraints.txt
 
 FROM api-deps AS api
-COPY pyproject.toml README.md ./
+# The package version (compose passes it) and, optionally, the repository's URL.
+ARG FILTERVIZ_VERSION=local
+ARG FILTERVIZ_SOURCE=""
+LABEL org.opencontainers.image.title="filterviz-api" \
+      org.opencontainers.image.description="filterviz API: jobs that show what VGG16's filters learned" \
+      org.opencontainers.image.source="${FILTERVIZ_SOURCE}" \
+      org.opencontainers.image.version="${FILTERVIZ_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY pyproject.toml README.md LICENSE ./
 COPY shared shared
 COPY api api
 RUN pip install --no-deps . && rm -rf build
@@ -57,8 +65,18 @@ RUN python -c "import keras; keras.applications.VGG16(include_top=False, weights
  && ls -l /opt/keras/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5
 
 FROM worker-deps AS worker
+# The package version (compose passes it) and, optionally, the repository's URL.
+ARG FILTERVIZ_VERSION=local
+ARG FILTERVIZ_SOURCE=""
+# The code is Apache-2.0; the ImageNet VGG16 weights baked in are Keras' port of the weights the
+# Visual Geometry Group (Oxford) released under the Creative Commons Attribution 4.0 licence.
+LABEL org.opencontainers.image.title="filterviz-worker" \
+      org.opencontainers.image.description="filterviz worker: VGG16 feature visualisation by gradient ascent" \
+      org.opencontainers.image.source="${FILTERVIZ_SOURCE}" \
+      org.opencontainers.image.version="${FILTERVIZ_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0 AND CC-BY-4.0"
 COPY --from=weights /opt/keras/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 /opt/filterviz/weights/
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY shared shared
 COPY worker worker
 RUN pip install --no-deps . && rm -rf build

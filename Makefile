@@ -9,7 +9,7 @@ SYSTEM_TOOLS := chromium wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps up down clean-data docker-up docker-down test check-compose bench lint fmt constraints clean
+.PHONY: help install system-deps up down clean-data outdated docker-up docker-down test check-compose bench lint fmt constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,11 @@ lint: $(INSTALLED) ## ruff: lint and format check
 fmt: $(INSTALLED) ## ruff: fix what can be fixed and format
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+outdated: $(INSTALLED) ## what is behind: the .venv packages (from the package index) and the pinned images
+	$(BIN)/pip list --outdated --exclude-editable
+	@echo "images (Renovate's renovate.json tracks them upstream):"
+	@grep -hoE '^\s*image: [^$$]+$$|^ARG PYTHON_IMAGE=\S+' docker-compose.yml docker-compose.minio.yml Dockerfile | sed -E 's/^ *(image: |ARG PYTHON_IMAGE=)/  /'
 
 constraints: $(INSTALLED) ## pin the images' packages to what .venv has (docker/constraints.txt)
 	{ sed -n '1,2p' docker/constraints.txt; $(BIN)/pip freeze --exclude-editable; \

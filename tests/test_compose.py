@@ -182,3 +182,15 @@ def test_the_worker_image_gets_tensorflow_on_amd64_and_arm64(machine, tensorflow
     wanted = [Requirement(line) for line in module.requirements(ROOT / "pyproject.toml", ["worker"])]
     chosen = {r.name for r in wanted if r.marker is None or r.marker.evaluate({"platform_machine": machine})}
     assert tensorflow in chosen and len(chosen & {"tensorflow", "tensorflow-cpu"}) == 1
+
+
+def test_images_carry_the_package_version_and_licenses(services):
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name in ("api", "worker", "worker-gpu", "s3-init"):
+        assert services[name]["image"].endswith(f":{version}"), name
+        assert services[name]["build"]["args"]["FILTERVIZ_VERSION"] == version, name
+    for target in ("api", "worker"):
+        stage = dockerfile_stage(target)
+        assert 'org.opencontainers.image.version="${FILTERVIZ_VERSION}"' in stage
+        assert "org.opencontainers.image.licenses=" in stage and "COPY pyproject.toml README.md LICENSE" in stage
+    assert (ROOT / "CHANGELOG.md").read_text().count(f"## {version}") == 1, "CHANGELOG.md has no entry for the version"

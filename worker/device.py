@@ -5,6 +5,7 @@ import contextlib
 import tensorflow as tf
 
 from shared.cpus import available_cpus
+from shared.version import package_version
 
 
 def limit_threads(threads: int) -> int:
@@ -55,17 +56,12 @@ def has_gpu() -> bool:
 def runtime_versions() -> dict[str, str]:
     """Library versions and the device, for manifests: pictures can differ across them."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
     import keras
     import numpy as np
 
-    try:
-        filterviz_version = version("filterviz")
-    except PackageNotFoundError:
-        filterviz_version = "unknown"
     return {
-        "filterviz": filterviz_version,
+        "filterviz": package_version(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
