@@ -41,9 +41,27 @@ def _is_free(port: int) -> bool:
     return True
 
 
+def _imagenet_weights_ready() -> bool:
+    """Where the worker will ask for ImageNet weights, download them first if missing (checked, once)."""
+    from shared.settings import Settings
+    from worker.weights_fetch import WeightsFetchError, fetch_configured
+
+    settings = Settings()
+    if settings.weights != "imagenet":
+        return True
+    try:
+        fetch_configured(settings.imagenet_weights, settings.weights_url, settings.weights_hash)
+    except WeightsFetchError as error:
+        print(f"make up: {error}", file=sys.stderr)
+        return False
+    return True
+
+
 def up() -> int:
     if PIDS.exists():
         print(f"already up (see {PIDS}); run `make down` first", file=sys.stderr)
+        return 1
+    if not _imagenet_weights_ready():
         return 1
     STATE.mkdir(exist_ok=True)
     stack = LocalStack(

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # Which weights workers and the CLI load: imagenet, random:<seed>, or a file path.
     weights: str = Field("imagenet", validation_alias="FILTERVIZ_WEIGHTS")
     imagenet_weights: str | None = Field(None, validation_alias="FILTERVIZ_IMAGENET_WEIGHTS")
+    # Where `make up`, `filterviz render` and `filterviz weights fetch` download a missing ImageNet
+    # file from, and its md5 or sha256 (unset: Keras' own URL and hash, worker/weights_fetch.py).
+    weights_url: str | None = Field(None, validation_alias="FILTERVIZ_WEIGHTS_URL")
+    weights_hash: str | None = Field(None, validation_alias="FILTERVIZ_WEIGHTS_HASH")
     # 0 picks the largest batch that fits batch_memory_mb (default 1 GiB on CPU, half the card on a GPU).
     batch_size: int = Field(0, ge=0, validation_alias="FILTERVIZ_BATCH_SIZE")
     batch_memory_mb: int = Field(0, ge=0, validation_alias="FILTERVIZ_BATCH_MEMORY_MB")

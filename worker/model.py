@@ -7,14 +7,14 @@ A weights source is one of:
 """
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# Where the ImageNet file is expected lives with its download, which needs no TensorFlow.
+from worker.weights_fetch import IMAGENET_NOTOP_FILE, imagenet_weights_path
 
 
 class WeightsError(Exception):
@@ -27,14 +27,6 @@ class LoadedModel:
 
     network: keras.Model
     weights: str
-
-
-def imagenet_weights_path(configured: str | None = None) -> Path:
-    """Where the ImageNet no-top weights are expected: the configured path, else Keras' cache."""
-    if configured:
-        return Path(configured)
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return keras_home / "models" / IMAGENET_NOTOP_FILE
 
 
 def load_vgg16(source: str, imagenet_path: str | None = None) -> LoadedModel:
@@ -51,9 +43,9 @@ def load_vgg16(source: str, imagenet_path: str | None = None) -> LoadedModel:
         path = imagenet_weights_path(imagenet_path)
         if not path.is_file():
             raise WeightsError(
-                f"ImageNet weights not found at {path}. On a machine with internet, run "
-                '`python -c "import keras; keras.applications.VGG16(include_top=False)"` and copy '
-                f"~/.keras/models/{IMAGENET_NOTOP_FILE} there, or set FILTERVIZ_IMAGENET_WEIGHTS to its path."
+                f"ImageNet weights not found at {path}. Run `filterviz weights fetch` (on a machine with "
+                f"internet, then copy {IMAGENET_NOTOP_FILE} there), or set FILTERVIZ_IMAGENET_WEIGHTS to its path; "
+                "for a trial run, FILTERVIZ_WEIGHTS=random:1."
             )
         _load_file(network, path)
         return LoadedModel(network, f"imagenet:{file_sha256(path)}")
