@@ -60,36 +60,63 @@ def parse_param(text: str) -> tuple[str, int | float | bool]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, with SPEC.md's defaults."""
-    defaults = JobSpec.model_fields
     parser = _OneLineParser(prog="filterviz", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     render = commands.add_parser("render", help="render a grid, per-filter pictures and a manifest into a folder")
-    render.add_argument("--layer", default=defaults["layer"].default, help="conv layer (default %(default)s)")
-    render.add_argument("--filters", type=parse_filters, help="e.g. 0-199 or 1,5,9 (default: first 200)")
-    render.add_argument("--size", type=int, default=defaults["image_size"].default, help="image side in px")
-    render.add_argument(
-        "--method", choices=list(METHODS), default=SEED, help="how pictures are made (default %(default)s)"
-    )
-    render.add_argument(
-        "--param", type=parse_param, action="append", default=[], metavar="NAME=VALUE",
-        help="a parameter of the method, e.g. crops=4 (repeatable; GET /v1/models or README lists them)",
-    )  # fmt: skip
-    render.add_argument("--steps", type=int, help="ascent steps (default: the method's)")
-    render.add_argument("--step-size", type=float, help="step size or learning rate (default: the method's)")
-    render.add_argument("--grid", type=int, default=8, help="grid is N x N filters (default %(default)s)")
-    render.add_argument("--margin", type=int, default=5, help="black pixels between cells (default %(default)s)")
-    render.add_argument("--seed", type=int, help="seed of the starting noise (default: random, recorded)")
+    add_job_arguments(render)
     render.add_argument("--weights", help="imagenet, random:<seed> or a weights file (default: $FILTERVIZ_WEIGHTS)")
     render.add_argument("--batch-size", type=int, help="filters per batch (default: sized to memory)")
     render.add_argument("--out", type=Path, default=Path("out"), help="output folder (default %(default)s)")
 
     commands.add_parser("layers", help="list the conv layers and their filter counts")
+
+    weights = commands.add_parser("weights", help="the ImageNet weights file")
+    weights_actions = weights.add_subparsers(dest="weights_action", required=True, parser_class=_OneLineParser)
+    weights_actions.add_parser("fetch", help="download Keras' ImageNet no-top file where it is missing, hash-checked")
+
+    submit = commands.add_parser("submit", help="submit a job to a running service, wait for it, download its results")
+    add_job_arguments(submit)
+    submit.add_argument("--api", default="http://localhost:8000", help="the service's URL (default %(default)s)")
+    submit.add_argument("--token", help="bearer token, where the service asks for one")
+    submit.add_argument("--wait", action="store_true", help="wait until the job ends, with a progress bar")
+    submit.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds (exit 4)")
+    submit.add_argument("--retries", type=int, default=5, help="retries of 429, 503, refused connections (default 5)")
+    submit.add_argument("--out", type=Path, help="with --wait: download grid, filters and manifest into this folder")
     return parser
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that describe a job, the same for `render` and `submit`."""
+    defaults = JobSpec.model_fields
+    parser.add_argument("--layer", default=defaults["layer"].default, help="conv layer (default %(default)s)")
+    parser.add_argument("--filters", type=parse_filters, help="e.g. 0-199 or 1,5,9 (default: first 200)")
+    parser.add_argument("--size", type=int, default=defaults["image_size"].default, help="image side in px")
+    parser.add_argument(
+        "--method", choices=list(METHODS), default=SEED, help="how pictures are made (default %(default)s)"
+    )
+    parser.add_argument(
+        "--param", type=parse_param, action="append", default=[], metavar="NAME=VALUE",
+        help="a parameter of the method, e.g. crops=4 (repeatable; GET /v1/models or README lists them)",
+    )  # fmt: skip
+    parser.add_argument("--steps", type=int, help="ascent steps (default: the method's)")
+    parser.add_argument("--step-size", type=float, help="step size or learning rate (default: the method's)")
+    parser.add_argument("--grid", type=int, default=8, help="grid is N x N filters (default %(default)s)")
+    parser.add_argument("--margin", type=int, default=5, help="black pixels between cells (default %(default)s)")
+    parser.add_argument("--seed", type=int, help="seed of the starting noise (default: random, recorded)")
 
 
 def spec_from_args(args: argparse.Namespace, settings: Settings) -> JobSpec:
     """The validated job spec the arguments describe; UsageError names the first bad one."""
+    try:
+        return parse_spec(request_from_args(args), settings.limits)
+    except ValidationError as error:
+        problem = describe_problems(error)[0]
+        raise UsageError(f"{problem['field']}: {problem['reason']}") from None
+
+
+def request_from_args(args: argparse.Namespace) -> dict:
+    """The job request (POST /v1/jobs body) the job arguments describe, not yet validated."""
     request = {
         "method": args.method,
         "method_params": dict(args.param),
@@ -105,11 +132,7 @@ def spec_from_args(args: argparse.Namespace, settings: Settings) -> JobSpec:
         request["filters"] = args.filters
     if args.seed is not None:
         request["seed"] = args.seed
-    try:
-        return parse_spec(request, settings.limits)
-    except ValidationError as error:
-        problem = describe_problems(error)[0]
-        raise UsageError(f"{problem['field']}: {problem['reason']}") from None
+    return request
 
 
 def progress_reporter(total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -140,6 +163,8 @@ def run_render(args: argparse.Namespace, settings: Settings) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"out: {args.out} exists and is not a folder")
 
+    if (args.weights or settings.weights) == "imagenet":
+        fetch_imagenet_weights(settings)  # where it is missing; before TensorFlow, so offline fails fast
     # TensorFlow is imported only once the arguments are known to be good: errors come fast.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     from worker.loading import load_engine, pick_batch_size
@@ -165,6 +190,16 @@ def run_render(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def fetch_imagenet_weights(settings: Settings) -> Path:
+    """The ImageNet file, downloaded where it is missing (never another file instead); UsageError if that fails."""
+    from worker.weights_fetch import WeightsFetchError, fetch_configured
+
+    try:
+        return fetch_configured(settings.imagenet_weights, settings.weights_url, settings.weights_hash)
+    except WeightsFetchError as error:
+        raise UsageError(f"weights: {error}") from None
+
+
 def list_layers() -> int:
     """Print each conv layer with its filter count."""
     for layer in conv_layers():
@@ -178,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "layers":
             return list_layers()
+        if args.command == "weights":
+            print(f"ImageNet weights at {fetch_imagenet_weights(Settings())}")
+            return 0
+        if args.command == "submit":  # exit codes: client/submit_command.py
+            from client.submit_command import run_submit
+
+            return run_submit(args, request_from_args(args))
         return run_render(args, Settings())
     except UsageError as error:
         print(f"filterviz {args.command}: error: {error}", file=sys.stderr)

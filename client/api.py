@@ -1,0 +1,202 @@
+"""`Client`: the filterviz HTTP API from Python (submit, wait, download, cancel, list); requests only.
+
+Retries (urllib3's Retry under requests): a connection that could not be made, and answers 429
+(too many jobs or submissions) and 503 (Redis or storage down), are retried for every method,
+POST included, after the server's `Retry-After` (else an exponential backoff). That is safe for
+POST because the API gives 429 and 503 before it records a job, and a refused connection sent
+nothing. Read errors (timeouts, dropped answers) are not retried: a POST whose answer was lost
+may have created a job, and a second POST would make a duplicate.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+FINISHED = frozenset({"succeeded", "failed", "canceled"})
+RETRIED_STATUSES = (429, 503)
+# (connect, read) seconds per request: connecting is quick or hopeless; an answer may take a while.
+DEFAULT_TIMEOUT = (5.0, 30.0)
+
+
+class ApiError(Exception):
+    """The API refused a request, or could not be reached; `status` is None for the latter."""
+
+    def __init__(self, status: int | None, code: str, message: str, retry_after: str | None = None) -> None:
+        super().__init__(f"{status or 'no answer'} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class WaitTimeout(Exception):
+    """The job had not finished when `wait` gave up; `job` is what it last looked like."""
+
+    def __init__(self, job: "Job", seconds: float) -> None:
+        super().__init__(f"job {job.id} still {job.status} after {seconds:g} s")
+        self.job = job
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the API describes it; `resource` keeps the whole JSON (params, links, timestamps)."""
+
+    id: str
+    status: str
+    done: int
+    total: int
+    error: dict[str, Any] | None
+    weights: str | None
+    resource: dict[str, Any]
+
+    @classmethod
+    def from_resource(cls, resource: dict[str, Any]) -> "Job":
+        progress = resource.get("progress") or {}
+        return cls(
+            id=resource["id"],
+            status=resource["status"],
+            done=int(progress.get("done", 0)),
+            total=int(progress.get("total", 0)),
+            error=resource.get("error"),
+            weights=resource.get("weights"),
+            resource=resource,
+        )
+
+    @property
+    def finished(self) -> bool:
+        """succeeded, failed or canceled: the status won't change again."""
+        return self.status in FINISHED
+
+
+class Client:
+    """The filterviz API at `base_url` (e.g. http://localhost:8000), with an optional bearer token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        retries: int = 5,
+        backoff_seconds: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=False,  # re-raise read errors at once (see above)
+            status=retries,
+            other=0,
+            status_forcelist=RETRIED_STATUSES,
+            allowed_methods=frozenset({"GET", "POST", "DELETE"}),
+            respect_retry_after_header=True,
+            backoff_factor=backoff_seconds,
+            backoff_max=30,
+            raise_on_status=False,  # the last 429/503 comes back as an answer, turned into ApiError below
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def submit(self, request: dict[str, Any] | None = None) -> Job:
+        """POST /v1/jobs: queue a job (every field optional, see the README); returns it as queued."""
+        return Job.from_resource(self._json("POST", "/v1/jobs", 202, json=request or {}))
+
+    def get(self, job_id: str) -> Job:
+        """GET /v1/jobs/{id}."""
+        return Job.from_resource(self._json("GET", f"/v1/jobs/{job_id}", 200))
+
+    def list(self, limit: int = 20) -> list[Job]:
+        """GET /v1/jobs: the most recent jobs, newest first."""
+        listed = self._json("GET", "/v1/jobs", 200, params={"limit": limit})
+        return [Job.from_resource(resource) for resource in listed["jobs"]]
+
+    def cancel(self, job_id: str) -> Job:
+        """DELETE /v1/jobs/{id}: cancel a queued or running job (ApiError 409 if it already ended)."""
+        return Job.from_resource(self._json("DELETE", f"/v1/jobs/{job_id}", 200))
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll_seconds: float = 0.5,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Poll until the job ends; `on_progress(job)` is called whenever its status or progress changes.
+
+        Raises WaitTimeout after `timeout` seconds (None: wait for good); the job goes on running.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple[str, int, int] | None = None
+        while True:
+            job = self.get(job_id)
+            if on_progress is not None and (job.status, job.done, job.total) != last:
+                on_progress(job)
+            last = (job.status, job.done, job.total)
+            if job.finished:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(job, timeout or 0.0)
+            pause = poll_seconds if deadline is None else min(poll_seconds, max(deadline - time.monotonic(), 0.0))
+            time.sleep(pause)
+
+    def download(self, job_id: str, folder: Path) -> dict[str, Any]:
+        """Write a succeeded job's grid.png, filters/<k>.png and manifest.json into `folder`
+        (the layout of `filterviz render`); returns the manifest."""
+        links = self.get(job_id).resource["links"]
+        manifest = self._json("GET", links["manifest"], 200)
+        (folder / "filters").mkdir(parents=True, exist_ok=True)
+        (folder / "grid.png").write_bytes(self._bytes(links["grid"]))
+        for entry in manifest["filters"]:
+            index = entry["index"]
+            (folder / "filters" / f"{index}.png").write_bytes(self._bytes(links["filter"].format(index=index)))
+        (folder / "manifest.json").write_bytes(self._bytes(links["manifest"]))
+        return manifest
+
+    def _bytes(self, path: str) -> bytes:
+        return self._call("GET", path, 200).content
+
+    def _json(self, method: str, path: str, expected: int, **kwargs: Any) -> Any:
+        return self._call(method, path, expected, **kwargs).json()
+
+    def _call(self, method: str, path: str, expected: int, **kwargs: Any) -> requests.Response:
+        """One request, retried by the adapter; ApiError unless the status is `expected`."""
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError as error:
+            raise ApiError(None, "unreachable", f"{self.base_url} could not be reached: {error}") from None
+        except requests.Timeout as error:
+            raise ApiError(None, "timeout", f"{method} {url} got no answer in time: {error}") from None
+        if response.status_code != expected:
+            raise _api_error(response)
+        return response
+
+
+def _api_error(response: requests.Response) -> ApiError:
+    """The API's JSON error ({"error": {"code", "message"}}) as an ApiError; anything else by its status."""
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", response.text[:200] or response.reason
+    return ApiError(response.status_code, code, message, response.headers.get("Retry-After"))
