@@ -53,6 +53,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from shared.jobs import FINISHED, QUEUED, RUNNING, Job, JobError, JobStore, job_keys
@@ -334,7 +335,16 @@ def _died_here(token: str, worker: str) -> bool:
         return True
     except PermissionError:  # alive, someone else's
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A process that died and that its parent has not reaped yet (Linux; elsewhere: False)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def _describe(unit: str) -> str:

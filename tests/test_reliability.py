@@ -102,6 +102,23 @@ def test_redis_restarted_mid_job(stack, api):
     assert_every_filter_once(api, job["id"], list(range(8)))
 
 
+def test_a_record_lives_from_its_last_change_and_the_list_drops_records_that_are_gone(stack, api):
+    ahead = submit(api, {**SLOW_JOB, "filters": [0, 1, 2, 3], "seed": 15})  # keeps the worker busy
+    job = submit(api, {**FAST_JOB, "seed": 11})
+    client = redis_of(stack)
+    record = f"filterviz:job:{job['id']}"
+    client.expire(record, 100)  # as if it had waited in the queue for almost its whole lifetime
+    assert get_job(api, job["id"])["status"] == "queued"
+    assert wait_for(api, job["id"], ENDED, timeout=90)["status"] == "succeeded"
+    assert client.ttl(record) > 7 * 86400 - 60  # renewed by its last change
+    assert wait_for(api, ahead["id"], ENDED, timeout=60)["status"] == "succeeded"
+    client.delete(record)  # as if it had expired
+    listed = requests.get(f"{api}/v1/jobs", params={"limit": 100}, timeout=10).json()["jobs"]
+    assert job["id"] not in [j["id"] for j in listed]
+    assert client.zscore("filterviz:jobs", job["id"]) is None
+    assert get_job(api, job["id"])["status"] == "succeeded"  # from its manifest
+
+
 def test_a_poison_chunk_fails_its_job_after_three_attempts_and_spares_the_next(stack, api):
     poison = submit(api, {**FAST_JOB, "filters": [0, 1, 2, 3], "seed": POISON_SEED})  # one chunk
     beside = submit(api, {**FAST_JOB, "seed": 6})
