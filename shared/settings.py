@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     # Admission: unfinished jobs, in all and per client (address), and submissions per client.
     max_active_jobs: int = Field(200, ge=1, validation_alias="FILTERVIZ_MAX_ACTIVE_JOBS")
     max_active_jobs_per_client: int = Field(10, ge=1, validation_alias="FILTERVIZ_MAX_ACTIVE_JOBS_PER_CLIENT")
-    # flask-limiter's notation, e.g. "10 per second; 120 per minute"; "off" turns the rate limit off.
-    submit_rate_limit: str = Field("10 per second; 120 per minute", validation_alias="FILTERVIZ_SUBMIT_RATE_LIMIT")
+    # flask-limiter's notation, e.g. "120 per minute"; "off" turns the rate limit off.
+    submit_rate_limit: str = Field("120 per minute", validation_alias="FILTERVIZ_SUBMIT_RATE_LIMIT")
 
     @cached_property
     def budget(self) -> Budget:
