@@ -1,0 +1,190 @@
+"""deploy/k8s: the kustomize base and GPU overlay, rendered here (no kustomize binary), validated by
+kubernetes-validate against Kubernetes' schemas, and checked against the code they run.
+
+KEDA's ScaledObject and TriggerAuthentication are custom resources kubernetes-validate has no
+schema for: they are checked field by field instead (target, queue, credentials)."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import redis
+import yaml
+from kubernetes_validate.utils import latest_version
+
+from devstack.local import LocalStack
+from shared.celery_app import QUEUE
+from shared.settings import Settings
+from shared.workers import publish, withdraw
+
+K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+BASE, GPU = K8S / "base", K8S / "overlays" / "gpu"
+VERSION = latest_version()
+KEDA = "keda.sh/v1alpha1"
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication"}
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """Kubernetes' strategic merge, as far as these manifests need it: maps merge, lists of named
+    items merge by name, other lists and values are replaced."""
+    if isinstance(target, dict) and isinstance(patch, dict):
+        return {**target, **{key: merge(target.get(key), value) for key, value in patch.items()}}
+    if isinstance(target, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in patch):
+        by_name = {item["name"]: item for item in target}
+        merged = [merge(item, next((p for p in patch if p["name"] == item["name"]), None) or {}) for item in target]
+        return merged + [item for item in patch if item["name"] not in by_name]
+    return patch
+
+
+def build(folder: Path) -> list[dict]:
+    """What `kubectl kustomize folder` prints, for the features used here: resources (files and
+    folders), strategic-merge patches, images (newName/newTag) and labels (on metadata)."""
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    resources: list[dict] = []
+    for entry in kustomization.get("resources", []):
+        path = folder / entry
+        resources += build(path) if path.is_dir() else [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for patch_entry in kustomization.get("patches", []):
+        patch = yaml.safe_load((folder / patch_entry["path"]).read_text())
+        index = next(i for i, r in enumerate(resources) if (r["kind"], name(r)) == (patch["kind"], name(patch)))
+        resources[index] = merge(resources[index], patch)
+    images = {image["name"]: image for image in kustomization.get("images", [])}
+    for resource in resources:
+        for container in containers(resource):
+            image = images.get(container["image"].split(":")[0])
+            if image:
+                container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
+        for labels in kustomization.get("labels", []):
+            resource["metadata"].setdefault("labels", {}).update(labels["pairs"])
+    return resources
+
+
+def name(resource: dict) -> str:
+    return resource["metadata"]["name"]
+
+
+def containers(resource: dict) -> list[dict]:
+    return resource["spec"]["template"]["spec"]["containers"] if resource["kind"] == "Deployment" else []
+
+
+def find(resources: list[dict], kind: str, wanted: str) -> dict:
+    return next(r for r in resources if r["kind"] == kind and name(r) == wanted)
+
+
+@pytest.fixture(scope="module", params=["base", "gpu"])
+def rendered(request) -> list[dict]:
+    return build(BASE if request.param == "base" else GPU)
+
+
+def test_every_builtin_resource_validates_strictly_against_current_kubernetes(rendered):
+    kinds = sorted(r["kind"] for r in rendered if r["apiVersion"] != KEDA)
+    assert {"ConfigMap", "Secret", "Deployment", "Service", "PodDisruptionBudget"} <= set(kinds)
+    for resource in rendered:
+        if resource["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(resource, VERSION, strict=True)  # raises, naming the field
+    images = {c["image"] for r in rendered for c in containers(r)}
+    assert all(image.endswith(":0.2.0") for image in images), images
+
+
+def test_every_pod_runs_non_root_read_only_with_probes_limits_and_a_budget(rendered):
+    deployments = [r for r in rendered if r["kind"] == "Deployment"]
+    budgets = [r for r in rendered if r["kind"] == "PodDisruptionBudget"]
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert {"livenessProbe", "readinessProbe"} <= container.keys()
+            assert (
+                {"cpu", "memory"}
+                <= container["resources"]["requests"].keys()
+                <= container["resources"]["limits"].keys()
+            )
+        labels = pod["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        covering = [b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+        assert len(covering) == 1, f"{name(deployment)}: one PodDisruptionBudget, not {len(covering)}"
+
+
+def test_configuration_names_only_variables_the_code_reads(rendered):
+    config = find(rendered, "ConfigMap", "filterviz-config")["data"]
+    secret = find(rendered, "Secret", "filterviz-secrets")["stringData"]
+    read = {field.validation_alias for field in Settings.model_fields.values()}
+    keda_only = {"REDIS_ADDRESS", "REDIS_PASSWORD"}
+    assert set(config) | (set(secret) - keda_only) <= read
+    assert {"REDIS_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} <= set(secret)
+    assert {"S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "S3_BUCKET"} <= set(config)
+    # KEDA's address and password are those of the app's REDIS_URL.
+    url = redis.connection.parse_url(secret["REDIS_URL"])
+    assert f"{url['host']}:{url['port']}" == secret["REDIS_ADDRESS"] and url["password"] == secret["REDIS_PASSWORD"]
+
+
+def test_workers_stop_within_their_grace_period(rendered):
+    stop_grace = int(find(rendered, "ConfigMap", "filterviz-config")["data"]["FILTERVIZ_STOP_GRACE_SECONDS"])
+    workers = [r for r in rendered if r["kind"] == "Deployment" and name(r).startswith("worker")]
+    for worker in workers:
+        # SIGTERM's warm stop takes seconds; a cold shutdown then gives chunks stop_grace.
+        assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= stop_grace + 15
+        assert "replicas" not in worker["spec"]  # KEDA owns it
+        assert containers(worker)[0]["args"][containers(worker)[0]["args"].index("--queues") + 1] == QUEUE
+
+
+def test_keda_scales_each_worker_on_the_queue_down_to_zero(rendered):
+    scaled = [r for r in rendered if r["kind"] == "ScaledObject"]
+    workers = {name(r) for r in rendered if r["kind"] == "Deployment" and name(r).startswith("worker")}
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == workers
+    secret = find(rendered, "Secret", "filterviz-secrets")["stringData"]
+    for scaled_object in scaled:
+        assert scaled_object["apiVersion"] == KEDA and scaled_object["spec"]["minReplicaCount"] == 0
+        (trigger,) = scaled_object["spec"]["triggers"]
+        assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == QUEUE
+        assert all(isinstance(value, str) for value in trigger["metadata"].values())  # KEDA takes strings
+        auth = find(rendered, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"address", "password"}
+        assert all(
+            ref["name"] == "filterviz-secrets" and ref["key"] in secret for ref in auth["spec"]["secretTargetRef"]
+        )
+
+
+def test_the_gpu_overlay_adds_gpu_workers_like_the_cpu_ones_and_keeps_cpu_workers_off_gpu_nodes():
+    resources = build(GPU)
+    cpu, gpu = find(resources, "Deployment", "worker"), find(resources, "Deployment", "worker-gpu")
+    (gpu_container,) = containers(gpu)
+    (cpu_container,) = containers(cpu)
+    assert gpu_container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu_container["image"].startswith("filterviz-worker-gpu:")
+    for same in ("args", "envFrom", "env", "startupProbe", "readinessProbe", "livenessProbe", "securityContext"):
+        assert gpu_container[same] == cpu_container[same], same
+    avoided = cpu["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    term = avoided["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert (term["key"], term["operator"]) == ("nvidia.com/gpu.present", "NotIn")
+    assert gpu["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "affinity" not in find(build(BASE), "Deployment", "worker")["spec"]["template"]["spec"]
+
+
+def test_the_worker_heartbeat_probe_passes_only_while_this_pod_beats(tmp_path):
+    probe = find(build(BASE), "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    stack = LocalStack(tmp_path)
+    try:
+        stack.start_redis()
+        client = redis.Redis.from_url(stack.env["REDIS_URL"])
+        command = [sys.executable, *probe["exec"]["command"][1:]]  # the image's python is this one here
+
+        def probe_passes() -> bool:
+            return subprocess.run(command, env=stack.env, cwd=K8S.parent.parent, timeout=30).returncode == 0
+
+        assert not probe_passes()
+        publish(client, f"{socket.gethostname()}-other:7", {})  # another pod's beat doesn't count
+        assert not probe_passes()
+        publish(client, f"{socket.gethostname()}:7", {})
+        assert probe_passes()
+        withdraw(client, f"{socket.gethostname()}:7")
+        assert not probe_passes()
+    finally:
+        stack.stop_all()
