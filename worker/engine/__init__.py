@@ -44,6 +44,11 @@ class AscentEngine:
         self._steps: dict[tuple[str, int], Callable] = {}
         self._recipes: OrderedDict[tuple, CompiledRecipe] = OrderedDict()
 
+    @property
+    def network(self) -> keras.Model:
+        """The loaded VGG16 the engine ascends."""
+        return self._network
+
     def compiled_step(self, layer: str, image_size: int) -> Callable:
         """Method `seed`'s compiled step for a layer and image size (any batch size), built on first use."""
         key = (layer, image_size)

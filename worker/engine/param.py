@@ -79,16 +79,20 @@ class Fourier:
 
 @dataclass(frozen=True)
 class Phase:
-    """MACO: only the phase is a variable; the magnitude is a fixed 1/f^slope template."""
+    """MACO: only the phase is a variable; the magnitude is a fixed 1/f^slope template. The image is
+    standardised, then recoloured and squashed as Lucid's."""
 
     magnitude_slope: float = 1.3
 
     def init(self, seed: int, filter_index: int, size: int) -> np.ndarray:
-        return filter_rng(seed, filter_index).standard_normal((3, size, size // 2 + 1)).astype(np.float32)
+        # Uniform on the circle: a phase drawn N(0, 1) (and standardised so each step) is concentrated
+        # near 0, so every frequency peaks together at the origin, a bright blob in the corners.
+        shape = (3, size, size // 2 + 1)
+        return filter_rng(seed, filter_index).uniform(-np.pi, np.pi, shape).astype(np.float32)
 
     def rgb(self, variable: object) -> object:
         size = variable.shape[2]
-        phase = _standardise(variable)
+        phase = variable
         magnitude = ops.convert_to_tensor(one_over_f(size, self.magnitude_slope))
         channels = backend.irfft2d(magnitude * ops.cos(phase), magnitude * ops.sin(phase), size)
         return _recolour_sigmoid(_standardise(channels))

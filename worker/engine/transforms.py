@@ -69,7 +69,9 @@ class Crops:
     """MACO: `copies` random crops of each image, resized to its size, with Gaussian plus uniform noise.
 
     The crop side moves linearly from `start` to `end` (fractions of the side) over the run; each
-    crop's side is drawn around it (sd 0.05) and its centre around the middle (sd 0.15).
+    crop's side is drawn around it (sd 0.05) and its centre around the middle (sd 0.15). A Fourier
+    image is periodic, so a crop past an edge wraps round: no part of the image goes unseen (with
+    crops kept inside, the corners were never looked at and filled with a bright blob).
     """
 
     copies: int = 4
@@ -82,14 +84,14 @@ class Crops:
         draws = backend.normal_per_image(keys, step, (n, 3))
         box = self.start + (self.end - self.start) * progress
         side = ops.clip(box + 0.05 * draws[..., 2], 0.05, 1.0)
-        centre_x = ops.clip(0.5 + 0.15 * draws[..., 0], side / 2, 1 - side / 2)
-        centre_y = ops.clip(0.5 + 0.15 * draws[..., 1], side / 2, 1 - side / 2)
+        centre_x = 0.5 + 0.15 * draws[..., 0]
+        centre_y = 0.5 + 0.15 * draws[..., 1]
         last = size - 1.0
         zero = ops.zeros_like(side)
         a = ((side, zero), (zero, side))
         rows = _affine_rows(a, (centre_x - side / 2) * last, (centre_y - side / 2) * last)
         copies = ops.repeat(images, n, axis=0)
-        crops = ops.image.affine_transform(copies, ops.reshape(rows, (-1, 8)), fill_mode=FILL_MODE)
+        crops = ops.image.affine_transform(copies, ops.reshape(rows, (-1, 8)), fill_mode="wrap")
         if self.noise:
             gauss = backend.normal_per_image(keys, step, (n, size, size, 3), salt=1)
             flat = backend.uniform_per_image(keys, step, (n, size, size, 3), salt=2) - 0.5
