@@ -27,6 +27,9 @@ def run_submit(args: argparse.Namespace, request: dict[str, Any]) -> int:
     """Submit `request`, then wait and download as asked; returns the exit code of the outcome."""
     from client.api import ApiError, Client, WaitTimeout
 
+    if not args.wait and (args.out is not None or args.timeout is not None):
+        print("filterviz submit: error: --out and --timeout need --wait", file=sys.stderr)
+        return USAGE
     with Client(args.api, token=args.token, retries=args.retries) as client:
         try:
             job = client.submit(request)

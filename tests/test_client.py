@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from client import ApiError, Client
-from client.submit_command import CANCELED, FAILED, REFUSED, SUCCEEDED, TIMED_OUT, UNAVAILABLE
+from client.submit_command import CANCELED, FAILED, REFUSED, SUCCEEDED, TIMED_OUT, UNAVAILABLE, USAGE
 from devstack.local import free_port
 from tests.service_helpers import SMALL_JOB, running_stack
 from worker.cli import main
@@ -127,6 +127,8 @@ def test_client_waits_with_progress_lists_and_downloads(api, tmp_path):
 def test_a_request_the_api_refuses_exits_5(api, capsys):
     assert main(["submit", "--api", api, *SMALL_ARGS, "--size", "4096"]) == REFUSED
     assert "422" in capsys.readouterr().err
+    assert main(["submit", "--api", api, *SMALL_ARGS, "--out", "nowhere"]) == USAGE  # --out needs --wait
+    assert "--out and --timeout need --wait" in capsys.readouterr().err
 
 
 def run_submit_in_background(argv: list[str]) -> tuple[threading.Thread, dict]:
