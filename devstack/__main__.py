@@ -44,13 +44,13 @@ def _is_free(port: int) -> bool:
 def _imagenet_weights_ready() -> bool:
     """Where the worker will ask for ImageNet weights, download them first if missing (checked, once)."""
     from shared.settings import Settings
-    from worker.weights_fetch import WeightsFetchError, fetch_configured
+    from worker.weights_fetch import WeightsFetchError, ensure_imagenet_weights
 
     settings = Settings()
     if settings.weights != "imagenet":
         return True
     try:
-        fetch_configured(settings.imagenet_weights, settings.weights_url, settings.weights_hash)
+        ensure_imagenet_weights(settings.imagenet_weights, settings.weights_url, settings.weights_hash)
     except WeightsFetchError as error:
         print(f"make up: {error}", file=sys.stderr)
         return False

@@ -192,10 +192,10 @@ def run_render(args: argparse.Namespace, settings: Settings) -> int:
 
 def fetch_imagenet_weights(settings: Settings) -> Path:
     """The ImageNet file, downloaded where it is missing (never another file instead); UsageError if that fails."""
-    from worker.weights_fetch import WeightsFetchError, fetch_configured
+    from worker.weights_fetch import WeightsFetchError, ensure_imagenet_weights
 
     try:
-        return fetch_configured(settings.imagenet_weights, settings.weights_url, settings.weights_hash)
+        return ensure_imagenet_weights(settings.imagenet_weights, settings.weights_url, settings.weights_hash)[0]
     except WeightsFetchError as error:
         raise UsageError(f"weights: {error}") from None
 

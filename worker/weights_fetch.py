@@ -48,16 +48,20 @@ def hasher_for(expected_hash: str) -> "hashlib._Hash":
 
 
 def ensure_imagenet_weights(
-    configured_path: str | None = None,
-    url: str | None = None,
-    expected_hash: str | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
+    configured_path: str | None = None, url: str | None = None, expected_hash: str | None = None
 ) -> tuple[Path, bool]:
-    """The ImageNet weights file, downloaded first if it is missing; returns (path, downloaded)."""
+    """The ImageNet weights file, downloaded first if it is missing (saying so on stderr, with a
+    progress bar on a terminal); returns (path, downloaded). Unset arguments mean Keras' own."""
     path = imagenet_weights_path(configured_path)
     if path.is_file():
         return path, False
-    download(url or KERAS_NOTOP_URL, path, expected_hash or KERAS_NOTOP_HASH, progress)
+    url = url or KERAS_NOTOP_URL
+    print(f"ImageNet weights missing at {path}: downloading {url}", file=sys.stderr)
+    update, close = terminal_progress()
+    try:
+        download(url, path, expected_hash or KERAS_NOTOP_HASH, update)
+    finally:
+        close()
     return path, True
 
 
@@ -118,16 +122,3 @@ def terminal_progress() -> tuple[Callable[[int, int | None], None], Callable[[],
         bar.update(received - bar.n)
 
     return update, bar.close
-
-
-def fetch_configured(imagenet_path: str | None, url: str | None, expected_hash: str | None) -> Path:
-    """Make sure the configured ImageNet file is there, saying on stderr what it downloads."""
-    destination = imagenet_weights_path(imagenet_path)
-    if not destination.is_file():
-        print(f"ImageNet weights missing at {destination}: downloading {url or KERAS_NOTOP_URL}", file=sys.stderr)
-    update, close = terminal_progress()
-    try:
-        path, _ = ensure_imagenet_weights(imagenet_path, url, expected_hash, update)
-    finally:
-        close()
-    return path
