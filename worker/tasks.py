@@ -9,7 +9,9 @@ shared/lifecycle.py; here each task only does its work between `begin` and one w
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -89,6 +91,24 @@ def state() -> WorkerState:
     return _state
 
 
+@contextmanager
+def failing_on_error(current: WorkerState, unit: Unit, what: str) -> Iterator[None]:
+    """Every way out of a unit by exception ends its job with a code, or is retried (Redis errors)."""
+    try:
+        yield
+    except SoftTimeLimitExceeded:
+        current.lifecycle.fail(unit, "chunk_timeout", f"{what} ran over {settings.chunk_time_limit} s")
+        raise
+    except STORAGE_ERRORS as error:  # refused, or still failing after FILTERVIZ_RETRY_SECONDS of retries
+        current.lifecycle.fail(unit, "storage_unavailable", f"{what} could not use storage: {error}")
+        raise
+    except REDIS_ERRORS:
+        raise  # autoretry; if Redis stays away, the lease lapses and the sweep sends the unit again
+    except Exception as error:
+        current.lifecycle.fail(unit, "render_failed", f"{what} failed: {error}")
+        raise
+
+
 def _stopped(current: WorkerState, unit: Unit, reason: str, filters: list[int] | None) -> dict[str, Any]:
     """A unit that stopped early: given back when its worker stops, dropped when its job ended."""
     if reason == WORKER_STOPPING:
@@ -115,30 +135,18 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
         current.lifecycle.progress(unit, done)
 
     started = time.perf_counter()
-    with current.heartbeat.holding(unit) as watch:
-        try:
-            rendered = render_filters(
-                current.loaded.engine,
-                spec,
-                filters,
-                batch_size=pick_batch_size(spec, len(filters), settings),
-                on_progress=advance,
-                should_stop=watch.should_stop,
-            )
-            if watch.reason is not None or len(rendered) < len(filters):
-                return _stopped(current, unit, watch.reason or "stopped", filters)
-            _store_chunk(current, unit, rendered, time.perf_counter() - started)
-        except SoftTimeLimitExceeded:
-            current.lifecycle.fail(unit, "chunk_timeout", f"chunk {chunk_index} ran over {settings.chunk_time_limit} s")
-            raise
-        except STORAGE_ERRORS as error:
-            current.lifecycle.fail(unit, "storage_unavailable", f"chunk {chunk_index} could not store: {error}")
-            raise
-        except REDIS_ERRORS:
-            raise  # autoretry; if Redis stays away, the lease lapses and the sweep sends the chunk again
-        except Exception as error:
-            current.lifecycle.fail(unit, "render_failed", f"chunk {chunk_index} failed: {error}")
-            raise
+    with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, f"chunk {chunk_index}"):
+        rendered = render_filters(
+            current.loaded.engine,
+            spec,
+            filters,
+            batch_size=pick_batch_size(spec, len(filters), settings),
+            on_progress=advance,
+            should_stop=watch.should_stop,
+        )
+        if watch.reason is not None or len(rendered) < len(filters):
+            return _stopped(current, unit, watch.reason or "stopped", filters)
+        _store_chunk(current, unit, rendered, time.perf_counter() - started)
         current.lifecycle.chunk_done(unit)
     return {"chunk": chunk_index, "worker": current.name}
 
@@ -167,17 +175,8 @@ def finish_job(job_id: str) -> dict[str, Any]:
     unit = current.lifecycle.begin(job_id, FINISH, current.name, current.loaded.weights)
     if not isinstance(unit, Unit):
         return {"skipped": unit}
-    with current.heartbeat.holding(unit) as watch:
-        try:
-            return _assemble(current, unit, watch)
-        except STORAGE_ERRORS as error:
-            current.lifecycle.fail(unit, "storage_unavailable", f"the finish step could not use storage: {error}")
-            raise
-        except REDIS_ERRORS:
-            raise
-        except Exception as error:
-            current.lifecycle.fail(unit, "render_failed", f"the finish step failed: {error}")
-            raise
+    with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, "the finish step"):
+        return _assemble(current, unit, watch)
 
 
 def _assemble(current: WorkerState, unit: Unit, watch: Watch) -> dict[str, Any]:
