@@ -14,6 +14,7 @@ import redis
 import requests
 
 from devstack.local import S3_READER_KEY, S3_READER_SECRET, wait_until
+from shared.storage import Storage
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import get_job, running_stack, submit, wait_for
 
@@ -100,6 +101,17 @@ def test_redis_restarted_mid_job(stack, api):
     final = wait_for(api, job["id"], ENDED, timeout=120)
     assert final["status"] == "succeeded", final["error"]
     assert_every_filter_once(api, job["id"], list(range(8)))
+
+
+def test_a_done_mark_redis_lost_is_found_again_in_storage(stack, api):
+    job = submit(api, {**SLOW_JOB, "seed": PAUSE_SEED, "steps": 10})
+    storage = Storage(stack.settings)
+    wait_until(lambda: storage.get(f"jobs/{job['id']}/chunks/0.json") is not None, "chunk 0 stored", 60)
+    redis_of(stack).srem(f"filterviz:job:{job['id']}:done", "0")  # as if Redis lost its last second
+    final = wait_for(api, job["id"], ENDED, timeout=90)
+    assert final["status"] == "succeeded", final["error"]
+    assert_every_filter_once(api, job["id"], list(range(8)))
+    assert log_mentions(stack, "alpha", f"chunk 0 of job {job['id']} has its record") == 1
 
 
 def test_a_record_lives_from_its_last_change_and_the_list_drops_records_that_are_gone(stack, api):
