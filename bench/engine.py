@@ -8,6 +8,7 @@ at SPEC defaults (one full batch of filters, so its memory is that of a 200-filt
 
     python bench/engine.py                     # defaults: block5_conv1, 128 px, 20 steps, 32 filters
     python bench/engine.py --filters 512 --weights imagenet   # e.g. all of block5_conv1 on a GPU
+    python bench/engine.py --method fourier --steps 20 --skip-render   # another method's speed
 """
 
 import argparse
@@ -23,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 from shared.layers import conv_layers
+from shared.methods import METHODS
 from shared.settings import Settings
 from shared.spec import parse_spec
 from worker.engine import AscentEngine, FilterAscent
@@ -104,7 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layer", default="block5_conv1")
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--method", default="seed", help="seed, multiscale, fourier or maco")
+    parser.add_argument("--steps", type=int, help="default: the method's (20 for seed)")
     parser.add_argument("--filters", type=int, default=32, help="how many filters (0..N-1) both loops run")
     parser.add_argument("--batch-size", type=int, help="batched engine's batch (default: auto)")
     parser.add_argument("--weights", default="random:0", help="imagenet, random:<seed> or a file")
@@ -112,19 +115,25 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings()
-    spec = parse_spec(
-        {"layer": args.layer, "image_size": args.size, "steps": args.steps, "filters": list(range(args.filters)),
-         "seed": 1},
-        settings.limits,
-    )  # fmt: skip
+    request = {"method": args.method, "layer": args.layer, "image_size": args.size,
+               "filters": list(range(args.filters)), "seed": 1}  # fmt: skip
+    if args.steps is not None:
+        request["steps"] = args.steps
+    spec = parse_spec(request, settings.limits)
     loaded = load_engine(args.weights, settings)
     batch_size = args.batch_size or pick_batch_size(spec, len(spec.filters), settings)
     device = "/GPU:0" if loaded.runtime["device"].startswith("GPU") else "/CPU:0"
     print(f"device {loaded.runtime['device']}, TensorFlow {tf.__version__}, weights {loaded.weights}")
-    print(f"{spec.layer}, {spec.image_size} px, {spec.steps} steps, {len(spec.filters)} filters, batch {batch_size}")
+    print(
+        f"method {spec.method}, {spec.layer}, {spec.image_size} px, {spec.steps} steps, {len(spec.filters)} filters, "
+        f"batch {batch_size}"
+    )
 
     peak = matmul_peak_gflops(device)
-    flops = 2 * forward_flops(spec.layer, spec.image_size)  # forward + input gradient, about equal
+    # Forward + input gradient, about equal; a method may pad the image or look at several crops of it.
+    method = METHODS[spec.method]
+    side = method.network_side(spec.method_params, spec.image_size)
+    flops = 2 * forward_flops(spec.layer, side) * method.images_per_filter(spec.method_params)
     print(f"float32 matmul peak {peak:.1f} GFLOP/s; {flops / 1e9:.2f} GFLOP per image-step")
 
     engine = loaded.engine
