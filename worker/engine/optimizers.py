@@ -43,28 +43,24 @@ class Adam:
     def init_state(self, variable: object) -> tuple:
         return (ops.zeros_like(variable), ops.zeros_like(variable))
 
+    def moments(self, grad: object, state: tuple) -> tuple[object, object]:
+        """The running means of the gradient and of its square, after this step."""
+        m, v = state
+        return m + (grad - m) * (1 - self.beta_1), v + (ops.square(grad) - v) * (1 - self.beta_2)
+
     def coefficients(self, t: int, learning_rate: float) -> np.ndarray:
         # Bias corrections folded into the rate, as Keras does.
         rate = learning_rate * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
         return np.array([rate], np.float32)
 
     def update(self, variable: object, grad: object, state: tuple, coefficients: object) -> tuple[object, tuple]:
-        m, v = state
-        m = m + (grad - m) * (1 - self.beta_1)
-        v = v + (ops.square(grad) - v) * (1 - self.beta_2)
+        m, v = self.moments(grad, state)
         return variable + coefficients[0] * m / (ops.sqrt(v) + self.epsilon), (m, v)
 
 
 @dataclass(frozen=True)
-class NAdam:
-    """NAdam (Dozat) with Keras' momentum schedule and defaults."""
-
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-
-    def init_state(self, variable: object) -> tuple:
-        return (ops.zeros_like(variable), ops.zeros_like(variable))
+class NAdam(Adam):
+    """NAdam (Dozat) with Keras' momentum schedule and defaults: Adam's moments, Nesterov's look-ahead."""
 
     def _momentum(self, t: int) -> float:
         return self.beta_1 * (1.0 - 0.5 * 0.96**t)
@@ -78,9 +74,7 @@ class NAdam:
         return np.array([learning_rate, c_m, c_g, 1 - self.beta_2**t], np.float32)
 
     def update(self, variable: object, grad: object, state: tuple, coefficients: object) -> tuple[object, tuple]:
-        m, v = state
-        m = m + (grad - m) * (1 - self.beta_1)
-        v = v + (ops.square(grad) - v) * (1 - self.beta_2)
+        m, v = self.moments(grad, state)
         m_hat = coefficients[1] * m + coefficients[2] * grad
         v_hat = v / coefficients[3]
         return variable + coefficients[0] * m_hat / (ops.sqrt(v_hat) + self.epsilon), (m, v)

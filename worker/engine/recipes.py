@@ -10,7 +10,7 @@ import numpy as np
 from shared.methods import FOURIER, MACO, METHODS, MULTISCALE, SEED
 from worker.engine.optimizers import Adam, NAdam, NormalisedAscent
 from worker.engine.param import Fourier, Phase, Pixels
-from worker.engine.transforms import Affine, Crops, Identity
+from worker.engine.transforms import Affine, Crops
 from worker.imaging import deprocess, to_picture
 
 
@@ -20,7 +20,7 @@ class Recipe:
 
     method: str
     param: Pixels | Fourier | Phase
-    transform: Identity | Affine | Crops
+    transform: Affine | Crops
     optimizer: NormalisedAscent | Adam | NAdam
     pre_relu: bool = False
     redirect_steps: int = 0

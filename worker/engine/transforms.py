@@ -24,16 +24,6 @@ def _affine_rows(matrix: object, offset_x: object, offset_y: object) -> object:
 
 
 @dataclass(frozen=True)
-class Identity:
-    """No transform (the seed's and multiscale's plain step)."""
-
-    copies: int = 1
-
-    def apply(self, images: object, keys: object, step: object, progress: object) -> object:
-        return images
-
-
-@dataclass(frozen=True)
 class Affine:
     """Pad with grey, then one random shift (whole pixels), zoom and rotation per image per step."""
 
