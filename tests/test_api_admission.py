@@ -125,7 +125,11 @@ def test_pages_and_api_answers_carry_security_headers(stack):
 
 def test_s3_that_answers_but_refuses_writes_is_not_ready_and_submissions_get_503(stack, tmp_path):
     """An API whose S3 user may only read: S3 answers, every write is refused."""
-    read_only = {"S3_ACCESS_KEY_ID": S3_READER_KEY, "S3_SECRET_ACCESS_KEY": S3_READER_SECRET, "WEB_CONCURRENCY": "1"}
+    read_only = {
+        "S3_ACCESS_KEY_ID": S3_READER_KEY,
+        "S3_SECRET_ACCESS_KEY": S3_READER_SECRET,
+        "FILTERVIZ_API_WORKERS": "1",
+    }
     reader = LocalStack(tmp_path, api_port=free_port(), redis_port=stack.redis_port, s3_port=stack.s3_port,
                         extra_env={**stack.extra_env, **read_only})  # fmt: skip
     command = [_tool("gunicorn"), "-c", "python:api.gunicorn_conf", "--bind", f"127.0.0.1:{reader.api_port}",
