@@ -119,6 +119,13 @@ def nothing(stack: LocalStack, running: dict[str, str]) -> str:
     return ""
 
 
+def restart_worker(stack: LocalStack, name: str) -> None:
+    """Start the worker again, keeping the stopped one's log beside the new one."""
+    log = stack.workdir / f"{name}.log"
+    log.rename(log.with_suffix(f".{time.strftime('%H%M%S')}.log"))
+    stack.start_worker(name)
+
+
 def kill_pool_process(stack: LocalStack, running: dict[str, str]) -> str:
     _, pid = worker_pid(next(iter(running.values())))
     os.kill(pid, signal.SIGKILL)
@@ -128,7 +135,7 @@ def kill_pool_process(stack: LocalStack, running: dict[str, str]) -> str:
 def kill_whole_worker(stack: LocalStack, running: dict[str, str]) -> str:
     name, _ = worker_pid(next(iter(running.values())))
     stack.stop(name, signal.SIGKILL)
-    stack.start_worker(name)
+    restart_worker(stack, name)
     return f"{name} SIGKILL, restarted"
 
 
@@ -160,7 +167,7 @@ def worker_sigterm(stack: LocalStack, running: dict[str, str]) -> str:
     code = process.wait(timeout=120)
     stopped = time.monotonic() - started
     stack.processes.pop(name)
-    stack.start_worker(name)
+    restart_worker(stack, name)
     return f"{name} exited {code} after {stopped:.1f} s, restarted"
 
 
