@@ -23,7 +23,13 @@ S3_READER_KEY, S3_READER_SECRET = "filterviz-reader", "filterviz-reader-secret"
 # PNGs, and then every write failed: let the slots follow the free disk space (0), keep volumes
 # small enough for many small PNGs, and mark them read-only (a clear write error, no corruption)
 # before the disk is full. docker-compose.yml's s3 service uses the same numbers.
-S3_VOLUME_FLAGS = ("-master.volumeSizeLimitMB=256", "-volume.max=0", "-volume.minFreeSpace=1GiB")
+S3_VOLUME_FLAGS = (
+    "-master.volumeSizeLimitMB=256",
+    "-volume.max=0",
+    "-volume.minFreeSpace=1GiB",
+    # One server, no peers to hand writes to: stop at once (the default waits 10 s).
+    "-volume.preStopSeconds=0",
+)
 
 
 def free_port() -> int:
