@@ -14,6 +14,7 @@ import redis
 from flask import Flask, request
 from flask_limiter import Limiter, RateLimitExceeded
 
+from api.access import current_caller
 from api.errors import ApiError
 from shared.jobs import FINISHED
 from shared.settings import Settings
@@ -26,8 +27,9 @@ IN_FLIGHT_SECONDS = 60
 
 
 def client_identity() -> str:
-    """Who is asking: the address for now (one place to change when tokens name clients)."""
-    return request.remote_addr or "unknown"
+    """Who is asking: the token's name when tokens are on, else the address."""
+    caller = current_caller()
+    return f"token:{caller.name}" if caller else request.remote_addr or "unknown"
 
 
 class Admission:

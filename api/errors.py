@@ -26,10 +26,12 @@ class ApiError(Exception):
         message: str,
         problems: list[dict[str, str]] | None = None,
         retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.problems = status, code, message, problems or []
         self.retry_after = retry_after
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """The JSON error document."""
@@ -39,9 +41,9 @@ class ApiError(Exception):
         return {"error": error}
 
     def response(self) -> tuple[Response, int, dict[str, str]]:
-        """The HTTP response: the body, the status, and Retry-After where there is one."""
-        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
-        return jsonify(self.body()), self.status, headers
+        """The HTTP response: the body, the status, its headers and Retry-After where there is one."""
+        retry = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        return jsonify(self.body()), self.status, {**self.headers, **retry}
 
 
 def unavailable(what: str, why: str | None = None) -> ApiError:

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, request
 from pydantic import ValidationError
 from pydantic_core import from_json
 
+from api.access import current_caller, listed_owner, may_see
 from api.admission import client_identity
 from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
@@ -40,14 +41,24 @@ def _job_id(raw: str) -> str:
     return raw
 
 
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(404, "job_not_found", f"no job {job_id}")
+
+
 def _resource(job_id: str) -> dict[str, Any]:
+    """The job's resource, or 404 when there is no such job or it is another token's (the same answer)."""
     found = services()
     job = found.jobs.get(job_id)
     if job is not None:
+        if not may_see(job.owner):
+            raise _not_found(job_id)
         return job_resource(job, found.storage)
+    # The manifest names no owner: a job Redis forgot is shown only where every job may be seen.
+    if listed_owner() is not None:
+        raise _not_found(job_id)
     manifest = found.storage.get_json(job_key(job_id, MANIFEST_FILE))
     if manifest is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id}")
+        raise _not_found(job_id)
     return resource_from_manifest(manifest, found.storage)
 
 
@@ -103,7 +114,8 @@ def submit_job():
     chunks = split_by_cost(
         spec.filters, filter_flops(spec), found.settings.budget.chunk_flops, found.settings.chunk_size
     )
-    found.jobs.create(job_id, spec, len(chunks))
+    caller = current_caller()
+    found.jobs.create(job_id, spec, len(chunks), owner=caller.name if caller else None)
     enqueue_job(found.celery, job_id, chunks)
     resource = _resource(job_id)
     return resource, 202, {"Location": resource["links"]["self"]}
@@ -111,10 +123,10 @@ def submit_job():
 
 @jobs.get("/jobs")
 def list_jobs():
-    """The most recent jobs, newest first (those Redis still holds)."""
+    """The most recent jobs, newest first (those Redis still holds): the caller's own, or all for admins."""
     limit = _query_int("limit", 1, MAX_LISTED, default=20)
     found = services()
-    listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit)]
+    listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit, owner=listed_owner())]
     return {"jobs": [job_resource(job, found.storage) for job in listed if job is not None]}
 
 
@@ -124,14 +136,13 @@ def get_job(job_id: str):
     return _resource(_job_id(job_id))
 
 
-@jobs.delete("/jobs/<job_id>")
 @jobs.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
     """Cancel a queued or running job: chunks not yet started do nothing, running ones stop at the next batch.
 
-    The POST form takes only JSON, so that a cross-site HTML form can't cancel anyone's job.
+    Takes only JSON, so that a cross-site HTML form can't cancel anyone's job.
     """
-    if request.method == "POST" and (request.mimetype != "application/json" or request.content_length):
+    if request.mimetype != "application/json" or request.content_length:
         _request_body()  # 415 unless JSON; a body, if any, must be a JSON object
     found = services()
     resource = _resource(_job_id(job_id))
@@ -139,6 +150,23 @@ def cancel_job(job_id: str):
         current = _resource(resource["id"])
         raise ApiError(409, "job_finished", f"job {resource['id']} is already {current['status']}")
     return _resource(resource["id"])
+
+
+@jobs.delete("/jobs/<job_id>")
+def delete_job(job_id: str):
+    """Cancel an unfinished job (200, the job canceled); delete a finished one, results and record (204).
+
+    A job canceled here can be deleted by a second DELETE. Pictures that a chunk still stopping
+    writes after the deletion are left to the bucket's expiry rule.
+    """
+    found = services()
+    resource = _resource(_job_id(job_id))
+    if resource["status"] not in FINISHED and found.jobs.cancel(resource["id"]):
+        return _resource(resource["id"])
+    job = found.jobs.get(resource["id"])
+    found.storage.delete_prefix(job_key(resource["id"], ""))
+    found.jobs.forget(resource["id"], job.owner if job else None)
+    return Response(status=204)
 
 
 def _stored_file(resource: dict[str, Any], name: str, content_type: str, shrink_to: int | None = None) -> Response:

@@ -63,13 +63,13 @@ def readyz():
 @meta.get("/openapi.json")
 def openapi():
     """The OpenAPI 3.1 document of this API, with this deployment's limits."""
-    return openapi_document(services().settings.limits)
+    return openapi_document(services().settings.limits, services().tokens is not None)
 
 
 @meta.get("/docs")
 def docs():
     """A plain page listing every endpoint (no external scripts: many deployments have no internet)."""
-    document = openapi_document(services().settings.limits)
+    document = openapi_document(services().settings.limits, services().tokens is not None)
     rows = "".join(
         f"<tr><td><code>{method.upper()}</code></td><td><code>{escape(path)}</code></td>"
         f"<td>{escape(operation['summary'])}</td></tr>"

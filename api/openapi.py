@@ -45,7 +45,7 @@ _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 # Links for stateful testing and for readers: what can be done with a job just submitted.
 _JOB_LINKS = {
     name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
-    for name, operation in [("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("ListFilters", "listFilters"),
+    for name, operation in [("GetJob", "getJob"), ("DeleteJob", "deleteJob"), ("ListFilters", "listFilters"),
                             ("GetGrid", "getGrid"), ("GetThumbnail", "getThumbnail"), ("GetManifest", "getManifest")]
 }  # fmt: skip
 _JOB_LINKS["GetFilter"] = {
@@ -54,9 +54,25 @@ _JOB_LINKS["GetFilter"] = {
 }
 
 
+def _with_tokens(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every /v1 operation asks for a bearer token and may answer 401."""
+    unauthorized = _error_response("No token, or not a valid one (WWW-Authenticate says which)")
+    unauthorized["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+    return {
+        path: {
+            method: {**op, "security": [{"bearer": []}], "responses": {**op["responses"], "401": unauthorized}}
+            if path.startswith("/v1/")
+            else op
+            for method, op in operations.items()
+        }
+        for path, operations in paths.items()
+    }
+
+
 @cache
-def openapi_document(limits: Limits) -> dict[str, Any]:
-    """OpenAPI 3.1 for every route of the API, with `limits` stated in the job schema."""
+def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
+    """OpenAPI 3.1 for every route of the API, with `limits` stated in the job schema, and bearer
+    tokens on every /v1 operation where `tokens` are configured."""
     spec_schema = limited_spec_model(limits).model_json_schema(ref_template="#/components/schemas/{model}")
     schemas = spec_schema.pop("$defs", {})
     schemas["JobSpec"] = spec_schema
@@ -158,13 +174,13 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                 "responses": {"200": _job_response("The job"), "404": _error_response("Unknown job"), **_UNAVAILABLE},
             },
             "delete": {
-                "operationId": "cancelJob",
-                "summary": "Cancel a queued or running job",
+                "operationId": "deleteJob",
+                "summary": "Cancel a queued or running job (200); delete a finished one, results and record (204)",
                 "parameters": [_JOB_ID],
                 "responses": {
-                    "200": _job_response("Canceled"),
+                    "200": _job_response("Canceled (it was queued or running)"),
+                    "204": {"description": "Deleted: the job was finished; its results and record are gone"},
                     "404": _error_response("Unknown job"),
-                    "409": _error_response("Already finished"),
                     **_UNAVAILABLE,
                 },
             },
@@ -172,7 +188,7 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
         "/v1/jobs/{job_id}/cancel": {
             "post": {
                 "operationId": "cancelJobByPost",
-                "summary": "Cancel a queued or running job (same as DELETE); JSON only, e.g. {}",
+                "summary": "Cancel a queued or running job (409 once finished); JSON only, e.g. {}",
                 "parameters": [_JOB_ID],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": {
@@ -329,9 +345,10 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
             }
         },
     }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "filterviz", "version": "1"},
-        "paths": {**job_paths, **meta_paths},
-        "components": {"schemas": schemas},
-    }
+    paths = {**job_paths, **meta_paths}
+    components: dict[str, Any] = {"schemas": schemas}
+    if tokens:
+        paths = _with_tokens(paths)
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    info = {"title": "filterviz", "version": "1"}
+    return {"openapi": "3.1.0", "info": info, "paths": paths, "components": components}

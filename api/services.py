@@ -7,6 +7,7 @@ from flask import current_app
 
 from api.admission import Admission
 from api.readiness import WriteProbe
+from shared.auth import Tokens
 from shared.jobs import JobStore
 from shared.settings import Settings
 from shared.storage import Storage
@@ -15,7 +16,7 @@ from shared.storage import Storage
 @dataclass(frozen=True)
 class Services:
     """Settings, the job records, storage, the Celery app (used to send, never to run, tasks),
-    admission bounds and the storage write probe."""
+    admission bounds, the storage write probe, and the API tokens (None: the API is open)."""
 
     settings: Settings
     jobs: JobStore
@@ -23,6 +24,7 @@ class Services:
     celery: Celery
     admission: Admission
     storage_probe: WriteProbe
+    tokens: Tokens | None = None
 
 
 def services() -> Services:

@@ -131,8 +131,9 @@ class Client:
         return [Job.from_resource(resource) for resource in listed["jobs"]]
 
     def cancel(self, job_id: str) -> Job:
-        """DELETE /v1/jobs/{id}: cancel a queued or running job (ApiError 409 if it already ended)."""
-        return Job.from_resource(self._json("DELETE", f"/v1/jobs/{job_id}", 200))
+        """POST /v1/jobs/{id}/cancel: cancel a queued or running job (ApiError 409 if it already ended;
+        DELETE would delete a finished job's results instead)."""
+        return Job.from_resource(self._json("POST", f"/v1/jobs/{job_id}/cancel", 200, json={}))
 
     def wait(
         self,

@@ -100,6 +100,8 @@ class LocalStack:
             "S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONUNBUFFERED": "1",
+            # Its services listen on 127.0.0.1 only: the documented default secrets are allowed here.
+            "FILTERVIZ_ALLOW_DEFAULT_SECRETS": "1",
             **self.extra_env,
         }
 

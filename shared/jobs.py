@@ -80,6 +80,7 @@ class Job:
     done: int
     chunks: int
     deadline: float | None  # Unix time; None for records written before deadlines existed
+    owner: str | None = None  # the API token's name that submitted it; None with tokens off
 
     @property
     def total(self) -> int:
@@ -94,6 +95,11 @@ class JobKeys(NamedTuple):
     progress: str  # hash: chunk -> filters done
     units: str  # hash: starts:<unit> -> starts, plan:<chunk> -> its filters (shared/lifecycle.py)
     done: str  # set: chunks whose record is stored
+
+
+def owner_list(owner: str) -> str:
+    """The sorted set of one token's jobs (by creation time), beside JOB_LIST."""
+    return f"{JOB_LIST}:owner:{owner}"
 
 
 def job_keys(job_id: str) -> JobKeys:
@@ -124,14 +130,20 @@ class JobStore:
         for key in job_keys(job_id):
             pipe.expire(key, self._record_seconds)
 
-    def create(self, job_id: str, spec: JobSpec, chunks: int) -> None:
-        """Record a new queued job, with its deadline, among the live jobs the sweep watches."""
+    def create(self, job_id: str, spec: JobSpec, chunks: int, owner: str | None = None) -> None:
+        """Record a new queued job, with its deadline (and owner), among the live jobs the sweep watches."""
         deadline = time.time() + deadline_seconds(spec, self._deadline_seconds)
         fields = {"status": QUEUED, "spec": spec.model_dump_json(), "created_at": now(), "chunks": chunks}
+        if owner is not None:
+            fields["owner"] = owner
         with self.redis.pipeline() as pipe:
             pipe.hset(self._key(job_id), mapping={**fields, "deadline": f"{deadline:.3f}"})
             self.touch(pipe, job_id)
             pipe.zadd(JOB_LIST, {job_id: time.time()})
+            if owner is not None:
+                pipe.zadd(owner_list(owner), {job_id: time.time()})
+                # Outlives every record it lists: each of them lives at most this long past its last change.
+                pipe.expire(owner_list(owner), self._record_seconds)
             pipe.sadd(LIVE_JOBS, job_id)
             pipe.execute()
 
@@ -157,18 +169,21 @@ class JobStore:
             done=sum(int(v) for v in progress),
             chunks=int(fields["chunks"]),
             deadline=float(fields["deadline"]) if fields.get("deadline") else None,
+            owner=fields.get("owner"),
         )
 
-    def recent(self, limit: int) -> list[str]:
-        """Ids of the most recently created jobs that still have a record, newest first.
+    def recent(self, limit: int, owner: str | None = None) -> list[str]:
+        """Ids of the most recently created jobs (of `owner`, or everyone's) that still have a record,
+        newest first.
 
         Ids whose record expired are dropped from the list as they are met, so it never grows
         beyond the records that exist.
         """
+        listed = JOB_LIST if owner is None else owner_list(owner)
         found: list[str] = []
         start = 0
         while len(found) < limit:
-            ids = [i.decode() for i in self.redis.zrevrange(JOB_LIST, start, start + limit - 1)]
+            ids = [i.decode() for i in self.redis.zrevrange(listed, start, start + limit - 1)]
             if not ids:
                 break
             with self.redis.pipeline() as pipe:
@@ -177,7 +192,7 @@ class JobStore:
                 exists = pipe.execute()
             gone = [job_id for job_id, present in zip(ids, exists, strict=True) if not present]
             if gone:
-                self.redis.zrem(JOB_LIST, *gone)
+                self.redis.zrem(listed, *gone)
             found += [job_id for job_id, present in zip(ids, exists, strict=True) if present]
             start += len(ids) - len(gone)
         return found[:limit]
@@ -233,6 +248,16 @@ class JobStore:
     def cancel(self, job_id: str) -> bool:
         """queued or running -> canceled; chunks check this before and between steps."""
         return self._move(job_id, CANCELED, (QUEUED, RUNNING), finished_at=now())
+
+    def forget(self, job_id: str, owner: str | None) -> None:
+        """Delete the job's record and take it off every list (its results are deleted with it)."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(*job_keys(job_id))
+            pipe.zrem(JOB_LIST, job_id)
+            if owner is not None:
+                pipe.zrem(owner_list(owner), job_id)
+            pipe.srem(LIVE_JOBS, job_id)
+            pipe.execute()
 
     def ping(self) -> None:
         """Raise when Redis can't be reached (for readiness)."""

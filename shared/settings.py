@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     s3_access_key_id: str = Field("filterviz", validation_alias="S3_ACCESS_KEY_ID")
     s3_secret_access_key: str = Field("filterviz-secret", validation_alias="S3_SECRET_ACCESS_KEY")
     s3_region: str = Field("us-east-1", validation_alias="S3_REGION")
-    presign_seconds: int = Field(3600, ge=60, validation_alias="FILTERVIZ_PRESIGN_SECONDS")
+    # Presigned URLs are bearer credentials for one object: at most an hour.
+    presign_seconds: int = Field(3600, ge=60, le=3600, validation_alias="FILTERVIZ_PRESIGN_SECONDS")
 
     # Filters per Celery task: smaller chunks spread a job over more workers.
     chunk_size: int = Field(32, ge=1, validation_alias="FILTERVIZ_CHUNK_SIZE")
@@ -78,6 +79,10 @@ class Settings(BaseSettings):
     max_active_jobs_per_client: int = Field(10, ge=1, validation_alias="FILTERVIZ_MAX_ACTIVE_JOBS_PER_CLIENT")
     # flask-limiter's notation, e.g. "120 per minute"; "off" turns the rate limit off.
     submit_rate_limit: str = Field("120 per minute", validation_alias="FILTERVIZ_SUBMIT_RATE_LIMIT")
+
+    # Access (shared/auth.py): a file of `<name> <user|admin> <sha256 hex>` lines turns bearer tokens on;
+    # unset, the API is open (the local stack).
+    api_tokens_file: str | None = Field(None, validation_alias="FILTERVIZ_API_TOKENS_FILE")
 
     @cached_property
     def budget(self) -> Budget:

@@ -82,6 +82,21 @@ class Storage:
                 raise
             self._client.create_bucket(Bucket=self.bucket)
 
+    def expire_after(self, days: int) -> bool:
+        """Set the bucket's lifecycle rule: objects under jobs/ are deleted `days` after they are written.
+        False when the server has no lifecycle support (the caller says so; nothing else expires them)."""
+        rule = {"ID": "filterviz-results", "Status": "Enabled", "Filter": {"Prefix": "jobs/"},
+                "Expiration": {"Days": days}}  # fmt: skip
+        try:
+            self._client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket, LifecycleConfiguration={"Rules": [rule]}
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in {"NotImplemented", "MethodNotAllowed"}:
+                raise
+            return False
+        return True
+
     def check(self) -> None:
         """Raise when the bucket can't be reached (for readiness)."""
         self._client.head_bucket(Bucket=self.bucket)
@@ -123,6 +138,14 @@ class Storage:
             return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
         return self._retrying(listing)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under prefix (1000 a request, S3's most); the count deleted."""
+        keys = self.list_keys(prefix)
+        for start in range(0, len(keys), 1000):
+            batch = {"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True}
+            self._retrying(lambda batch=batch: self._client.delete_objects(Bucket=self.bucket, Delete=batch))
+        return len(keys)
 
     def chunk_records(self, job_id: str) -> dict[int, dict[str, Any]]:
         """The records the job's finished chunks left, by chunk index."""

@@ -163,7 +163,7 @@ def test_cancel_a_queued_job_and_a_running_job(stack, api):
     final = get_job(api, running["id"])
     assert final["status"] == "canceled" and final["finished_at"]
     assert requests.get(f"{api}/v1/jobs/{running['id']}/grid.png", timeout=10).status_code == 404
-    again = requests.delete(f"{api}/v1/jobs/{running['id']}", timeout=10)
+    again = requests.post(f"{api}/v1/jobs/{running['id']}/cancel", json={}, timeout=10)
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
 
 
