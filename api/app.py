@@ -8,6 +8,7 @@ from api.errors import register_error_handlers
 from api.headers import add_security_headers
 from api.jobs import jobs
 from api.meta import meta
+from api.metrics import init_metrics
 from api.readiness import WriteProbe
 from api.services import Services
 from api.web import web
@@ -41,6 +42,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         WriteProbe(storage.probe_write),
         tokens,
     )
+    # First, so that its clock starts before any other check can answer the request.
+    init_metrics(app, store.redis)
     app.register_blueprint(jobs)
     app.register_blueprint(meta)
     app.register_blueprint(web)

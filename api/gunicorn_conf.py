@@ -27,3 +27,17 @@ timeout = 60
 graceful_timeout = 20
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def on_starting(server) -> None:
+    """Before any worker forks: an empty folder for prometheus_client's multiprocess mode (api/metrics.py)."""
+    from shared.metrics_dir import VARIABLE, fresh_multiprocess_dir
+
+    fresh_multiprocess_dir(os.environ.get(VARIABLE))
+
+
+def child_exit(server, worker) -> None:
+    """A worker process exited: its metrics files no longer count as live."""
+    from shared.metrics_dir import process_dead
+
+    process_dead(worker.pid)

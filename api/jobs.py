@@ -12,6 +12,7 @@ from api.admission import client_identity
 from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
 from api.services import services
+from api.webhooks import admissible_webhook, tell_canceled
 from shared.celery_app import enqueue_job
 from shared.cost import filter_flops, over_budget, split_by_cost
 from shared.jobs import FINISHED, SUCCEEDED
@@ -20,6 +21,7 @@ from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
 from shared.storage import job_key
 from shared.thumbnails import png_thumbnail
+from shared.webhooks import take_request_fields
 
 jobs = Blueprint("jobs", __name__, url_prefix="/v1")
 
@@ -105,7 +107,10 @@ def submit_job():
     this, costs one Redis call.)
     """
     found = services()
-    spec = _admissible_spec(_request_body(), found.settings)
+    body = _request_body()
+    asked_webhook = take_request_fields(body)
+    spec = _admissible_spec(body, found.settings)
+    webhook = admissible_webhook(asked_webhook, found)
     storage_problem = found.storage_probe.problem()
     if storage_problem is not None:
         raise unavailable("storage", "it can't take writes now")
@@ -116,6 +121,8 @@ def submit_job():
     )
     caller = current_caller()
     found.jobs.create(job_id, spec, len(chunks), owner=caller.name if caller else None)
+    if webhook is not None:
+        found.jobs.set_webhook(job_id, webhook)
     enqueue_job(found.celery, job_id, chunks)
     resource = _resource(job_id)
     return resource, 202, {"Location": resource["links"]["self"]}
@@ -149,6 +156,7 @@ def cancel_job(job_id: str):
     if resource["status"] in FINISHED or not found.jobs.cancel(resource["id"]):
         current = _resource(resource["id"])
         raise ApiError(409, "job_finished", f"job {resource['id']} is already {current['status']}")
+    tell_canceled(found, resource["id"])
     return _resource(resource["id"])
 
 
@@ -162,6 +170,7 @@ def delete_job(job_id: str):
     found = services()
     resource = _resource(_job_id(job_id))
     if resource["status"] not in FINISHED and found.jobs.cancel(resource["id"]):
+        tell_canceled(found, resource["id"])
         return _resource(resource["id"])
     job = found.jobs.get(resource["id"])
     found.storage.delete_prefix(job_key(resource["id"], ""))

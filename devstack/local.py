@@ -201,6 +201,16 @@ class LocalStack:
             self.extra_env.clear()
             self.extra_env.update(saved)
 
+    def start_webhook_worker(self, name: str = "webhooks") -> subprocess.Popen:
+        """The light worker that delivers webhooks (worker/webhook_tasks.py): threads, no TensorFlow."""
+        command = [sys.executable, "-m", "celery", "-A", "worker.webhook_tasks", "worker", "-Q", "filterviz.webhooks",
+                   "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO", "--hostname", f"{name}@%h",
+                   "--without-gossip", "--without-mingle"]  # fmt: skip
+        process = self._spawn(name, command)
+        log = self.workdir / f"{name}.log"
+        wait_until(lambda: log.exists() and " ready." in log.read_text(errors="replace"), name, 60, process)
+        return process
+
     def start_api(self) -> None:
         command = [_tool("gunicorn"), "-c", "python:api.gunicorn_conf", "--bind", f"127.0.0.1:{self.api_port}",
                    "api.wsgi:app"]  # fmt: skip

@@ -3,7 +3,7 @@ how a job's units are sent. Completion is tracked by shared/lifecycle.py, not by
 callback never runs when one header task fails outside its own error handling, and its counting
 of duplicates depends on the Celery version."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from celery import Celery
 
@@ -12,6 +12,10 @@ from shared.settings import Settings
 QUEUE = "filterviz.render"
 RENDER_CHUNK = "filterviz.render_chunk"
 FINISH_JOB = "filterviz.finish_job"
+# Webhook deliveries have their own queue and light worker (worker/webhook_tasks.py): a slow
+# receiver never holds a render slot, and a long chunk never holds a delivery.
+WEBHOOK_QUEUE = "filterviz.webhooks"
+DELIVER_WEBHOOK = "filterviz.deliver_webhook"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -34,7 +38,8 @@ def create_celery(settings: Settings) -> Celery:
         task_time_limit=settings.chunk_time_limit,
         task_soft_time_limit=max(1, settings.chunk_time_limit - 30),
         task_default_queue=QUEUE,
-        task_routes={"filterviz.*": {"queue": QUEUE}},
+        # An exact name wins over the pattern.
+        task_routes={DELIVER_WEBHOOK: {"queue": WEBHOOK_QUEUE}, "filterviz.*": {"queue": QUEUE}},
         # Each pool process loads VGG16 in worker_process_init, which takes longer than the 4 s default.
         worker_proc_alive_timeout=300,
         worker_hijack_root_logger=False,
@@ -65,6 +70,11 @@ class CeleryDispatch:
     def finish(self, job_id: str) -> None:
         """Queue the finish step."""
         self._app.send_task(FINISH_JOB, args=(job_id,))
+
+
+def send_webhook(app: Celery) -> Callable[[str, str, str], None]:
+    """A function that queues one webhook delivery: (url, body, message id)."""
+    return lambda url, body, message_id: app.send_task(DELIVER_WEBHOOK, args=(url, body, message_id))
 
 
 def enqueue_job(app: Celery, job_id: str, chunks: Sequence[Sequence[int]]) -> None:

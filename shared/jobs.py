@@ -80,6 +80,7 @@ class Job:
     done: int
     chunks: int
     deadline: float | None  # Unix time; None for records written before deadlines existed
+    webhook: str | None = None  # JSON url and events (shared/webhooks.py); None when none was asked for
     owner: str | None = None  # the API token's name that submitted it; None with tokens off
 
     @property
@@ -169,6 +170,7 @@ class JobStore:
             done=sum(int(v) for v in progress),
             chunks=int(fields["chunks"]),
             deadline=float(fields["deadline"]) if fields.get("deadline") else None,
+            webhook=fields.get("webhook"),
             owner=fields.get("owner"),
         )
 
@@ -214,6 +216,10 @@ class JobStore:
         """Record which weights render this job, first worker wins; returns the recorded weights."""
         self.redis.hsetnx(self._key(job_id), "weights", weights)
         return self.redis.hget(self._key(job_id), "weights").decode()
+
+    def set_webhook(self, job_id: str, webhook: str) -> None:
+        """Keep where to send the job's events (before its chunks are queued, so before it can start)."""
+        self.redis.hset(self._key(job_id), "webhook", webhook)
 
     def set_chunk_progress(self, job_id: str, chunk_index: int, done: int) -> None:
         """Filters done in one chunk; set, not added, so a chunk that runs again counts once."""

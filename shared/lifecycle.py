@@ -45,6 +45,9 @@ jobs, under a lock). The sweep, for each live job:
 
 Units that never started are the broker's to deliver (a queue may rightly hold them for hours);
 the deadline ends a job whose messages Redis lost.
+
+Events: each move into running or an end is told once, by the process that made it, to `Events`
+(the job's webhook: shared/webhooks.py), which only enqueues. The API's cancel tells them itself.
 """
 
 import json
@@ -56,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from shared.jobs import FINISHED, QUEUED, RUNNING, Job, JobError, JobStore, job_keys
+from shared.jobs import FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job, JobError, JobStore, job_keys
 from shared.storage import Storage, chunk_record_name, job_key
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,22 @@ class Dispatch(Protocol):
     def finish(self, job_id: str) -> None: ...
 
 
+class Events(Protocol):
+    """Hears a job's moves: queued -> running, and into each end (webhooks: shared/webhooks.py).
+
+    Called once per move, by the process that made it; it must only enqueue, never wait.
+    """
+
+    def moved(self, job_id: str, status: str, code: str | None = None) -> None: ...
+
+
+class NoEvents:
+    """Events that nobody hears."""
+
+    def moved(self, job_id: str, status: str, code: str | None = None) -> None:
+        """Nothing to do."""
+
+
 @dataclass(frozen=True)
 class Unit:
     """One running unit of a job: a chunk index or FINISH, and the token of its lease."""
@@ -141,9 +160,17 @@ class Lifecycle:
     """The job lifecycle on Redis (records, leases, attempts) and storage (results)."""
 
     def __init__(
-        self, jobs: JobStore, storage: Storage, dispatch: Dispatch, *, lease_seconds: int, max_attempts: int
+        self,
+        jobs: JobStore,
+        storage: Storage,
+        dispatch: Dispatch,
+        *,
+        lease_seconds: int,
+        max_attempts: int,
+        events: Events | None = None,
     ) -> None:
         self.jobs = jobs
+        self._events = events or NoEvents()
         self._redis = jobs.redis
         self._storage = storage
         self._dispatch = dispatch
@@ -189,7 +216,8 @@ class Lifecycle:
             message = f"workers disagree on weights: job uses {recorded}, worker {worker} has {weights}"
             self.fail(taken, "weights_mismatch", message)
             return "failed"
-        self.jobs.mark_running(job_id)
+        if self.jobs.mark_running(job_id):
+            self._moved(job_id, RUNNING)
         return taken
 
     # --- while it runs -------------------------------------------------------------------------
@@ -223,6 +251,8 @@ class Lifecycle:
         """The manifest is stored: running -> succeeded (True only for the one call that moved it)."""
         moved = self.jobs.mark_succeeded(unit.job_id, finished_at)
         self.release(unit)
+        if moved:
+            self._moved(unit.job_id, SUCCEEDED)
         return moved
 
     def give_back(self, unit: Unit, filters: list[int] | None) -> None:
@@ -241,6 +271,7 @@ class Lifecycle:
         failed = self.jobs.mark_failed(job_id, JobError(code, message))
         if failed:
             log.warning("job %s failed: %s: %s", job_id, code, message)
+            self._moved(job_id, FAILED, code)
         return failed
 
     def release(self, unit: Unit) -> None:
@@ -302,6 +333,13 @@ class Lifecycle:
                       "finished (its worker died or lost its lease each time)")  # fmt: skip
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def _moved(self, job_id: str, status: str, code: str | None = None) -> None:
+        """Tell the events; their trouble (a broker hiccup) must not undo or fail the move."""
+        try:
+            self._events.moved(job_id, status, code)
+        except Exception:
+            log.exception("job %s: events of the move to %s were lost", job_id, status)
 
     def _mark_done(self, job_id: str, name: str) -> None:
         with self._redis.pipeline() as pipe:

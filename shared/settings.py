@@ -2,11 +2,12 @@
 
 from functools import cached_property
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.cost import Budget
 from shared.spec import Limits
+from shared.webhooks import secret_bytes
 
 
 class Settings(BaseSettings):
@@ -62,6 +63,19 @@ class Settings(BaseSettings):
     # TensorFlow threads per worker process (0: the CPUs it may use, a container's CPU quota
     # included); 1 packs one worker per core.
     tf_threads: int = Field(0, ge=0, validation_alias="FILTERVIZ_TF_THREADS")
+    # A worker's Prometheus metrics on this port (0: none); compose sets 9808.
+    worker_metrics_port: int = Field(0, ge=0, le=65535, validation_alias="FILTERVIZ_WORKER_METRICS_PORT")
+    # Log lines as JSON objects (with the job id and chunk) instead of text: `json` or `text`.
+    log_format: str = Field("text", pattern="^(text|json)$", validation_alias="FILTERVIZ_LOG_FORMAT")
+
+    # Webhooks (shared/webhooks.py): the signing secret (Standard Webhooks' whsec_ and base64);
+    # unset, requests with a webhook are refused. Deliveries are tried this many times, the
+    # n-th retry after up to retry_seconds * 2^n (jitter), at most an hour apart.
+    webhook_secret: str | None = Field(None, validation_alias="FILTERVIZ_WEBHOOK_SECRET")
+    webhook_allow_private: bool = Field(False, validation_alias="FILTERVIZ_WEBHOOK_ALLOW_PRIVATE")
+    webhook_max_attempts: int = Field(10, ge=1, validation_alias="FILTERVIZ_WEBHOOK_MAX_ATTEMPTS")
+    webhook_retry_seconds: int = Field(5, ge=1, validation_alias="FILTERVIZ_WEBHOOK_RETRY_SECONDS")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60, validation_alias="FILTERVIZ_WEBHOOK_TIMEOUT_SECONDS")
 
     max_filters: int = Field(512, ge=1, validation_alias="FILTERVIZ_MAX_FILTERS")
     max_image_size: int = Field(512, ge=16, validation_alias="FILTERVIZ_MAX_IMAGE_SIZE")
@@ -83,6 +97,13 @@ class Settings(BaseSettings):
     # Access (shared/auth.py): a file of `<name> <user|admin> <sha256 hex>` lines turns bearer tokens on;
     # unset, the API is open (the local stack).
     api_tokens_file: str | None = Field(None, validation_alias="FILTERVIZ_API_TOKENS_FILE")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_decodes(cls, secret: str | None) -> str | None:
+        if secret is not None:
+            secret_bytes(secret)  # a bad secret stops the start, not every delivery
+        return secret
 
     @cached_property
     def budget(self) -> Budget:

@@ -23,13 +23,15 @@ from typing import Any, NoReturn
 from billiard.process import active_children, current_process
 from celery import Celery
 
-from shared.celery_app import CeleryDispatch
+from shared.celery_app import CeleryDispatch, send_webhook
 from shared.jobs import job_store
 from shared.lifecycle import Lifecycle
 from shared.retrying import call_with_retry, transient_s3_error
 from shared.settings import Settings
 from shared.storage import Storage
+from shared.webhooks import JobEvents
 from worker.heartbeat import Heartbeat, Sweeper
+from worker.metrics import CountingEvents
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,11 @@ def start_process(settings: Settings, app: Celery) -> WorkerState:
     call_with_retry(Storage(settings).check, START_CHECK_SECONDS, transient_s3_error)
     storage = Storage(settings, settings.retry_seconds)
     jobs = job_store(settings, settings.retry_seconds)
+    events = CountingEvents(JobEvents(jobs, send_webhook(app)))
     lifecycle = Lifecycle(
-        jobs, storage, CeleryDispatch(app), lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts
-    )
+        jobs, storage, CeleryDispatch(app), lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+        events=events,
+    )  # fmt: skip
     name = f"{os.environ.get('FILTERVIZ_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
     info = {
         "weights": loaded.weights,

@@ -26,6 +26,7 @@ from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, THUMBNAIL_
 from shared.settings import Settings
 from shared.storage import PARALLEL_TRANSFERS, chunk_record_name, job_key
 from shared.thumbnails import png_thumbnail
+from worker import metrics
 from worker.heartbeat import WORKER_STOPPING, Watch
 from worker.process import (
     WorkerState,
@@ -52,8 +53,10 @@ _state: WorkerState | None = None
 
 @worker_init.connect
 def watch_pool_starts(**_: Any) -> None:
-    """In the Celery parent: a pool process that can't start takes the whole worker down."""
+    """In the Celery parent: a pool process that can't start takes the whole worker down; the pool's
+    metrics are served (before the pool forks: worker/metrics.py)."""
     exit_when_a_pool_process_cannot_start()
+    metrics.serve(settings.worker_metrics_port)
 
 
 @worker_process_init.connect
@@ -148,6 +151,7 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
             return _stopped(current, unit, watch.reason or "stopped", filters)
         _store_chunk(current, unit, rendered, time.perf_counter() - started)
         current.lifecycle.chunk_done(unit)
+        metrics.chunk_done(len(rendered), time.perf_counter() - started)
     return {"chunk": chunk_index, "worker": current.name}
 
 

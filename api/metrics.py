@@ -1,0 +1,114 @@
+"""Prometheus metrics of the API at GET /metrics.
+
+- Requests by route (the URL rule, e.g. /v1/jobs/<job_id>, so that ids don't make a series each),
+  method and status, and a latency histogram by route and method. Counted in every gunicorn process
+  and summed at scrape time: prometheus_client's multiprocess mode, whose folder
+  (PROMETHEUS_MULTIPROC_DIR) api/gunicorn_conf.py creates empty when gunicorn starts.
+- Jobs by status, queue lengths and live workers: gauges read from Redis at scrape time (a custom
+  collector), so they can't drift from the truth as counters kept by hand would.
+"""
+
+import os
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+import redis
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from shared.celery_app import QUEUE, WEBHOOK_QUEUE
+from shared.jobs import JOB_LIST, job_keys
+from shared.workers import count_live
+
+REQUESTS = Counter("filterviz_http_requests", "HTTP requests answered", ["route", "method", "status"])
+LATENCY = Histogram("filterviz_http_request_duration_seconds", "Time to answer a request", ["route", "method"])
+STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
+# Job records are read this many at a time (one pipeline each).
+BATCH = 1000
+
+
+class RedisCollector(Collector):
+    """Jobs by status (those Redis holds a record of), queue lengths and live workers, read when scraped."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("filterviz_redis_up", "1 when Redis answered this scrape")
+        try:
+            metrics = [self._jobs(), self._queues(), self._workers()]
+        except redis.RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from metrics
+
+    def _jobs(self) -> Metric:
+        tally: Tally[str] = Tally(dict.fromkeys(STATUSES, 0))
+        ids = self._redis.zrange(JOB_LIST, 0, -1)
+        for start in range(0, len(ids), BATCH):
+            with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids[start : start + BATCH]:
+                    pipe.hget(job_keys(job_id.decode()).record, "status")
+                tally.update(status.decode() for status in pipe.execute() if status is not None)
+        family = GaugeMetricFamily("filterviz_jobs", "Jobs whose record Redis holds, by status", labels=["status"])
+        for status, count in tally.items():
+            family.add_metric([status], count)
+        return family
+
+    def _queues(self) -> Metric:
+        family = GaugeMetricFamily("filterviz_queue_length", "Messages waiting in a Celery queue", labels=["queue"])
+        for queue in (QUEUE, WEBHOOK_QUEUE):
+            family.add_metric([queue], self._redis.llen(queue))
+        return family
+
+    def _workers(self) -> Metric:
+        family = GaugeMetricFamily("filterviz_workers_live", "Worker processes with a fresh heartbeat")
+        family.add_metric([], count_live(self._redis))
+        return family
+
+
+def _registry(client: redis.Redis) -> CollectorRegistry:
+    """What one scrape reads: every process's counters (multiprocess mode) or this one's, and Redis."""
+    registry = CollectorRegistry(auto_describe=True)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:  # one process (flask run, tests): its own counters
+        registry.register(_Default())
+    registry.register(RedisCollector(client))
+    return registry
+
+
+class _Default(Collector):
+    """The process's default registry, as one collector."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def init_metrics(app: Flask, client: redis.Redis) -> None:
+    """Count every request, and serve GET /metrics."""
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        if started is not None:
+            LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus' text format."""
+        return Response(generate_latest(_registry(client)), content_type=CONTENT_TYPE_LATEST)

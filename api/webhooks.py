@@ -1,0 +1,34 @@
+"""The API's side of webhooks (shared/webhooks.py): check the one a request asks for, and tell a
+job's webhook that the API canceled it (the workers' lifecycle tells every other move)."""
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from api.errors import ApiError
+from api.services import Services
+from shared.celery_app import send_webhook
+from shared.jobs import CANCELED
+from shared.spec import describe_problems
+from shared.webhooks import JobEvents, WebhookRequest, stored_form
+
+
+def admissible_webhook(fields: dict[str, Any], found: Services) -> str | None:
+    """The webhook to keep with the job (None when none was asked for), or 422 naming the problem:
+    a bad field, a URL that may not be called (SSRF), or webhooks not configured."""
+    if not fields:
+        return None
+    if not found.settings.webhook_secret:
+        reason = "webhooks are off here: the operator has not set FILTERVIZ_WEBHOOK_SECRET"
+        raise ApiError(422, "webhooks_disabled", reason, [{"field": "webhook", "reason": reason}])
+    try:
+        hook = WebhookRequest.model_validate(fields, context={"allow_private": found.settings.webhook_allow_private})
+    except ValidationError as error:
+        problems = describe_problems(error)
+        raise ApiError(422, "invalid_webhook", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None
+    return stored_form(hook)
+
+
+def tell_canceled(found: Services, job_id: str) -> None:
+    """The API canceled the job: its webhook hears `completed`, as for every other end."""
+    JobEvents(found.jobs, send_webhook(found.celery)).moved(job_id, CANCELED)

@@ -1,0 +1,108 @@
+"""Prometheus metrics on the real stack: the API's /metrics (gunicorn's processes summed) and a
+worker's, parsed by prometheus_client's own parser, move as a job runs."""
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.local import LocalStack, free_port
+from tests.service_helpers import SMALL_JOB, running_stack, submit, wait_for
+
+WORKER_METRICS_PORT = free_port()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[LocalStack]:
+    # Two API processes, so the counts must be summed across them (multiprocess mode).
+    env = {"FILTERVIZ_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT), "FILTERVIZ_API_WORKERS": "2",
+           "FILTERVIZ_ALLOW_DEFAULT_SECRETS": "1"}  # fmt: skip
+    with running_stack(tmp_path_factory.mktemp("metrics"), ["w1"], chunk_size=8, env=env) as running:
+        yield running
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of the exposition at url, by name and labels."""
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_api_metrics_move_after_a_job(stack):
+    before = scrape(f"{stack.api_url}/metrics")
+    job = submit(stack.api_url, SMALL_JOB)
+    wait_for(stack.api_url, job["id"], {"succeeded"})
+    for _ in range(10):  # spread over both processes by new connections
+        assert requests.get(f"{stack.api_url}/v1/jobs/{job['id']}", timeout=10).status_code == 200
+    assert requests.get(f"{stack.api_url}/v1/jobs/not-a-job", timeout=10).status_code == 404
+    after = scrape(f"{stack.api_url}/metrics")
+
+    submitted = {"route": "/v1/jobs", "method": "POST", "status": "202"}
+    assert (
+        value(after, "filterviz_http_requests_total", **submitted)
+        == value(before, "filterviz_http_requests_total", **submitted) + 1
+    )
+    # The route is the URL rule, not the path: every job's id counts under one series.
+    looked_up = {"route": "/v1/jobs/<job_id>", "method": "GET"}
+    grown = value(after, "filterviz_http_requests_total", **looked_up, status="200") - value(
+        before, "filterviz_http_requests_total", **looked_up, status="200"
+    )
+    assert grown >= 11  # the 10 above and wait_for's polls
+    assert value(after, "filterviz_http_requests_total", **looked_up, status="404") >= 1
+    assert not any("not-a-job" in str(labels) for _, labels in after)
+    # The latency histogram counts the same requests.
+    count = value(after, "filterviz_http_request_duration_seconds_count", **looked_up)
+    assert count == value(after, "filterviz_http_requests_total", **looked_up, status="200") + value(
+        after, "filterviz_http_requests_total", **looked_up, status="404"
+    )
+    assert value(after, "filterviz_http_request_duration_seconds_bucket", **looked_up, le="+Inf") == count
+    # Gauges read from Redis at scrape time.
+    assert value(after, "filterviz_jobs", status="succeeded") == value(before, "filterviz_jobs", status="succeeded") + 1
+    assert value(after, "filterviz_jobs", status="running") == 0
+    assert value(after, "filterviz_queue_length", queue="filterviz.render") == 0
+    assert value(after, "filterviz_workers_live") == 1
+    assert value(after, "filterviz_redis_up") == 1
+
+
+def test_queue_depth_counts_waiting_chunks(stack):
+    """With the worker paused, a job's chunks wait in the Celery queue, and the gauge says how many."""
+    import redis
+
+    stack.signal("w1", signal.SIGSTOP)
+    try:
+        job = submit(stack.api_url, {**SMALL_JOB, "filters": {"start": 0, "stop": 24}, "seed": 3})  # 3 chunks
+        samples = scrape(f"{stack.api_url}/metrics")
+        waiting = redis.Redis.from_url(stack.env["REDIS_URL"]).llen("filterviz.render")
+    finally:
+        stack.signal("w1", signal.SIGCONT)
+    # The paused worker's pending BRPOP may already hold one (and a fair scheduler may hold some back).
+    assert value(samples, "filterviz_queue_length", queue="filterviz.render") == waiting >= 1
+    assert value(samples, "filterviz_jobs", status="queued") == 1
+    wait_for(stack.api_url, job["id"], {"succeeded"})
+
+
+def test_worker_metrics_count_chunks_and_filters(stack):
+    url = f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics"
+    before = scrape(url)
+    job = submit(stack.api_url, {**SMALL_JOB, "seed": 4})
+    wait_for(stack.api_url, job["id"], {"succeeded"})
+    after = scrape(url)
+
+    def grown(name: str) -> float:
+        return value(after, name) - value(before, name)
+
+    assert grown("filterviz_worker_chunks_total") == 2  # 16 filters, 8 a chunk
+    assert grown("filterviz_worker_filters_total") == 16
+    assert grown("filterviz_worker_chunk_seconds_count") == 2
+    assert grown("filterviz_worker_chunk_seconds_sum") > 0
