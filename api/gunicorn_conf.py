@@ -10,6 +10,7 @@ empty value (which compose renders for `${WEB_CONCURRENCY:-}`) crashes it on eve
 import os
 
 from shared.cpus import available_cpus
+from shared.logs import gunicorn_json_config
 
 bind = os.environ.get("FILTERVIZ_API_BIND") or "0.0.0.0:8000"
 # One process per CPU this container may use (its quota, not the host's cores); threads cover
@@ -27,6 +28,8 @@ timeout = 60
 graceful_timeout = 20
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+if os.environ.get("FILTERVIZ_LOG_FORMAT") == "json":
+    logconfig_dict = gunicorn_json_config()
 
 
 def on_starting(server) -> None:

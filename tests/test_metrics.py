@@ -1,6 +1,8 @@
 """Prometheus metrics on the real stack: the API's /metrics (gunicorn's processes summed) and a
-worker's, parsed by prometheus_client's own parser, move as a job runs."""
+worker's, parsed by prometheus_client's own parser, move as a job runs; logs are JSON lines with
+the job id and chunk."""
 
+import json
 import signal
 from collections.abc import Iterator
 
@@ -18,6 +20,7 @@ WORKER_METRICS_PORT = free_port()
 def stack(tmp_path_factory) -> Iterator[LocalStack]:
     # Two API processes, so the counts must be summed across them (multiprocess mode).
     env = {"FILTERVIZ_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT), "FILTERVIZ_API_WORKERS": "2",
+           "FILTERVIZ_LOG_FORMAT": "json",
            "FILTERVIZ_ALLOW_DEFAULT_SECRETS": "1"}  # fmt: skip
     with running_stack(tmp_path_factory.mktemp("metrics"), ["w1"], chunk_size=8, env=env) as running:
         yield running
@@ -86,8 +89,8 @@ def test_queue_depth_counts_waiting_chunks(stack):
         waiting = redis.Redis.from_url(stack.env["REDIS_URL"]).llen("filterviz.render")
     finally:
         stack.signal("w1", signal.SIGCONT)
-    # The paused worker's pending BRPOP may already hold one (and a fair scheduler may hold some back).
-    assert value(samples, "filterviz_queue_length", queue="filterviz.render") == waiting >= 1
+    # The paused worker's pending BRPOP may already hold one.
+    assert value(samples, "filterviz_queue_length", queue="filterviz.render") == waiting >= 2
     assert value(samples, "filterviz_jobs", status="queued") == 1
     wait_for(stack.api_url, job["id"], {"succeeded"})
 
@@ -106,3 +109,27 @@ def test_worker_metrics_count_chunks_and_filters(stack):
     assert grown("filterviz_worker_filters_total") == 16
     assert grown("filterviz_worker_chunk_seconds_count") == 2
     assert grown("filterviz_worker_chunk_seconds_sum") > 0
+
+
+def json_lines(path) -> list[dict]:
+    """The log's lines that are JSON objects (TensorFlow and Celery's banner print plain text)."""
+    entries = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def test_logs_are_json_lines_with_the_job_and_chunk(stack):
+    job = submit(stack.api_url, {**SMALL_JOB, "seed": 6})
+    wait_for(stack.api_url, job["id"], {"succeeded"})
+    worker = json_lines(stack.workdir / "w1.log")
+    assert {"time", "level", "logger", "message"} <= set(worker[-1])
+    chunks = {e["chunk"] for e in worker if e.get("job_id") == job["id"] and "chunk" in e}
+    assert chunks == {"0", "1"}
+    api = json_lines(stack.workdir / "api.log")
+    assert any("POST /v1/jobs" in e["message"] and " 202 " in e["message"] for e in api)

@@ -26,7 +26,7 @@ from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, THUMBNAIL_
 from shared.settings import Settings
 from shared.storage import PARALLEL_TRANSFERS, chunk_record_name, job_key
 from shared.thumbnails import png_thumbnail
-from worker import metrics
+from worker import job_logs, metrics
 from worker.heartbeat import WORKER_STOPPING, Watch
 from worker.process import (
     WorkerState,
@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger(__name__)
 settings = Settings()
 app = create_celery(settings)
+job_logs.install(settings.log_format, {RENDER_CHUNK, FINISH_JOB})
 
 STORAGE_ERRORS = (BotoCoreError, ClientError)
 # Redis still down after the client's own retries: Celery sends the task again later, with backoff.

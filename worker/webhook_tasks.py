@@ -20,10 +20,12 @@ from celery.utils.time import get_exponential_backoff_interval
 from shared.celery_app import DELIVER_WEBHOOK, create_celery
 from shared.settings import Settings
 from shared.webhooks import Destination, UnsafeWebhook, resolve_destination, signed_headers
+from worker import job_logs
 
 log = logging.getLogger(__name__)
 settings = Settings()
 app = create_celery(settings)
+job_logs.install(settings.log_format, set())
 
 MAX_BACKOFF_SECONDS = 3600
 
