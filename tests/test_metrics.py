@@ -3,11 +3,14 @@ worker's, parsed by prometheus_client's own parser, move as a job runs; logs are
 the job id and chunk."""
 
 import json
+import re
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.local import LocalStack, free_port
@@ -133,3 +136,26 @@ def test_logs_are_json_lines_with_the_job_and_chunk(stack):
     assert chunks == {"0", "1"}
     api = json_lines(stack.workdir / "api.log")
     assert any("POST /v1/jobs" in e["message"] and " 202 " in e["message"] for e in api)
+
+
+def test_prometheus_scrapes_the_api_and_the_workers_where_compose_serves_them():
+    root = Path(__file__).resolve().parent.parent
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    config = yaml.safe_load((root / "deploy/monitoring/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["filterviz-api"]["static_configs"] == [{"targets": ["api:8000"]}]
+    assert any(port.endswith(":8000") for port in compose["api"]["ports"])
+    for name in ("worker", "worker-gpu"):
+        (discovery,) = jobs[f"filterviz-{name}"]["dns_sd_configs"]
+        assert discovery["names"] == [name]
+        assert discovery["port"] == int(compose[name]["environment"]["FILTERVIZ_WORKER_METRICS_PORT"])
+    prometheus = compose["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prometheus["image"])
+    mount = "./deploy/monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+    assert mount in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    # Deliveries have their own consumer of their own queue.
+    webhooks = compose["webhooks"]["command"]
+    assert webhooks[:3] == ["celery", "-A", "worker.webhook_tasks"]
+    assert webhooks[webhooks.index("--queues") + 1] == "filterviz.webhooks"
