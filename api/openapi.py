@@ -7,6 +7,7 @@ requests (shared/spec.py's limited_spec_model), so the document states every bou
 from functools import cache
 from typing import Any
 
+from api.webhooks import request_schema
 from shared.spec import Limits, limited_spec_model
 
 _RETRY_AFTER = {
@@ -76,6 +77,7 @@ def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
     spec_schema = limited_spec_model(limits).model_json_schema(ref_template="#/components/schemas/{model}")
     schemas = spec_schema.pop("$defs", {})
     schemas["JobSpec"] = spec_schema
+    schemas["JobRequest"] = request_schema(spec_schema)
     schemas["Error"] = {
         "type": "object",
         "properties": {
@@ -125,7 +127,7 @@ def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
                 "summary": "Submit a visualization job",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}},
                 },
                 "responses": {
                     "202": {

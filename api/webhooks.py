@@ -32,3 +32,10 @@ def admissible_webhook(fields: dict[str, Any], found: Services) -> str | None:
 def tell_canceled(found: Services, job_id: str) -> None:
     """The API canceled the job: its webhook hears `completed`, as for every other end."""
     JobEvents(found.jobs, send_webhook(found.celery)).moved(job_id, CANCELED)
+
+
+def request_schema(spec_schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of a job request: the job spec's fields and the webhook's (OpenAPI)."""
+    webhook = WebhookRequest.model_json_schema()["properties"]
+    webhook["webhook"]["description"] = "http(s) URL called on the events (Standard Webhooks signature)"
+    return {**spec_schema, "title": "JobRequest", "properties": {**spec_schema["properties"], **webhook}}
