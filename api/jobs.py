@@ -17,6 +17,7 @@ from shared.celery_app import enqueue_job
 from shared.cost import filter_flops, over_budget, split_by_cost
 from shared.jobs import FINISHED, SUCCEEDED
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, filter_file
+from shared.retention import delete_job as delete_results
 from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
 from shared.storage import job_key
@@ -172,9 +173,7 @@ def delete_job(job_id: str):
     if resource["status"] not in FINISHED and found.jobs.cancel(resource["id"]):
         tell_canceled(found, resource["id"])
         return _resource(resource["id"])
-    job = found.jobs.get(resource["id"])
-    found.storage.delete_prefix(job_key(resource["id"], ""))
-    found.jobs.forget(resource["id"], job.owner if job else None)
+    delete_results(found.jobs, found.storage, resource["id"])
     return Response(status=204)
 
 

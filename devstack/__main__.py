@@ -73,12 +73,13 @@ def up() -> int:
         rotate_logs=True,
     )
     try:
-        print(f"starting redis, s3, worker, webhooks, api (logs in {STATE}/*.log) ...", flush=True)
+        print(f"starting redis, s3, worker, webhooks, retention, api (logs in {STATE}/*.log) ...", flush=True)
         stack.start_redis()
         stack.start_s3()
         S3_PORTS.write_text(json.dumps(stack.s3_side_ports))
         stack.start_worker("worker1")
         stack.start_webhook_worker()
+        stack.start_retention()
         stack.start_api()
     except Exception as error:
         stack.stop_all()

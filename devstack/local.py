@@ -211,6 +211,10 @@ class LocalStack:
         wait_until(lambda: log.exists() and " ready." in log.read_text(errors="replace"), name, 60, process)
         return process
 
+    def start_retention(self) -> subprocess.Popen:
+        """The hourly sweep deleting jobs older than FILTERVIZ_JOB_RECORD_DAYS (shared/retention.py)."""
+        return self._spawn("retention", [sys.executable, "-m", "shared.retention"])
+
     def start_api(self) -> None:
         command = [_tool("gunicorn"), "-c", "python:api.gunicorn_conf", "--bind", f"127.0.0.1:{self.api_port}",
                    "api.wsgi:app"]  # fmt: skip

@@ -6,6 +6,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 import boto3
@@ -132,10 +133,14 @@ class Storage:
 
     def list_keys(self, prefix: str) -> list[str]:
         """Every key under prefix."""
+        return [key for key, _ in self.list_objects(prefix)]
 
-        def listing() -> list[str]:
+    def list_objects(self, prefix: str) -> list[tuple[str, datetime]]:
+        """Every key under prefix, with when it was last written."""
+
+        def listing() -> list[tuple[str, datetime]]:
             pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            return [item["Key"] for page in pages for item in page.get("Contents", [])]
+            return [(item["Key"], item["LastModified"]) for page in pages for item in page.get("Contents", [])]
 
         return self._retrying(listing)
 

@@ -27,9 +27,9 @@ from tests.compose_helpers import (
     render_with_dotenv,
 )
 
-APP_SERVICES = ("api", "worker", "worker-gpu", "s3-init")
+APP_SERVICES = ("api", "worker", "worker-gpu", "s3-init", "retention")
 # The services that run the app's code for users: they get the app's bucket-only S3 user.
-RUNTIME_SERVICES = ("api", "worker", "worker-gpu")
+RUNTIME_SERVICES = ("api", "worker", "worker-gpu", "retention")
 # Variables that other libraries define; the code only passes them on.
 THIRD_PARTY = {"KERAS_HOME", "PATH", "TF_CPP_MIN_LOG_LEVEL"}
 _ENV_READ = re.compile(r"""environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']""")
