@@ -3,6 +3,7 @@ job's webhook that the API canceled it (the workers' lifecycle tells every other
 
 from typing import Any
 
+from flask import current_app
 from pydantic import ValidationError
 
 from api.errors import ApiError
@@ -30,8 +31,12 @@ def admissible_webhook(fields: dict[str, Any], found: Services) -> str | None:
 
 
 def tell_canceled(found: Services, job_id: str) -> None:
-    """The API canceled the job: its webhook hears `completed`, as for every other end."""
-    JobEvents(found.jobs, send_webhook(found.celery)).moved(job_id, CANCELED)
+    """The API canceled the job: its webhook hears `completed`, as for every other end. The cancel
+    stands whatever happens here (as the lifecycle's moves do, shared/lifecycle.py)."""
+    try:
+        JobEvents(found.jobs, send_webhook(found.celery)).moved(job_id, CANCELED)
+    except Exception:
+        current_app.logger.exception("job %s: the webhook of its cancel was lost", job_id)
 
 
 def request_schema(spec_schema: dict[str, Any]) -> dict[str, Any]:
