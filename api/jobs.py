@@ -124,7 +124,7 @@ def submit_job():
     found.jobs.create(job_id, spec, len(chunks), owner=caller.name if caller else None)
     if webhook is not None:
         found.jobs.set_webhook(job_id, webhook)
-    enqueue_job(found.celery, job_id, chunks)
+    enqueue_job(found.celery, found.jobs, job_id, client_identity(), chunks, filter_flops(spec))
     resource = _resource(job_id)
     return resource, 202, {"Location": resource["links"]["self"]}
 

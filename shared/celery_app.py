@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 from celery import Celery
 
+from shared.jobs import JobStore
+from shared.scheduling import Scheduler
 from shared.settings import Settings
 
 QUEUE = "filterviz.render"
@@ -77,8 +79,9 @@ def send_webhook(app: Celery) -> Callable[[str, str, str], None]:
     return lambda url, body, message_id: app.send_task(DELIVER_WEBHOOK, args=(url, body, message_id))
 
 
-def enqueue_job(app: Celery, job_id: str, chunks: Sequence[Sequence[int]]) -> None:
-    """One render task per chunk; the chunk that completes the job enqueues its finish."""
-    dispatch = CeleryDispatch(app)
-    for index, filters in enumerate(chunks):
-        dispatch.chunk(job_id, index, list(filters))
+def enqueue_job(
+    app: Celery, jobs: JobStore, job_id: str, client: str, chunks: Sequence[Sequence[int]], filter_flops: float
+) -> None:
+    """Queue the job's chunks for fair dispatch (shared/scheduling.py): the broker gets them as
+    slots free; the chunk that completes the job enqueues its finish."""
+    Scheduler(jobs, CeleryDispatch(app)).submit(job_id, client, [list(c) for c in chunks], filter_flops)

@@ -96,6 +96,7 @@ class JobKeys(NamedTuple):
     progress: str  # hash: chunk -> filters done
     units: str  # hash: starts:<unit> -> starts, plan:<chunk> -> its filters (shared/lifecycle.py)
     done: str  # set: chunks whose record is stored
+    queued: str  # list: chunks not yet sent to the broker (shared/scheduling.py)
 
 
 def owner_list(owner: str) -> str:
@@ -106,7 +107,7 @@ def owner_list(owner: str) -> str:
 def job_keys(job_id: str) -> JobKeys:
     """The Redis keys of one job."""
     base = f"filterviz:job:{job_id}"
-    return JobKeys(base, f"{base}:progress", f"{base}:units", f"{base}:done")
+    return JobKeys(base, f"{base}:progress", f"{base}:units", f"{base}:done", f"{base}:queued")
 
 
 class JobStore:

@@ -14,7 +14,8 @@ while it runs, and leaves by exactly one of:
   the set enqueues the finish (once: guarded by a pending marker set with SET NX);
 - `finish_done`: the manifest is stored; running -> succeeded, an atomic transition that
   happens once however many finish tasks run;
-- `give_back`: the worker is stopping; the unit is enqueued again and the start not counted;
+- `stopped` early: given back (`give_back`) when the worker is stopping, enqueued again with the
+  start not counted; or dropped because its job ended;
 - `fail`: the job ends with a code and a message;
 - dying: its lease lapses and the recovery sweep enqueues it again.
 
@@ -43,8 +44,20 @@ jobs, under a lock). The sweep, for each live job:
   unit used its attempts, and otherwise enqueues it again;
 - enqueues the finish when every chunk is done and no finish is running or pending.
 
-Units that never started are the broker's to deliver (a queue may rightly hold them for hours);
-the deadline ends a job whose messages Redis lost.
+Dispatch (shared/scheduling.py): a job's chunks wait in Redis, and the broker holds only one
+chunk per worker process, picked fairly across clients and jobs, so a small job never waits behind
+a big one. Every chunk of a live job is queued, in flight or done. A chunk leaves the in-flight
+set, and its slot goes to the next chunk, exactly when it can't run any more:
+- `chunk_done`; or a delivery that finds its chunk done or its job ended (`begin`);
+- its job ends: `fail_job`, or a unit that stops for a job canceled or past its deadline (`stopped`);
+- the sweep finds it in flight for a job that ended or vanished.
+A chunk given back or sent again by the sweep keeps its slot (its place). The sweep also:
+- queues again the chunks of a live job that are nowhere (Redis lost a move) and gives the job its turn;
+- sends again a chunk that has been in flight PENDING_SECONDS without starting (a message Redis lost);
+- fills the free slots (a worker joined, a release was lost).
+
+Units that never started are the broker's to deliver; the deadline ends a job whose messages
+Redis lost and no sweep check finds.
 
 Events: each move into running or an end is told once, by the process that made it, to `Events`
 (the job's webhook: shared/webhooks.py), which only enqueues. The API's cancel tells them itself.
@@ -60,6 +73,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared.jobs import FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job, JobError, JobStore, job_keys
+from shared.scheduling import Scheduler, split_member
 from shared.storage import Storage, chunk_record_name, job_key
 
 log = logging.getLogger(__name__)
@@ -174,6 +188,7 @@ class Lifecycle:
         self._redis = jobs.redis
         self._storage = storage
         self._dispatch = dispatch
+        self._scheduler = Scheduler(jobs, dispatch)
         self.lease_seconds = lease_seconds
         self._max_attempts = max_attempts
         self._begin = self._redis.register_script(_BEGIN)
@@ -185,10 +200,9 @@ class Lifecycle:
     def begin(self, job_id: str, unit: str, worker: str, weights: str, filters: list[int] | None = None) -> Unit | str:
         """Take the unit when it should run now; otherwise say why not (the task then does nothing)."""
         job = self.jobs.get(job_id)
-        if job is None:
-            return "unknown job"
-        if job.status in FINISHED:
-            return job.status
+        if job is None or job.status in FINISHED:
+            self._leaves_broker(job_id, unit)
+            return job.status if job else "unknown job"
         keys = job_keys(job_id)
         if unit == FINISH and self._redis.scard(keys.done) < job.chunks:
             return "chunks not done"
@@ -200,6 +214,8 @@ class Lifecycle:
             args=[token, self.lease_seconds * 1000, STALE_SECONDS * 1000, unit, dead],
         )
         if outcome[0] != b"run":
+            if outcome[0] == b"done":  # a late duplicate; a held unit keeps its slot for its holder
+                self._leaves_broker(job_id, unit)
             return outcome[0].decode()
         taken = Unit(job_id, unit, token, job)
         with self._redis.pipeline() as pipe:
@@ -246,6 +262,7 @@ class Lifecycle:
         self.release(unit)
         if job is not None and job.status == RUNNING:
             self._finish_when_complete(unit.job_id, job.chunks)
+        self._leaves_broker(unit.job_id, unit.name)  # after the finish: it goes first, not behind the next chunk
 
     def finish_done(self, unit: Unit, finished_at: str) -> bool:
         """The manifest is stored: running -> succeeded (True only for the one call that moved it)."""
@@ -261,6 +278,14 @@ class Lifecycle:
         self.release(unit)
         self._enqueue(unit.job_id, unit.name, filters)
 
+    def stopped(self, unit: Unit, filters: list[int] | None, worker_stopping: bool) -> None:
+        """The unit stopped early: given back when its worker stops; when its job ended, the job's
+        slots go to others (a unit that lost its lease leaves its slot to the lease's new holder)."""
+        if worker_stopping:
+            self.give_back(unit, filters)
+        elif self.jobs.status(unit.job_id) in (*FINISHED, None):
+            self._scheduler.drop(unit.job_id)
+
     def fail(self, unit: Unit, code: str, message: str) -> None:
         """The unit can't succeed: its job fails with code and message."""
         self.fail_job(unit.job_id, code, message)
@@ -269,6 +294,7 @@ class Lifecycle:
     def fail_job(self, job_id: str, code: str, message: str) -> bool:
         """queued or running -> failed; False when the job had already ended."""
         failed = self.jobs.mark_failed(job_id, JobError(code, message))
+        self._scheduler.drop(job_id)
         if failed:
             log.warning("job %s failed: %s: %s", job_id, code, message)
             self._moved(job_id, FAILED, code)
@@ -285,17 +311,24 @@ class Lifecycle:
         return bool(self._redis.set("filterviz:sweep-lock", worker, nx=True, ex=sweep_seconds))
 
     def sweep(self) -> None:
-        """Move every live job on: deadlines, lapsed leases, lost results, a missing finish."""
+        """Move every live job on: deadlines, lapsed leases, lost results, a missing finish; then
+        the slots: those of ended jobs freed, lost messages sent again, free ones filled."""
         for job_id in self.jobs.live():
             try:
                 self._sweep_job(job_id)
             except Exception:  # one job's trouble must not stop the others' recovery
                 log.exception("sweep of job %s failed", job_id)
+        self._sweep_slots()
+
+    def fill(self) -> None:
+        """Send queued chunks to the broker while it has free slots (a worker process starts)."""
+        self._scheduler.fill()
 
     def _sweep_job(self, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job is None or job.status in FINISHED:
             self.jobs.forget_live(job_id)
+            self._scheduler.drop(job_id)
             return
         if job.deadline is not None and time.time() > job.deadline:
             self.fail_job(job_id, "deadline_exceeded", f"the job was not done by its deadline ({job.deadline:.0f})")
@@ -320,6 +353,24 @@ class Lifecycle:
                 self._fail_repeated(job_id, FINISH, units)
             elif not self._redis.exists(_lease_key(job_id, FINISH)):
                 self._finish_when_complete(job_id, job.chunks)
+        lost = self._scheduler.requeue_lost(job_id, job.chunks)
+        if lost:
+            log.info("sweep: chunks %s of job %s were nowhere: queued again", ",".join(lost), job_id)
+
+    def _sweep_slots(self) -> None:
+        """Free the slots of jobs that ended, send again what never started, fill what is free."""
+        for member, sent in self._scheduler.in_flight():
+            job_id, name = split_member(member)
+            status = self.jobs.status(job_id)
+            if status is None or status in FINISHED:
+                log.info("sweep: chunk %s of job %s held a slot after its job ended: freed", name, job_id)
+                self._scheduler.release(job_id, name)
+            elif time.time() - sent > PENDING_SECONDS and not self._started(job_id, name):
+                log.info("sweep: chunk %s of job %s was sent and never started: sent again", name, job_id)
+                plan = self._redis.hget(job_keys(job_id).units, f"plan:{name}")
+                self._enqueue(job_id, name, json.loads(plan) if plan else None)
+                self._scheduler.restamp(job_id, name)
+        self._scheduler.fill()
 
     def _lapsed(self, job_id: str, name: str, units: dict[str, str]) -> bool:
         """The unit started, and nothing runs it now or is about to: no lease, no pending delivery."""
@@ -340,6 +391,15 @@ class Lifecycle:
             self._events.moved(job_id, status, code)
         except Exception:
             log.exception("job %s: events of the move to %s were lost", job_id, status)
+
+    def _started(self, job_id: str, name: str) -> bool:
+        """The unit has a counted start (a give-back uncounts its own)."""
+        return int(self._redis.hget(job_keys(job_id).units, f"starts:{name}") or 0) > 0
+
+    def _leaves_broker(self, job_id: str, unit: str) -> None:
+        """A chunk that can't run any more gives its slot to the next one (a finish holds none)."""
+        if unit != FINISH:
+            self._scheduler.release(job_id, unit)
 
     def _mark_done(self, job_id: str, name: str) -> None:
         with self._redis.pipeline() as pipe:

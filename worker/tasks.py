@@ -71,6 +71,10 @@ def start_pool_process(**_: Any) -> None:
     log.info(
         "worker %s ready: weights %s loaded in %.1f s", _state.name, _state.loaded.weights, _state.loaded.load_seconds
     )
+    try:
+        _state.lifecycle.fill()  # one more slot: send it a chunk now, not at the next sweep
+    except REDIS_ERRORS:
+        log.exception("could not fill the new slot (the sweep will)")
 
 
 @worker_process_shutdown.connect
@@ -115,8 +119,7 @@ def failing_on_error(current: WorkerState, unit: Unit, what: str) -> Iterator[No
 
 def _stopped(current: WorkerState, unit: Unit, reason: str, filters: list[int] | None) -> dict[str, Any]:
     """A unit that stopped early: given back when its worker stops, dropped when its job ended."""
-    if reason == WORKER_STOPPING:
-        current.lifecycle.give_back(unit, filters)
+    current.lifecycle.stopped(unit, filters, worker_stopping=reason == WORKER_STOPPING)
     return {"unit": unit.name, "stopped": reason}
 
 

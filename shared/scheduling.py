@@ -1,0 +1,222 @@
+"""Fair dispatch: which chunk goes to the broker next, so that a small job never waits behind a big one.
+
+The broker (one FIFO Celery queue) holds only as many chunks as there are worker processes to run
+them: its *slots*, counted from the workers' heartbeats (shared/workers.py). Every other chunk waits
+in Redis, in its job's `queued` list, and a chunk is sent only when a slot frees: when a chunk is
+done, when its job ends, when the sweep finds a slot leaked, when a worker starts. So a job
+submitted now waits for at most one running chunk per worker, not for every chunk queued before it.
+
+Which chunk, when a slot frees: fair share across clients, round robin across a client's jobs.
+- A client is who submitted (api/admission.py `client_identity`: the token, else the address).
+- Clients are served by start-time fair queuing (the virtual-time form of deficit round robin,
+  as in Slurm's fair-share and Kubernetes' API priority and fairness): each client with queued
+  work has a score, the compute (GFLOP) it was given; the lowest score goes next and is charged
+  its chunk's cost. A client that joins starts at the score of the last chunk sent (never below
+  its own past score), so it goes next, but an idle spell earns it no credit to hoard.
+- A client's jobs take turns, one chunk each (a list rotated at each pick); a new job goes first.
+
+Why this and not the alternatives: Celery priorities on Redis are a few lists polled in order and
+prefetching blurs them; queues by cost starve big jobs, and don't separate clients. A pick is one
+Lua script, so API processes and workers can all dispatch at once without a dispatcher process
+that must run exactly once (the recovery sweep's reasoning, shared/lifecycle.py). The scripts
+build per-client and per-job key names, so this wants a single Redis (not Redis Cluster).
+
+Every chunk of a live job is in exactly one place, each move atomic: its job's `queued` list ->
+the in-flight set (sent, or running; a member `<job>:<chunk>` scored by when it was sent) -> the
+job's done set. A chunk given back, or sent again by the sweep, keeps its in-flight member: its
+place. How the lifecycle uses this (releases, the sweep's checks) is told in shared/lifecycle.py.
+"""
+
+import json
+import time
+from typing import Protocol
+
+import redis
+
+from shared.jobs import FINISHED, JobStore, job_keys
+from shared.workers import count_live
+
+CLIENTS = "filterviz:sched:clients"  # sorted set: client with queued chunks -> GFLOP given (its score)
+IN_FLIGHT = "filterviz:sched:in-flight"  # sorted set: <job>:<chunk> sent to the broker -> when
+VIRTUAL_TIME = "filterviz:sched:vtime"  # the score of the client served last
+CLIENT_JOBS = "filterviz:sched:client:"  # + client: list of its job ids with queued chunks, in turn
+SERVED = "filterviz:sched:served:"  # + client: its score while it has nothing queued
+# A client idle this long starts afresh (its past score no longer matters: it is below everyone's).
+SERVED_SECONDS = 86400
+_JOB = "{job}"
+
+# Pick the next chunk when the in-flight set is below ARGV[1] slots; returns {job, chunk} or nil.
+# Jobs that ended or vanished are dropped on the way.
+_PICK = """
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return nil end
+local finished = {}
+for word in string.gmatch(ARGV[7], '%S+') do finished[word] = true end
+local function key(template, job) return (string.gsub(template, '{job}', job)) end
+while true do
+  local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #top == 0 then return nil end
+  local client, score = top[1], tonumber(top[2])
+  local jobs = ARGV[5] .. client
+  local job = redis.call('LPOP', jobs)
+  local chunk = false
+  if job then
+    local queued = key(ARGV[3], job)
+    local status = redis.call('HGET', key(ARGV[6], job), 'status')
+    if status and not finished[status] then chunk = redis.call('LPOP', queued) else redis.call('DEL', queued) end
+    if chunk and redis.call('LLEN', queued) > 0 then redis.call('RPUSH', jobs, job) end
+  end
+  local cost = 0
+  if chunk then
+    local plan = redis.call('HGET', key(ARGV[4], job), 'plan:' .. chunk)
+    local filters = plan and #cjson.decode(plan) or 1
+    cost = filters * tonumber(redis.call('HGET', key(ARGV[4], job), 'filter_gflop') or '1')
+    redis.call('SET', KEYS[3], score)
+    redis.call('ZADD', KEYS[2], ARGV[2], job .. ':' .. chunk)
+  end
+  if redis.call('LLEN', jobs) > 0 then
+    redis.call('ZADD', KEYS[1], score + cost, client)
+  else
+    redis.call('ZREM', KEYS[1], client)
+    redis.call('SET', ARGV[8] .. client, score + cost, 'EX', ARGV[9])
+  end
+  if chunk then return {job, chunk} end
+end
+"""
+# Put job ARGV[1] in its client's turn (once; a new job first, so that a client's small job doesn't
+# wait for a turn of each of its big ones), and the client among those served: at the score of
+# the client served last, or its own past score if higher.
+_JOIN = """
+if not redis.call('LPOS', KEYS[1], ARGV[1]) then redis.call('LPUSH', KEYS[1], ARGV[1]) end
+if not redis.call('ZSCORE', KEYS[2], ARGV[2]) then
+  local now = tonumber(redis.call('GET', KEYS[3]) or '0')
+  local own = tonumber(redis.call('GET', KEYS[4]) or '0')
+  redis.call('ZADD', KEYS[2], math.max(now, own), ARGV[2])
+end
+"""
+# The chunks 0 .. ARGV[2]-1 of job ARGV[1] that are nowhere (not queued, in flight or done) go back
+# to the front of its queue, in order; returns them. Not for a job whose chunks were never queued
+# here (submitted before this dispatch existed, or whose submission is still under way).
+_REQUEUE_LOST = """
+local lost = {}
+if redis.call('HEXISTS', KEYS[4], 'client') == 0 then return lost end
+for i = 0, tonumber(ARGV[2]) - 1 do
+  local name = tostring(i)
+  if not redis.call('LPOS', KEYS[1], name) and not redis.call('ZSCORE', KEYS[2], ARGV[1] .. ':' .. name)
+     and redis.call('SISMEMBER', KEYS[3], name) == 0 then
+    table.insert(lost, name)
+  end
+end
+for i = #lost, 1, -1 do redis.call('LPUSH', KEYS[1], lost[i]) end
+return lost
+"""
+
+
+class SendChunk(Protocol):
+    """Sends one chunk to the broker (shared/celery_app.py's CeleryDispatch)."""
+
+    def chunk(self, job_id: str, index: int, filters: list[int]) -> None: ...
+
+
+def slots(client: redis.Redis) -> int:
+    """How many chunks the broker may hold: one per live worker process (at least one, so that a
+    deployment scaled to zero sees work waiting and starts a worker)."""
+    return max(1, count_live(client))
+
+
+def queued_chunks(client: redis.Redis) -> int:
+    """Chunks waiting in Redis for a slot (not yet in the broker): for metrics and autoscaling."""
+    job_ids = [j for c in client.zrange(CLIENTS, 0, -1) for j in client.lrange(CLIENT_JOBS + c.decode(), 0, -1)]
+    with client.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.llen(job_keys(job_id.decode()).queued)
+        return sum(pipe.execute())
+
+
+class Scheduler:
+    """The queued chunks of every job, and which of them the broker holds."""
+
+    def __init__(self, jobs: JobStore, send: SendChunk) -> None:
+        self._jobs = jobs
+        self._redis = client = jobs.redis
+        self._send = send
+        self._pick = client.register_script(_PICK)
+        self._join = client.register_script(_JOIN)
+        self._requeue_lost = client.register_script(_REQUEUE_LOST)
+
+    def submit(self, job_id: str, client: str, chunks: list[list[int]], filter_flops: float) -> None:
+        """Queue a new job's chunks (its record exists) for `client`, and send what free slots allow."""
+        keys = job_keys(job_id)
+        plans = {f"plan:{i}": json.dumps(list(filters)) for i, filters in enumerate(chunks)}
+        with self._redis.pipeline() as pipe:
+            pipe.hset(keys.units, mapping={**plans, "client": client, "filter_gflop": filter_flops / 1e9})
+            pipe.rpush(keys.queued, *[str(i) for i in range(len(chunks))])
+            self._jobs.touch(pipe, job_id)
+            pipe.execute()
+        self._enter(job_id, client)
+        self.fill()
+
+    def fill(self) -> int:
+        """Send chunks while the broker has free slots, fairest first; how many were sent."""
+        sent = 0
+        capacity = slots(self._redis)
+        while picked := self._pick(
+            keys=[CLIENTS, IN_FLIGHT, VIRTUAL_TIME],
+            args=[capacity, time.time(), job_keys(_JOB).queued, job_keys(_JOB).units, CLIENT_JOBS,
+                  job_keys(_JOB).record, " ".join(FINISHED), SERVED, SERVED_SECONDS],
+        ):  # fmt: skip
+            job_id, chunk = picked[0].decode(), int(picked[1])
+            plan = self._redis.hget(job_keys(job_id).units, f"plan:{chunk}")
+            if plan is None:  # the job's record expired or was deleted meanwhile
+                self._redis.zrem(IN_FLIGHT, _member(job_id, str(chunk)))
+                continue
+            self._send.chunk(job_id, chunk, json.loads(plan))
+            sent += 1
+        return sent
+
+    def release(self, job_id: str, chunk: str) -> None:
+        """The chunk left the broker for good (done, or its job ended): its slot goes to the next chunk.
+
+        Idempotent: a duplicate delivery releases nothing more."""
+        if self._redis.zrem(IN_FLIGHT, _member(job_id, chunk)):
+            self.fill()
+
+    def drop(self, job_id: str) -> None:
+        """The job ended: forget its queued chunks, and give its slots to others."""
+        self._redis.delete(job_keys(job_id).queued)
+        mine = [m for m, _ in self.in_flight() if split_member(m)[0] == job_id]
+        if mine:
+            self._redis.zrem(IN_FLIGHT, *mine)
+        self.fill()
+
+    def in_flight(self) -> list[tuple[str, float]]:
+        """Members `<job>:<chunk>` the broker holds or a worker runs, with when each was sent."""
+        return [(m.decode(), score) for m, score in self._redis.zrange(IN_FLIGHT, 0, -1, withscores=True)]
+
+    def requeue_lost(self, job_id: str, chunks: int) -> list[str]:
+        """Queue again the job's chunks that are nowhere (Redis lost a move); make sure the job has its turn."""
+        keys = job_keys(job_id)
+        lost = [
+            n.decode()
+            for n in self._requeue_lost(keys=[keys.queued, IN_FLIGHT, keys.done, keys.units], args=[job_id, chunks])
+        ]
+        if self._redis.llen(keys.queued):
+            client = self._redis.hget(keys.units, "client")
+            self._enter(job_id, client.decode() if client else "unknown")
+        return lost
+
+    def restamp(self, job_id: str, chunk: str) -> None:
+        """The chunk was sent again now (by the sweep)."""
+        self._redis.zadd(IN_FLIGHT, {_member(job_id, chunk): time.time()}, xx=True)
+
+    def _enter(self, job_id: str, client: str) -> None:
+        self._join(keys=[CLIENT_JOBS + client, CLIENTS, VIRTUAL_TIME, SERVED + client], args=[job_id, client])
+
+
+def split_member(member: str) -> tuple[str, str]:
+    """A member of the in-flight set as (job id, chunk)."""
+    job_id, _, chunk = member.rpartition(":")
+    return job_id, chunk
+
+
+def _member(job_id: str, chunk: str) -> str:
+    return f"{job_id}:{chunk}"

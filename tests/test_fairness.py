@@ -1,0 +1,177 @@
+"""Fair dispatch (shared/scheduling.py): a small job never waits behind a big one, clients share the
+workers by compute, and a slot is never leaked.
+
+The first tests drive the scheduler and the lifecycle's sweep on a real Redis, sending chunks to a
+list instead of Celery; the last ones submit from two client addresses (127.0.0.1 and 127.0.0.2)
+to a real stack with one worker process.
+"""
+
+import json
+
+import pytest
+import redis
+import requests
+
+from bench.fairness import client
+from devstack.local import LocalStack, wait_until
+from shared.jobs import JobStore, job_keys
+from shared.lifecycle import Lifecycle
+from shared.scheduling import IN_FLIGHT, Scheduler, queued_chunks
+from shared.spec import parse_spec
+from shared.workers import publish
+from tests.service_helpers import get_job, running_stack, wait_for
+
+ENDED = {"succeeded", "failed", "canceled"}
+CHUNK_SIZE = 4
+
+
+class Sent:
+    """A Dispatch that records what would go to the broker."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, int]] = []
+
+    def chunk(self, job_id: str, index: int, filters: list[int]) -> None:
+        self.chunks.append((job_id, index))
+
+    def finish(self, job_id: str) -> None:
+        """Not used here."""
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    stack = LocalStack(tmp_path_factory.mktemp("fair-redis"))
+    try:
+        stack.start_redis()
+        yield redis.Redis.from_url(stack.env["REDIS_URL"])
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture
+def jobs(redis_server):
+    redis_server.flushall()
+    return JobStore(redis_server, 3600)
+
+
+def create(jobs: JobStore, scheduler: Scheduler, name: str, client: str, chunks: int, gflop: float = 1) -> str:
+    """A queued job of `chunks` chunks of one filter each, `gflop` a filter, submitted by `client`."""
+    spec = parse_spec({"layer": "block1_conv1", "filters": list(range(chunks))})
+    jobs.create(name, spec, chunks)
+    scheduler.submit(name, client, [[i] for i in range(chunks)], gflop * 1e9)
+    return name
+
+
+def run_next(scheduler: Scheduler, sent: Sent, count: int) -> list[str]:
+    """Finish the chunk in flight (one slot), `count` times; the jobs whose chunks were sent meanwhile."""
+    before = len(sent.chunks)
+    for _ in range(count):
+        job_id, index = sent.chunks[len(sent.chunks) - 1]
+        scheduler.release(job_id, str(index))
+    return [job_id for job_id, _ in sent.chunks[before:]]
+
+
+def test_a_small_job_submitted_after_a_big_one_is_sent_next(jobs):
+    sent = Sent()
+    scheduler = Scheduler(jobs, sent)
+    create(jobs, scheduler, "big", "alice", chunks=20, gflop=50)
+    assert sent.chunks == [("big", 0)]  # one worker process (or none yet): one slot
+    create(jobs, scheduler, "small", "bob", chunks=1, gflop=0.1)
+    assert sent.chunks == [("big", 0)]  # the slot is taken: the small job waits in Redis, not in the broker
+    assert queued_chunks(jobs.redis) == 19 + 1
+    assert run_next(scheduler, sent, 2) == ["small", "big"]
+
+
+def test_clients_share_by_compute_and_a_clients_jobs_take_turns(jobs):
+    sent = Sent()
+    scheduler = Scheduler(jobs, sent)
+    create(jobs, scheduler, "a1", "alice", chunks=20)
+    create(jobs, scheduler, "a2", "alice", chunks=20)
+    create(jobs, scheduler, "b", "bob", chunks=20, gflop=2)  # chunks twice as costly as alice's
+    picked = run_next(scheduler, sent, 12)
+    assert picked.count("b") == 4 and picked.count("a1") == picked.count("a2") == 4
+    assert [j for j in picked if j != "b"][:4] == ["a2", "a1", "a2", "a1"]
+
+
+def test_slots_follow_the_live_worker_processes(jobs):
+    sent = Sent()
+    scheduler = Scheduler(jobs, sent)
+    for pid in range(3):
+        publish(jobs.redis, f"host:{pid}", {})
+    create(jobs, scheduler, "big", "alice", chunks=20)
+    assert [index for _, index in sent.chunks] == [0, 1, 2]
+
+
+def test_an_ended_job_frees_its_slot_and_the_sweep_frees_and_requeues_what_was_lost(jobs):
+    sent = Sent()
+    lifecycle = Lifecycle(jobs, storage=None, dispatch=sent, lease_seconds=30, max_attempts=3)
+    scheduler = Scheduler(jobs, sent)
+    create(jobs, scheduler, "first", "alice", chunks=3)
+    create(jobs, scheduler, "second", "bob", chunks=3)
+    lifecycle.fail_job("first", "render_failed", "for the test")
+    assert sent.chunks == [("first", 0), ("second", 0)]  # its slot went on at once
+    assert not jobs.redis.exists(job_keys("first").queued)
+
+    jobs.cancel("second")  # as the API cancels: no lifecycle call; the sweep finds the slot
+    create(jobs, scheduler, "third", "carol", chunks=2)
+    lifecycle.sweep()
+    assert sent.chunks[-1] == ("third", 0)
+
+    jobs.redis.zrem(IN_FLIGHT, "third:0")  # as if Redis lost the chunk's move
+    lifecycle.sweep()
+    assert sent.chunks[-1] == ("third", 0)  # queued again at the front, and sent to the free slot
+    assert jobs.redis.zscore(IN_FLIGHT, "third:0") is not None
+
+
+def test_a_chunk_in_flight_that_never_starts_is_sent_again(jobs):
+    sent = Sent()
+    lifecycle = Lifecycle(jobs, storage=None, dispatch=sent, lease_seconds=30, max_attempts=3)
+    create(jobs, Scheduler(jobs, sent), "job", "alice", chunks=2)
+    jobs.redis.zadd(IN_FLIGHT, {"job:0": 1.0})  # sent long ago; its message was lost
+    lifecycle.sweep()
+    assert sent.chunks == [("job", 0), ("job", 0)]
+    lifecycle.sweep()  # sent again once, not at every sweep
+    assert len(sent.chunks) == 2
+
+
+# --- the real stack: one worker process ---------------------------------------------------------
+
+# Six chunks of block5_conv1 at 32 px: each takes a second or more on one CPU worker.
+BIG_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 24}, "image_size": 32, "steps": 20,
+           "grid": {"n": 3, "margin": 1}, "seed": 3}  # fmt: skip
+TINY_JOB = {"layer": "block1_conv1", "filters": [0, 1], "image_size": 32, "steps": 2,
+            "grid": {"n": 2, "margin": 1}, "seed": 4}  # fmt: skip
+
+
+def submit_as(session: requests.Session, api: str, job: dict) -> dict:
+    response = session.post(f"{api}/v1/jobs", json=job, timeout=10)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("fair"), ["solo"], CHUNK_SIZE) as stack:
+        yield stack.api_url
+
+
+def test_a_tiny_job_after_a_big_one_from_another_client_finishes_while_the_big_one_runs(api):
+    big = submit_as(client("127.0.0.1"), api, BIG_JOB)
+    wait_until(lambda: get_job(api, big["id"])["status"] == "running", "big job running", 60)
+    tiny = submit_as(client("127.0.0.2"), api, TINY_JOB)
+    assert wait_for(api, tiny["id"], ENDED, timeout=60)["status"] == "succeeded"
+    after = get_job(api, big["id"])
+    assert after["status"] == "running" and after["progress"]["done"] <= 2 * CHUNK_SIZE
+    assert wait_for(api, big["id"], ENDED, timeout=120)["status"] == "succeeded"
+
+
+def test_two_clients_big_jobs_progress_together(api):
+    first = submit_as(client("127.0.0.1"), api, {**BIG_JOB, "seed": 5})
+    second = submit_as(client("127.0.0.2"), api, {**BIG_JOB, "seed": 6})
+    assert wait_for(api, first["id"], ENDED, timeout=180)["status"] == "succeeded"
+    behind = get_job(api, second["id"])
+    # Served in turn: the second is at most the chunk then running behind (FIFO: not started yet).
+    assert behind["progress"]["done"] >= behind["progress"]["total"] - CHUNK_SIZE
+    assert wait_for(api, second["id"], ENDED, timeout=60)["status"] == "succeeded"
+    manifest = requests.get(f"{api}/v1/jobs/{first['id']}/manifest.json", timeout=10).json()
+    assert json.dumps(manifest["filters"])  # the jobs' results are whole
