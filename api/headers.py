@@ -1,13 +1,13 @@
 """Security headers on every response: no MIME sniffing, no framing, and a strict CSP for the page.
 
 The page loads only its own script, stylesheet and images (results come through the API, same
-origin); nothing inline, nothing from elsewhere.
+origin, as blob: URLs where a token is needed); nothing inline, nothing from elsewhere.
 """
 
 from flask import Flask, Response
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {

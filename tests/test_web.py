@@ -9,6 +9,8 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
+from devstack.local import LocalStack, free_port
+from shared.auth import token_digest
 from shared.jobs import JobError, job_store
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import SMALL_JOB, running_stack, submit, wait_for
@@ -177,3 +179,68 @@ def test_a_failed_job_shows_its_error(page, stack):
 def test_an_unknown_job_says_so(page):
     open_page(page, "/jobs/00000000-0000-4000-8000-000000000000")
     expect(page.locator("#job-status")).to_have_text("No such job.")
+
+
+# ---- with API tokens: a second API process on the same Redis, S3 and worker, tokens required ----
+
+TOKENS = {"carol": "carol-token-1", "dan": "dan-token-2"}
+
+
+@pytest.fixture(scope="module")
+def token_api(stack, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("web-tokens")
+    tokens_file = workdir / "tokens"
+    tokens_file.write_text("".join(f"{name} user {token_digest(token)}\n" for name, token in TOKENS.items()))
+    api = LocalStack(
+        workdir, api_port=free_port(), redis_port=stack.redis_port, s3_port=stack.s3_port,
+        extra_env={**stack.extra_env, "FILTERVIZ_API_TOKENS_FILE": str(tokens_file)},
+    )  # fmt: skip
+    api.start_api()
+    yield api.api_url
+    api.stop_all()
+
+
+def test_the_page_asks_for_a_token_keeps_it_in_the_tab_and_works_with_it(browser, token_api):
+    # dan's job, which carol must not see.
+    other = requests.post(f"{token_api}/v1/jobs", json={**SMALL_JOB, "seed": 77}, timeout=10,
+                          headers={"Authorization": f"Bearer {TOKENS['dan']}"})  # fmt: skip
+    assert other.status_code == 202
+    context = browser.new_context(base_url=token_api, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto("/")
+    token = page.get_by_label("Token", exact=True)
+    expect(token).to_be_visible()
+    token.fill("not-a-token")
+    page.get_by_role("button", name="Use token").click()
+    expect(page.locator("#token-error")).to_contain_text("refused")
+    token.fill(TOKENS["carol"])
+    page.get_by_role("button", name="Use token").click()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#token-section")).to_be_hidden()
+
+    fill_job(page, {**SMALL_JOB, "grid": {"n": 3}})
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
+    job_id = page.url.rsplit("/", 1)[1]
+    # Results come through fetch with the token: the grid and the thumbnails load.
+    page.wait_for_function("() => document.getElementById('job-grid-image').naturalWidth > 0")
+    expect(page.locator("#job-filters button")).to_have_count(16)
+    page.wait_for_function("() => [...document.querySelectorAll('#job-filters img')].every(i => i.naturalWidth > 0)")
+    listed = page.locator("#recent-jobs li[data-job]")
+    expect(listed).to_have_count(1)  # carol's job only, not dan's
+    expect(listed).to_have_attribute("data-job", job_id)
+
+    # The token lives in this tab's sessionStorage only: no cookie, no localStorage.
+    stored = page.evaluate("() => [sessionStorage.getItem('filterviz-token'), localStorage.length, document.cookie]")
+    assert stored == [TOKENS["carol"], 0, ""]
+    assert context.cookies() == []
+    page.screenshot(path=ARTIFACTS / "web-with-token.png", full_page=True)
+    # Another tab has no token and asks again.
+    second = context.new_page()
+    second.goto(f"/jobs/{job_id}")
+    expect(second.get_by_label("Token", exact=True)).to_be_visible()
+    context.close()
+    assert not errors, f"the page's script failed: {errors}"

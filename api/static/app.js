@@ -1,7 +1,10 @@
 // The filterviz page: submit a job, watch it run, browse recent jobs. It uses the public /v1 API
 // only; every check of a job's values happens there, and its errors are shown by the field they name.
+// Where the API asks for a token (401), the page asks for one and keeps it in sessionStorage only:
+// it is gone when the tab closes, and no other tab or site gets it (no cookie, no localStorage).
 
 const POLL_MS = 1000;
+const TOKEN_KEY = "filterviz-token";
 const FINISHED = new Set(["succeeded", "failed", "canceled"]);
 const $ = (id) => document.getElementById(id);
 
@@ -14,11 +17,76 @@ class ApiError extends Error {
   }
 }
 
+// ---- the token ----
+
+let asking = null; // the pending question for a token, shared by every request that got a 401
+
+function authorized(options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = { Accept: "application/json", ...options.headers };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return { ...options, headers };
+}
+
+function askForToken(refused) {
+  if (!asking) {
+    asking = new Promise((resolve) => {
+      const form = $("token-form");
+      $("token-error").textContent = refused ? "The API refused that token; check it and try again." : "";
+      $("token").value = "";
+      $("token-section").hidden = false;
+      $("token").focus();
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+        $("token-section").hidden = true;
+        asking = null;
+        resolve();
+      }, { once: true });
+    });
+  }
+  return asking;
+}
+
+// fetch with the token; on a 401, ask for a token and send the request again.
+async function authorizedFetch(path, options = {}) {
+  for (;;) {
+    const response = await fetch(path, authorized(options));
+    if (response.status !== 401) return response;
+    await askForToken(Boolean(sessionStorage.getItem(TOKEN_KEY)));
+  }
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+  const response = await authorizedFetch(path, options);
   const body = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
+}
+
+// Where a token is needed, images and downloads come through fetch (an <img> or a link can't send
+// one) as blob: URLs, fetched once each (results don't change); without one they load straight
+// from the API.
+const blobs = new Map(); // result URL -> Promise of its blob: URL
+
+async function fetchBlobUrl(url) {
+  const response = await authorizedFetch(url);
+  if (!response.ok) throw new ApiError(response.status, null);
+  return URL.createObjectURL(await response.blob());
+}
+
+function resultUrl(url) {
+  if (!sessionStorage.getItem(TOKEN_KEY)) return Promise.resolve(url);
+  if (!blobs.has(url)) {
+    const fetched = fetchBlobUrl(url);
+    fetched.catch(() => blobs.delete(url));
+    blobs.set(url, fetched);
+  }
+  return blobs.get(url);
+}
+
+function showResult(node, attribute, url) {
+  resultUrl(url).then((source) => node.setAttribute(attribute, source), () => node.dispatchEvent(new Event("error")));
 }
 
 function element(tag, attributes = {}, ...children) {
@@ -161,9 +229,9 @@ function showJob(job) {
   $("job-cancel").hidden = FINISHED.has(job.status);
   $("job-error").textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
   if (job.status === "succeeded" && $("job-grid").hidden) {
-    $("job-grid-image").src = job.links.grid;
-    $("job-grid-download").href = job.links.grid;
-    $("job-manifest").href = job.links.manifest;
+    showResult($("job-grid-image"), "src", job.links.grid);
+    showResult($("job-grid-download"), "href", job.links.grid);
+    showResult($("job-manifest"), "href", job.links.manifest);
     $("job-grid-presigned").href = job.links.grid_presigned;
     $("job-grid").hidden = false;
   }
@@ -203,7 +271,8 @@ async function showFilters(watch, job) {
     watch.shown.add(filter.index);
     const label = `Filter ${filter.index}, loss ${filter.loss.toFixed(3)}${filter.dead ? ", dead" : ""}`;
     // A shrunk copy: 64 CSS pixels, sharp on 2x screens, small on slow links whatever the image size.
-    const image = element("img", { src: `${filter.url}?size=128`, alt: "", loading: "lazy", width: 64, height: 64 });
+    const image = element("img", { alt: "", loading: "lazy", width: 64, height: 64 });
+    showResult(image, "src", `${filter.url}?size=128`);
     const button = element("button", { type: "button", "aria-label": label, title: label }, image,
       element("span", { class: "index", "aria-hidden": "true" }, String(filter.index)));
     button.addEventListener("click", () => openFilter(filter));
@@ -218,7 +287,8 @@ async function showFilters(watch, job) {
 function openFilter(filter) {
   $("filter-dialog-title").textContent = `Filter ${filter.index}`;
   const image = $("filter-dialog-image");
-  image.src = filter.url;
+  image.removeAttribute("src");
+  showResult(image, "src", filter.url);
   image.alt = `What filter ${filter.index} responds to most`;
   $("filter-dialog-loss").textContent =
     `Final loss ${filter.loss.toFixed(4)}${filter.dead ? " (dead: left out of the grid)" : ""}`;
@@ -227,7 +297,7 @@ function openFilter(filter) {
 
 async function cancelJob(id) {
   try {
-    await api(`/v1/jobs/${id}`, { method: "DELETE" });
+    await api(`/v1/jobs/${id}/cancel`, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
   } catch (error) {
     if (error.status !== 409) alert(`Cancel failed: ${error.message}`); // 409: it finished meanwhile
   }
@@ -253,8 +323,9 @@ async function refreshRecent() {
     const placeholder = () => element("span", { class: "no-thumbnail", "aria-hidden": "true" });
     let thumbnail = placeholder();
     if (job.status === "succeeded") {
-      thumbnail = element("img", { src: job.links.thumbnail, alt: "", loading: "lazy", width: 48, height: 48 });
+      thumbnail = element("img", { alt: "", loading: "lazy", width: 48, height: 48 });
       thumbnail.addEventListener("error", (event) => event.target.replaceWith(placeholder()));
+      showResult(thumbnail, "src", job.links.thumbnail);
     }
     const link = element("a", { href: `/jobs/${job.id}` }, `${job.params.layer}, ${job.progress.total} filters`);
     link.addEventListener("click", (event) => {
