@@ -166,7 +166,7 @@ def delete_job(job_id: str):
     """Cancel an unfinished job (200, the job canceled); delete a finished one, results and record (204).
 
     A job canceled here can be deleted by a second DELETE. Pictures that a chunk still stopping
-    writes after the deletion are left to the bucket's expiry rule.
+    writes after the deletion are left to the retention sweep (shared/retention.py).
     """
     found = services()
     resource = _resource(_job_id(job_id))
