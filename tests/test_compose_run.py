@@ -295,6 +295,18 @@ def test_a_worker_becomes_healthy_and_renders_a_job(rendered, stack, baked_weigh
     assert worker.returncode == 0, f"{name} did not stop cleanly on SIGTERM"
 
 
+def test_the_retention_service_sweeps_with_the_apps_key(rendered, stack):
+    env = stack.environment("retention")
+    assert env["S3_ROOT_SECRET_ACCESS_KEY"] != TEST_SECRETS["S3_ROOT_SECRET_ACCESS_KEY"]
+    sweeper = stack.start("retention", env, stack.command("retention"))
+    log = stack.workdir / "retention.log"
+    try:
+        wait_until(lambda: "older than 7 days" in log.read_text(), "a retention sweep", 60, sweeper)
+    finally:
+        stack.stop(sweeper)
+    assert "failed" not in log.read_text()
+
+
 def test_the_compose_file_sets_no_empty_variable(rendered):
     # An empty value is a set variable: gunicorn crash-looped on WEB_CONCURRENCY="".
     for name, service in rendered.items():
