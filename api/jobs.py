@@ -198,22 +198,31 @@ def _query_int(name: str, low: int, high: int, default: int | None = None) -> in
     return value
 
 
+def _succeeded(job_id: str) -> dict[str, Any]:
+    """The resource of a job whose grid and manifest may be served: a canceled or failed job's are not,
+    even where a finish that lost the race to a cancel left them behind."""
+    resource = _resource(_job_id(job_id))
+    if resource["status"] != SUCCEEDED:
+        raise ApiError(404, "not_ready", f"job {resource['id']} has no results (status {resource['status']})")
+    return resource
+
+
 @jobs.get(f"/jobs/<job_id>/{GRID_FILE}")
 def get_grid(job_id: str):
     """The stitched grid PNG."""
-    return _stored_file(_resource(_job_id(job_id)), GRID_FILE, "image/png")
+    return _stored_file(_succeeded(job_id), GRID_FILE, "image/png")
 
 
 @jobs.get(f"/jobs/<job_id>/{THUMBNAIL_FILE}")
 def get_thumbnail(job_id: str):
     """The grid shrunk to at most 256 px a side, for lists."""
-    return _stored_file(_resource(_job_id(job_id)), THUMBNAIL_FILE, "image/png")
+    return _stored_file(_succeeded(job_id), THUMBNAIL_FILE, "image/png")
 
 
 @jobs.get(f"/jobs/<job_id>/{MANIFEST_FILE}")
 def get_manifest(job_id: str):
     """The manifest of a finished job."""
-    return _stored_file(_resource(_job_id(job_id)), MANIFEST_FILE, "application/json")
+    return _stored_file(_succeeded(job_id), MANIFEST_FILE, "application/json")
 
 
 @jobs.get("/jobs/<job_id>/filters")

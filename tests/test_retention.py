@@ -106,3 +106,16 @@ def test_delete_cancels_an_unfinished_job_and_a_second_delete_deletes_it(stack):
 
 def workers(stack) -> list[dict]:
     return requests.get(f"{stack.api_url}/v1/workers", timeout=10).json()["workers"]
+
+
+def test_a_canceled_jobs_leftover_grid_and_manifest_are_not_served(stack):
+    job_id = submit(stack.api_url, {**SLOW_JOB, "seed": 6})["id"]
+    assert requests.post(f"{stack.api_url}/v1/jobs/{job_id}/cancel", json={}, timeout=10).status_code == 200
+    # As a finish that lost the race to the cancel would leave them.
+    storage = Storage(stack.settings)
+    storage.put(job_key(job_id, "grid.png"), b"\x89PNG leftover", "image/png")
+    storage.put_json(job_key(job_id, "manifest.json"), {"id": job_id})
+    for name in ("grid.png", "manifest.json", "thumbnail.png"):
+        answer = requests.get(f"{stack.api_url}/v1/jobs/{job_id}/{name}", timeout=10)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_ready", name
+    assert get_job(stack.api_url, job_id)["status"] == "canceled"
