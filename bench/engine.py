@@ -9,6 +9,12 @@ at SPEC defaults (one full batch of filters, so its memory is that of a 200-filt
     python bench/engine.py                     # defaults: block5_conv1, 128 px, 20 steps, 32 filters
     python bench/engine.py --filters 512 --weights imagenet   # e.g. all of block5_conv1 on a GPU
     python bench/engine.py --method fourier --steps 20 --skip-render   # another method's speed
+    python bench/engine.py --precision bfloat16 --skip-render   # bf16 against float32 on the same filters
+    python bench/engine.py --backend jax --precision bfloat16 --filters 512 --skip-seed-style   # a GPU
+
+With a precision other than float32 the batched loop also runs in float32 on the same filters,
+and the bench prints the speed ratio and the median relative difference of the final losses.
+The backend is chosen before anything imports keras (worker/engine/backend.py).
 """
 
 import argparse
@@ -21,45 +27,54 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf
 
-from shared.layers import conv_layers
-from shared.methods import METHODS
-from shared.settings import Settings
-from shared.spec import parse_spec
-from worker.engine import AscentEngine, FilterAscent
-from worker.loading import load_engine, pick_batch_size
-from worker.render import ascend_spec
+def _backend_from_argv() -> None:
+    # Keras reads its backend on import, so --backend is applied before the imports below.
+    if "--backend" in sys.argv[:-1]:
+        os.environ["FILTERVIZ_BACKEND"] = sys.argv[sys.argv.index("--backend") + 1]
+
+
+_backend_from_argv()
+
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from shared.cost import forward_flops  # noqa: E402
+from shared.methods import METHODS  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.spec import parse_spec  # noqa: E402
+from worker.engine import AscentEngine, FilterAscent  # noqa: E402
+from worker.engine.backend import BACKENDS  # noqa: E402
+from worker.engine.precision import FLOAT32, NATIVE_BF16_CPU_FLAGS, PRECISIONS, cpu_flags  # noqa: E402
+from worker.loading import load_engine, pick_batch_size  # noqa: E402
+from worker.render import ascend_spec  # noqa: E402
 
 MATMUL_SIZES = (1024, 2048, 4096)
+MATMUL_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
-def forward_flops(layer_name: str, image_size: int) -> int:
-    """Multiply-add FLOPs (2 per MAC) of every 3x3 conv up to and including `layer_name`, for one image."""
-    flops, channels_in = 0, 3
-    for conv in conv_layers():
-        side = image_size // conv.downsampling
-        flops += 2 * side * side * 9 * channels_in * conv.filters
-        channels_in = conv.filters
-        if conv.name == layer_name:
-            return flops
-    raise ValueError(layer_name)
-
-
-def matmul_peak_gflops(device: str) -> float:
-    """Best float32 matmul rate over a few square sizes, in GFLOP/s, on `device`."""
+def matmul_peak_gflops(dtype: str) -> float:
+    """Best matmul rate in `dtype` over a few square sizes, in GFLOP/s, on the backend's device."""
     best = 0.0
-    with tf.device(device):
-        for n in MATMUL_SIZES:
-            a, b = tf.random.uniform([n, n]), tf.random.uniform([n, n])
-            tf.matmul(a, b).numpy()  # warm-up
-            repeats = max(3, int(4e10 / (2 * n**3)))
-            started = time.perf_counter()
-            for _ in range(repeats):
-                product = tf.matmul(a, b)
-            product.numpy()
-            best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
+    for n in MATMUL_SIZES:
+        rng = np.random.default_rng(n)
+        a = ops.convert_to_tensor(rng.random((n, n), np.float32).astype(np.float32), dtype=dtype)
+        b = ops.convert_to_tensor(rng.random((n, n), np.float32).astype(np.float32), dtype=dtype)
+        ops.convert_to_numpy(ops.matmul(a, b))  # warm-up
+        repeats = max(3, int(4e10 / (2 * n**3)))
+        started = time.perf_counter()
+        for _ in range(repeats):
+            product = ops.matmul(a, b)
+        ops.convert_to_numpy(product[:1, :1])
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
     return best
+
+
+def median_relative_difference(results: list[FilterAscent], reference: list[FilterAscent]) -> float:
+    """Median over filters of |loss - reference loss| / |reference loss| (final losses, same filters)."""
+    ours = np.array([r.loss for r in results])
+    theirs = np.array([r.loss for r in reference])
+    return float(np.median(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-12)))
 
 
 def timed_ascent(engine: AscentEngine, spec, filters: list[int], batch_size: int) -> tuple[float, list[FilterAscent]]:
@@ -77,6 +92,15 @@ def report(name: str, seconds: float, results: list[FilterAscent], flops_per_ima
         f"{gflops:8.1f} GFLOP/s  ({gflops / peak:.0%} of matmul peak)"
     )
     return rate
+
+
+def batched_run(
+    engine: AscentEngine, spec, batch_size: int, flops: int, peak: float, label: str = ""
+) -> tuple[float, list[FilterAscent]]:
+    """The batched engine over all the spec's filters, after a one-step run that compiles its shape."""
+    timed_ascent(engine, spec.model_copy(update={"steps": 1}), spec.filters[:batch_size], batch_size)
+    seconds, results = timed_ascent(engine, spec, spec.filters, batch_size)
+    return report(f"{label}batched (batch {batch_size})", seconds, results, flops, peak), results
 
 
 # Runs the CLI in a child and prints the child's own high-water RSS (VmHWM): getrusage of children
@@ -112,9 +136,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="batched engine's batch (default: auto)")
     parser.add_argument("--weights", default="random:0", help="imagenet, random:<seed> or a file")
     parser.add_argument("--skip-render", action="store_true", help="don't measure the CLI's peak memory")
+    parser.add_argument("--skip-seed-style", action="store_true", help="don't run the one-filter-at-a-time loop")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="default: FILTERVIZ_BACKEND's (applied before keras is imported)"
+    )
+    parser.add_argument("--precision", default=FLOAT32, choices=PRECISIONS, help="what the network computes in")
     args = parser.parse_args()
+    os.environ["FILTERVIZ_PRECISION"] = args.precision  # the render child's too
 
-    settings = Settings()
+    flags = cpu_flags()
+    print(f"CPU native bf16: {', '.join(sorted(flags & NATIVE_BF16_CPU_FLAGS)) or 'none'}")
+    settings = Settings(precision=args.precision)
     request = {"method": args.method, "layer": args.layer, "image_size": args.size,
                "filters": list(range(args.filters)), "seed": 1}  # fmt: skip
     if args.steps is not None:
@@ -122,30 +154,37 @@ def main() -> None:
     spec = parse_spec(request, settings.limits)
     loaded = load_engine(args.weights, settings)
     batch_size = args.batch_size or pick_batch_size(spec, len(spec.filters), settings)
-    device = "/GPU:0" if loaded.runtime["device"].startswith("GPU") else "/CPU:0"
-    print(f"device {loaded.runtime['device']}, TensorFlow {tf.__version__}, weights {loaded.weights}")
+    runtime = loaded.runtime
+    print(
+        f"device {runtime['device']}, {runtime['backend']} {runtime[runtime['backend']]}, "
+        f"precision {runtime['precision']}, weights {loaded.weights}"
+    )
     print(
         f"method {spec.method}, {spec.layer}, {spec.image_size} px, {spec.steps} steps, {len(spec.filters)} filters, "
         f"batch {batch_size}"
     )
 
-    peak = matmul_peak_gflops(device)
+    peak = matmul_peak_gflops(MATMUL_DTYPES[runtime["precision"]])
     # Forward + input gradient, about equal; a method may pad the image or look at several crops of it.
-    method = METHODS[spec.method]
-    side = method.network_side(spec.method_params, spec.image_size)
-    flops = 2 * forward_flops(spec.layer, side) * method.images_per_filter(spec.method_params)
-    print(f"float32 matmul peak {peak:.1f} GFLOP/s; {flops / 1e9:.2f} GFLOP per image-step")
+    flops = 2 * forward_flops(spec.layer, METHODS[spec.method].network_side(spec.method_params, spec.image_size))
+    flops *= METHODS[spec.method].images_per_filter(spec.method_params)
+    print(f"{runtime['precision']} matmul peak {peak:.1f} GFLOP/s; {flops / 1e9:.2f} GFLOP per image-step")
 
     engine = loaded.engine
-    # Warm both shapes so neither loop pays for tracing.
-    timed_ascent(engine, spec.model_copy(update={"steps": 1}), spec.filters[:1], 1)
-    timed_ascent(engine, spec.model_copy(update={"steps": 1}), spec.filters[:batch_size], batch_size)
-
-    seed_style = report("seed-style (batch 1)", *timed_ascent(engine, spec, spec.filters, 1), flops, peak)
-    batched = report(
-        f"batched (batch {batch_size})", *timed_ascent(engine, spec, spec.filters, batch_size), flops, peak
-    )
-    print(f"batched / seed-style: {batched / seed_style:.2f}x")
+    batched_rate, batched_results = batched_run(engine, spec, batch_size, flops, peak)
+    if not args.skip_seed_style:
+        timed_ascent(engine, spec.model_copy(update={"steps": 1}), spec.filters[:1], 1)  # warm the shape
+        seed_style = report("seed-style (batch 1)", *timed_ascent(engine, spec, spec.filters, 1), flops, peak)
+        print(f"batched / seed-style: {batched_rate / seed_style:.2f}x")
+    if runtime["precision"] != FLOAT32:
+        # The same filters in float32 (a network built under the float32 policy) for the two targets.
+        reference = load_engine(args.weights, Settings(precision=FLOAT32))
+        reference_peak = matmul_peak_gflops(FLOAT32)
+        rate, results = batched_run(reference.engine, spec, batch_size, flops, reference_peak, "float32 ")
+        print(
+            f"{runtime['precision']} / float32: {batched_rate / rate:.2f}x filters/s; median relative difference "
+            f"of final losses {median_relative_difference(batched_results, results):.1%}"
+        )
     print(f"peak RSS of this benchmark: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
     if not args.skip_render:

@@ -13,6 +13,7 @@ from math import floor, isqrt
 from PIL import Image
 
 from shared.layers import conv_layers
+from shared.methods import METHODS
 from shared.spec import JobSpec
 
 # Forward pass plus the gradient with respect to the input: about twice the forward FLOPs.
@@ -37,14 +38,12 @@ def forward_flops(layer_name: str, image_size: int, model: str = "vgg16") -> int
 
 
 def network_input(spec: JobSpec) -> tuple[int, int]:
-    """How many images the network sees per filter and step, and their side.
+    """How many images the network sees per filter and step, and their side, as the method says.
 
-    Methods that pad (fourier) show the network a larger image; MACO looks at several crops of
-    each image, each resized to image_size. Multiscale's early octaves are smaller: counting them
-    at full size keeps the estimate an upper bound.
+    Multiscale's early octaves are smaller: counting them at full size keeps the estimate an upper bound.
     """
-    params = spec.method_params
-    return int(params.get("crops", 1)), spec.image_size + 2 * int(params.get("pad", 0))
+    method = METHODS[spec.method]
+    return method.images_per_filter(spec.method_params), method.network_side(spec.method_params, spec.image_size)
 
 
 def step_flops(spec: JobSpec) -> int:

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # TensorFlow threads per worker process (0: the CPUs it may use, a container's CPU quota
     # included); 1 packs one worker per core.
     tf_threads: int = Field(0, ge=0, validation_alias="FILTERVIZ_TF_THREADS")
+    # What the network computes in (worker/engine/precision.py): float32, bfloat16 or float16 (mixed:
+    # the image and its update stay float32), or auto (bfloat16 where the CPU or GPU has it natively).
+    # The backend, FILTERVIZ_BACKEND, is read before keras is imported (worker/engine/backend.py).
+    precision: str = Field(
+        "float32", pattern="^(float32|bfloat16|float16|auto)$", validation_alias="FILTERVIZ_PRECISION"
+    )
     # A worker's Prometheus metrics on this port (0: none); compose sets 9808.
     worker_metrics_port: int = Field(0, ge=0, le=65535, validation_alias="FILTERVIZ_WORKER_METRICS_PORT")
     # Log lines as JSON objects (with the job id and chunk) instead of text: `json` or `text`.

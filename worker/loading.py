@@ -1,4 +1,4 @@
-"""Setting up the engine once per process: device, weights, network; and sizing its batches."""
+"""Setting up the engine once per process: backend, precision, device, weights, network; and sizing its batches."""
 
 import functools
 import logging
@@ -8,15 +8,17 @@ from typing import Any
 
 from shared.settings import Settings
 from shared.spec import JobSpec
-from worker.device import gpu_memory_mb, has_gpu, limit_threads, runtime_versions
+from worker.device import gpu_compute_capability, gpu_free_memory_mb, has_gpu, limit_threads, runtime_versions
 from worker.engine import AscentEngine, auto_batch_size
+from worker.engine.precision import apply_precision, cpu_flags, resolve_precision
 from worker.model import load_vgg16
 
 log = logging.getLogger(__name__)
 
 CPU_BATCH_MEMORY_MB = 1024
-# On a GPU the batch takes this share of the card's memory; the rest holds the weights, cuDNN's
-# workspaces and the allocator's slack. A card NVML can't measure gets the budget of an 8 GB one.
+# On a GPU the batch takes this share of the memory free when the worker starts (measured, not the
+# card's total: other workers may share it); the rest holds cuDNN's or XLA's workspaces and the
+# allocator's slack. A card that can't be measured gets the budget of an 8 GB one.
 GPU_MEMORY_SHARE = 0.5
 UNKNOWN_GPU_BATCH_MEMORY_MB = 4096
 
@@ -32,13 +34,17 @@ class LoadedEngine:
 
 
 def load_engine(weights_source: str, settings: Settings) -> LoadedEngine:
-    """Configure the device and load VGG16 with the given weights (raises WeightsError)."""
+    """Configure the device and precision and load VGG16 with the given weights (raises WeightsError)."""
     started = time.perf_counter()
     limit_threads(settings.tf_threads)
-    runtime = runtime_versions()
+    precision = apply_precision(resolve_precision(settings.precision, gpu_compute_capability(), cpu_flags()))
+    runtime = runtime_versions(precision)
     loaded = load_vgg16(weights_source, settings.imagenet_weights)
     seconds = time.perf_counter() - started
-    log.info("VGG16 ready on %s with weights %s in %.1f s", runtime["device"], loaded.weights, seconds)
+    log.info(
+        "VGG16 ready on %s (%s, %s) with weights %s in %.1f s",
+        runtime["device"], runtime["backend"], precision, loaded.weights, seconds,
+    )  # fmt: skip
     return LoadedEngine(AscentEngine(loaded.network), loaded.weights, runtime, seconds)
 
 
@@ -52,8 +58,8 @@ def pick_batch_size(spec: JobSpec, filter_count: int, settings: Settings) -> int
 
 @functools.cache
 def default_batch_memory_mb() -> int:
-    """Activation memory a batch may take: 1 GiB on CPU, half the card's memory on a GPU."""
+    """Activation memory a batch may take: 1 GiB on CPU, half the GPU's free memory on a GPU."""
     if not has_gpu():
         return CPU_BATCH_MEMORY_MB
-    total = gpu_memory_mb()
-    return int(total * GPU_MEMORY_SHARE) if total else UNKNOWN_GPU_BATCH_MEMORY_MB
+    free = gpu_free_memory_mb()
+    return int(free * GPU_MEMORY_SHARE) if free else UNKNOWN_GPU_BATCH_MEMORY_MB

@@ -3,26 +3,32 @@
 The parts, one idea per module: `param` (how the image is parameterised), `transforms` (what is
 drawn per image each step), `objectives` (what is maximised), `optimizers` (how a step moves the
 image), `schedule` (octaves), `recipes` (which parts make which method), `loop` (the shared loop),
-`seed` (method `seed`, exactly the Keras example), `tf_step` (everything TensorFlow-specific).
+`seed` (method `seed`, exactly the Keras example), `backend` (which Keras backend, chosen here before
+keras is imported) with `tf_step` and `jax_step` (everything specific to TensorFlow or JAX).
 Each filter gets its own image in the batch and nothing couples images, so a batched run paints
 the same pictures as one filter at a time. The engine knows nothing of Celery, Redis or storage.
 """
 
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from worker.engine.backend import select_backend
 
-import keras
+# Keras reads its backend once, on import: choose it before anything below imports keras.
+select_backend()
 
-from shared.layers import find_layer
-from shared.methods import METHODS, SEED
-from worker.engine.core import FilterAscent
-from worker.engine.loop import CompiledRecipe, ascend_recipe_batch, compile_recipe
-from worker.engine.network import layer_stack
-from worker.engine.recipes import build_recipe, picture
-from worker.engine.seed import ascend_seed_batch, start_image
-from worker.engine.sizing import activation_bytes_per_image, auto_batch_size
-from worker.engine.tf_step import seed_step
+from collections import OrderedDict  # noqa: E402
+from collections.abc import Callable, Mapping, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import keras  # noqa: E402
+
+from shared.layers import find_layer  # noqa: E402
+from shared.methods import METHODS, SEED  # noqa: E402
+from worker.engine.backend import step_module  # noqa: E402
+from worker.engine.core import FilterAscent  # noqa: E402
+from worker.engine.loop import CompiledRecipe, ascend_recipe_batch, compile_recipe  # noqa: E402
+from worker.engine.network import layer_stack  # noqa: E402
+from worker.engine.recipes import build_recipe, picture  # noqa: E402
+from worker.engine.seed import ascend_seed_batch, start_image  # noqa: E402
+from worker.engine.sizing import activation_bytes_per_image, auto_batch_size  # noqa: E402
 
 __all__ = [
     "AscentEngine",
@@ -54,7 +60,7 @@ class AscentEngine:
         key = (layer, image_size)
         if key not in self._steps:
             cut = keras.Model(self._network.input, self._network.get_layer(layer).output)
-            self._steps[key] = seed_step(cut, image_size)
+            self._steps[key] = step_module().seed_step(cut, image_size)
         return self._steps[key]
 
     def compiled_recipe(self, layer: str, method: str, params: Mapping[str, Any] | None) -> CompiledRecipe:

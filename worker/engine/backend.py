@@ -1,3 +1,63 @@
-"""The backend-specific primitives the engine uses (TensorFlow today; a JAX module would sit beside it)."""
+"""Which Keras backend the engine runs on, chosen once per process, and its backend-specific module.
 
-from worker.engine import tf_step as active  # noqa: F401  (re-exported: the one place that picks the backend)
+Keras reads KERAS_BACKEND once, when it is first imported, so the choice is made here, on the
+import of `worker.engine` (its package __init__ calls `select_backend` before anything imports
+keras): FILTERVIZ_BACKEND, else KERAS_BACKEND, else TensorFlow. Everything backend-specific (the
+compiled gradient steps, the redirected ReLU, random draws, the inverse FFT) sits in one module
+per backend with the same functions: `tf_step` and `jax_step`.
+"""
+
+import importlib
+import os
+import sys
+from types import ModuleType
+
+TENSORFLOW = "tensorflow"
+JAX = "jax"
+BACKENDS = (TENSORFLOW, JAX)
+STEP_MODULES = {TENSORFLOW: "worker.engine.tf_step", JAX: "worker.engine.jax_step"}
+
+
+class BackendError(RuntimeError):
+    """The backend asked for is unknown, or keras was already imported with another one."""
+
+
+def requested_backend() -> str:
+    """The backend the environment asks for: FILTERVIZ_BACKEND, else KERAS_BACKEND, else TensorFlow."""
+    name = os.environ.get("FILTERVIZ_BACKEND") or os.environ.get("KERAS_BACKEND") or TENSORFLOW
+    if name not in BACKENDS:
+        raise BackendError(f"backend {name!r} is not supported: choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def select_backend() -> str:
+    """Point Keras at the requested backend; must run before keras is first imported in the process."""
+    name = requested_backend()
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise BackendError(
+                f"keras was imported with backend {keras.backend.backend()!r} before {name!r} was chosen: "
+                "import worker.engine first"
+            )
+    os.environ["KERAS_BACKEND"] = name
+    if name == JAX:
+        # JAX takes 75% of a GPU's memory when it starts: allocating as needed lets several worker
+        # processes share one card (TensorFlow's memory growth, worker/device.py, is the same idea).
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    return name
+
+
+def step_module() -> ModuleType:
+    """The backend-specific module of the backend Keras runs on."""
+    import keras
+
+    return importlib.import_module(STEP_MODULES[keras.backend.backend()])
+
+
+def __getattr__(name: str) -> ModuleType:
+    # `from worker.engine.backend import active`: the step module, looked up once keras is imported.
+    if name == "active":
+        return step_module()
+    raise AttributeError(name)

@@ -36,11 +36,15 @@ def caffe_preprocess(rgb: object) -> object:
 
 
 def _conv(layer: keras.layers.Conv2D, x: object) -> object:
-    return ops.conv(x, layer.kernel, strides=1, padding="same") + layer.bias
+    # The layer's compute dtype (bfloat16 under a mixed policy); its variables are kept in float32.
+    dtype = layer.compute_dtype
+    return ops.conv(x, ops.cast(layer.kernel, dtype), strides=1, padding="same") + ops.cast(layer.bias, dtype)
 
 
 def pre_activation(stack: Stack, x: object, relu: Callable[[object], object]) -> object:
-    """The target conv's output before its ReLU, with `relu` for every ReLU on the way."""
+    """The target conv's output before its ReLU, with `relu` for every ReLU on the way, computed in
+    the network's compute dtype (the gradient reaching `x` is in x's own dtype)."""
+    x = ops.cast(x, stack.target.compute_dtype)
     for layer in stack.before:
         if isinstance(layer, keras.layers.MaxPooling2D):
             x = ops.max_pool(x, pool_size=2, strides=2, padding="valid")
@@ -52,4 +56,4 @@ def pre_activation(stack: Stack, x: object, relu: Callable[[object], object]) ->
 def channel_means(activations: object, filters: object) -> object:
     """Per image b, the mean over space of channel filters[b]: shape (B,)."""
     own = ops.take_along_axis(activations, ops.reshape(filters, (-1, 1, 1, 1)), axis=3)
-    return ops.mean(own, axis=(1, 2, 3))
+    return ops.mean(ops.cast(own, "float32"), axis=(1, 2, 3))

@@ -8,8 +8,9 @@ loss is <= 0 after a step is dead and stops.
 from collections.abc import Callable
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from worker.engine.backend import step_module
 from worker.engine.core import FilterAscent, filter_rng
 
 
@@ -35,24 +36,32 @@ def ascend_seed_batch(
 ) -> list[FilterAscent] | None:
     """Run the seed's ascent on one batch; None when `should_stop` said so between two steps."""
     count = len(filters)
-    current = tf.constant(np.stack([start_image(seed, k, image_size) for k in filters]))
-    filter_ids = tf.constant(filters, dtype=tf.int32)
+    backend = step_module()
+    current = ops.convert_to_tensor(np.stack([start_image(seed, k, image_size) for k in filters]))
+    filter_ids = np.array(filters, dtype=np.int32)
     last_loss = np.zeros(count, dtype=np.float64)
     dead = np.zeros(count, dtype=bool)
     steps_run = np.zeros(count, dtype=int)
     active = np.arange(count)
-    step_size_t = tf.constant(step_size, dtype=tf.float32)
+    step_size_t = ops.convert_to_tensor(step_size, dtype="float32")
     for _ in range(steps):
         if should_stop is not None and should_stop():
             return None
         if active.size == count:
-            current, losses = step(current, filter_ids, step_size_t)
+            current, losses = step(current, ops.convert_to_tensor(filter_ids), step_size_t)
+        elif backend.RECOMPILES_PER_SHAPE:
+            # Dead filters stop: the whole batch is computed (one compiled shape), only live images move.
+            moved, losses = step(current, ops.convert_to_tensor(filter_ids), step_size_t)
+            alive = np.zeros((count, 1, 1, 1), dtype=bool)
+            alive[active] = True
+            current = ops.where(ops.convert_to_tensor(alive), moved, current)
+            losses = np.asarray(losses)[active]
         else:
             # Dead filters stop: only the live images are computed and updated.
-            index = tf.constant(active[:, None], dtype=tf.int32)
-            moved, losses = step(tf.gather_nd(current, index), tf.gather_nd(filter_ids, index), step_size_t)
-            current = tf.tensor_scatter_nd_update(current, index, moved)
-        losses = losses.numpy()
+            live = ops.take(current, ops.convert_to_tensor(active, dtype="int32"), axis=0)
+            moved, losses = step(live, ops.convert_to_tensor(filter_ids[active]), step_size_t)
+            current = ops.scatter_update(current, ops.convert_to_tensor(active[:, None], dtype="int32"), moved)
+        losses = np.asarray(losses)
         last_loss[active] = losses
         steps_run[active] += 1
         # As in the seed, the step that finds loss <= 0 is still applied, then the filter stops.
@@ -61,7 +70,7 @@ def ascend_seed_batch(
         active = active[~died]
         if active.size == 0:
             break
-    final = current.numpy()
+    final = np.asarray(current)
     return [
         FilterAscent(k, final[i], float(last_loss[i]), bool(dead[i]), int(steps_run[i])) for i, k in enumerate(filters)
     ]

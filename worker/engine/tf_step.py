@@ -1,6 +1,6 @@
 """Everything TensorFlow-specific in the engine: compiled gradient steps, the redirected ReLU,
-per-image random draws and the inverse real FFT. The other modules use keras.ops only, so a
-second backend (JAX) needs a sibling of this module, not a copy of the engine.
+per-image random draws and the inverse real FFT. The other modules use keras.ops only; jax_step
+is this module's sibling for JAX, with the same functions.
 """
 
 from collections.abc import Callable, Sequence
@@ -10,6 +10,9 @@ import keras
 import tensorflow as tf
 
 GRADIENT_EPSILON = 1e-7  # keras.backend.epsilon(), as the seed uses
+# The seed step's input signature takes any batch size without retracing, so `seed` may shrink its
+# batch as filters die (jax_step's jitted step would compile again for every new size).
+RECOMPILES_PER_SHAPE = False
 
 
 def seed_step(cut: keras.Model, image_size: int) -> Callable:
@@ -24,7 +27,8 @@ def seed_step(cut: keras.Model, image_size: int) -> Callable:
             tape.watch(images)
             activations = cut(images, training=False)
             own_channel = tf.gather(activations, filters, axis=3, batch_dims=1)
-            losses = tf.reduce_mean(own_channel, axis=[1, 2])
+            # In float32 whatever precision the network computes in (a no-op in float32).
+            losses = tf.reduce_mean(tf.cast(own_channel, tf.float32), axis=[1, 2])
             # Image b only influences loss b, so the gradient of the sum is each image's own gradient.
             total = tf.reduce_sum(losses)
         grads = tape.gradient(total, images)
