@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 BIN = Path(sys.executable).parent
 S3_ACCESS_KEY, S3_SECRET_KEY = "filterviz", "filterviz-secret"
 # A second user that may read but not write: tests give it to a worker to see S3 refuse writes.
@@ -68,9 +70,13 @@ def http_ok(url: str) -> bool:
         return response.status == 200
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+def _redis_answers(port: int) -> bool:
+    """Redis takes commands: its port is open and it has loaded its append-only file (until then it
+    answers LOADING, which the API turns into a 503)."""
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
 
 
 @dataclass
@@ -126,7 +132,7 @@ class LocalStack:
         command = [_tool("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1",
                    "--dir", str(data), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]  # fmt: skip
         process = self._spawn("redis", command)
-        wait_until(lambda: _port_open(self.redis_port), "redis", 30, process)
+        wait_until(lambda: _redis_answers(self.redis_port), "redis", 30, process)
 
     def start_s3(self) -> None:
         data = self.workdir / "s3"
