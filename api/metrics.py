@@ -4,7 +4,8 @@
   method and status, and a latency histogram by route and method. Counted in every gunicorn process
   and summed at scrape time: prometheus_client's multiprocess mode, whose folder
   (PROMETHEUS_MULTIPROC_DIR) api/gunicorn_conf.py creates empty when gunicorn starts.
-- Jobs by status, queue lengths and live workers: gauges read from Redis at scrape time (a custom
+- Jobs by status, queue lengths, chunks waiting for a slot and live workers: gauges read from Redis
+  at scrape time (a custom
   collector), so they can't drift from the truth as counters kept by hand would.
 """
 
@@ -22,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from shared.celery_app import QUEUE, WEBHOOK_QUEUE
 from shared.jobs import JOB_LIST, job_keys
+from shared.scheduling import queued_chunks
 from shared.workers import count_live
 
 REQUESTS = Counter("filterviz_http_requests", "HTTP requests answered", ["route", "method", "status"])
@@ -40,7 +42,7 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("filterviz_redis_up", "1 when Redis answered this scrape")
         try:
-            metrics = [self._jobs(), self._queues(), self._workers()]
+            metrics = [self._jobs(), self._queues(), self._waiting(), self._workers()]
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -66,6 +68,13 @@ class RedisCollector(Collector):
         family = GaugeMetricFamily("filterviz_queue_length", "Messages waiting in a Celery queue", labels=["queue"])
         for queue in (QUEUE, WEBHOOK_QUEUE):
             family.add_metric([queue], self._redis.llen(queue))
+        return family
+
+    def _waiting(self) -> Metric:
+        # Fair dispatch (shared/scheduling.py) keeps the render queue at one chunk per worker process:
+        # the backlog is here.
+        family = GaugeMetricFamily("filterviz_chunks_waiting", "Chunks waiting in Redis for a worker slot")
+        family.add_metric([], queued_chunks(self._redis))
         return family
 
     def _workers(self) -> Metric:

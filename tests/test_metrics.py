@@ -82,18 +82,24 @@ def test_api_metrics_move_after_a_job(stack):
 
 
 def test_queue_depth_counts_waiting_chunks(stack):
-    """With the worker paused, a job's chunks wait in the Celery queue, and the gauge says how many."""
+    """With the worker paused, a job's chunks wait, in the Celery queue or for a slot (fair dispatch
+    sends the broker one per worker process), and the gauges say how many."""
     import redis
+
+    from shared.scheduling import queued_chunks
 
     stack.signal("w1", signal.SIGSTOP)
     try:
         job = submit(stack.api_url, {**SMALL_JOB, "filters": {"start": 0, "stop": 24}, "seed": 3})  # 3 chunks
         samples = scrape(f"{stack.api_url}/metrics")
-        waiting = redis.Redis.from_url(stack.env["REDIS_URL"]).llen("filterviz.render")
+        client = redis.Redis.from_url(stack.env["REDIS_URL"])
+        in_queue, for_a_slot = client.llen("filterviz.render"), queued_chunks(client)
     finally:
         stack.signal("w1", signal.SIGCONT)
-    # The paused worker's pending BRPOP may already hold one.
-    assert value(samples, "filterviz_queue_length", queue="filterviz.render") == waiting >= 2
+    assert value(samples, "filterviz_queue_length", queue="filterviz.render") == in_queue
+    assert value(samples, "filterviz_chunks_waiting") == for_a_slot
+    # All three chunks but the one the paused worker's pending BRPOP may already hold.
+    assert in_queue + for_a_slot >= 2
     assert value(samples, "filterviz_jobs", status="queued") == 1
     wait_for(stack.api_url, job["id"], {"succeeded"})
 
