@@ -125,11 +125,17 @@ class Events(Protocol):
 
     def moved(self, job_id: str, status: str, code: str | None = None) -> None: ...
 
+    def recovered(self, job_id: str, unit: str) -> None:
+        """The sweep sent again a unit whose worker died (its lease lapsed)."""
+
 
 class NoEvents:
     """Events that nobody hears."""
 
     def moved(self, job_id: str, status: str, code: str | None = None) -> None:
+        """Nothing to do."""
+
+    def recovered(self, job_id: str, unit: str) -> None:
         """Nothing to do."""
 
 
@@ -348,6 +354,7 @@ class Lifecycle:
             else:
                 log.info("sweep: chunk %s of job %s lost its worker: enqueued again", name, job_id)
                 self._enqueue(job_id, name, json.loads(units[f"plan:{name}"]))
+                self._events.recovered(job_id, name)
         if job.status == RUNNING and self._redis.scard(keys.done) >= job.chunks:
             if self._lapsed(job_id, FINISH, units) and int(units.get(f"starts:{FINISH}", 0)) >= self._max_attempts:
                 self._fail_repeated(job_id, FINISH, units)

@@ -185,3 +185,6 @@ class JobEvents:
             # One id per job and event: the receiver's key for dropping a duplicate delivery.
             stamp = job.finished_at if event == COMPLETED else job.started_at
             self._send(hook["url"], event_body(job, event, stamp or job.created_at), f"msg_{job_id}_{event}")
+
+    def recovered(self, job_id: str, unit: str) -> None:
+        """Not an event a webhook hears."""

@@ -9,6 +9,7 @@ imported only after `serve` has named that folder: in the parent at worker_init,
     filterviz_worker_filters_total            filters rendered (rate() gives filters/s)
     filterviz_worker_chunk_seconds            histogram of a chunk's time, render and upload
     filterviz_worker_job_failures_total       jobs this worker failed, by error code
+    filterviz_worker_lease_recoveries_total   chunks this worker's sweep sent again after their worker died
 """
 
 import logging
@@ -49,6 +50,7 @@ class _Metrics:
     filters: Any
     chunk_seconds: Any
     failures: Any
+    recoveries: Any
 
 
 @cache
@@ -60,6 +62,7 @@ def _metrics() -> _Metrics:
         filters=Counter("filterviz_worker_filters", "Filters rendered"),
         chunk_seconds=Histogram("filterviz_worker_chunk_seconds", "A chunk's time", buckets=CHUNK_BUCKETS),
         failures=Counter("filterviz_worker_job_failures", "Jobs failed by this worker, by code", ["code"]),
+        recoveries=Counter("filterviz_worker_lease_recoveries", "Chunks sent again after their worker died"),
     )
 
 
@@ -72,7 +75,7 @@ def chunk_done(filters: int, seconds: float) -> None:
 
 
 class CountingEvents:
-    """Lifecycle events that count failures by code, then go on to `inner` (the webhooks)."""
+    """Lifecycle events that count failures by code and lease recoveries, then go on to `inner` (the webhooks)."""
 
     def __init__(self, inner: Events) -> None:
         self._inner = inner
@@ -82,3 +85,8 @@ class CountingEvents:
         if code is not None:
             _metrics().failures.labels(code).inc()
         self._inner.moved(job_id, status, code)
+
+    def recovered(self, job_id: str, unit: str) -> None:
+        """Count a chunk whose lease lapsed and that the sweep sent again."""
+        _metrics().recoveries.inc()
+        self._inner.recovered(job_id, unit)
