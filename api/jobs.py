@@ -9,14 +9,16 @@ from pydantic_core import from_json
 
 from api.access import current_caller, listed_owner, may_see
 from api.admission import client_identity
+from api.cached import cached_filters, finish_from_cache, refer_to_hits
 from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
 from api.services import services
 from api.webhooks import admissible_webhook, tell_canceled
+from shared.cache import job_hits, picture_of
 from shared.celery_app import enqueue_job
 from shared.cost import filter_flops, over_budget, split_by_cost
 from shared.jobs import FINISHED, SUCCEEDED
-from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, filter_file
+from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE
 from shared.retention import delete_job as delete_results
 from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
@@ -115,16 +117,21 @@ def submit_job():
     storage_problem = found.storage_probe.problem()
     if storage_problem is not None:
         raise unavailable("storage", "it can't take writes now")
+    cached = cached_filters(found, spec)
     job_id = str(uuid.uuid4())
     found.admission.admit(job_id, client_identity())
-    chunks = split_by_cost(
-        spec.filters, filter_flops(spec), found.settings.budget.chunk_flops, found.settings.chunk_size
-    )
+    # Only the filters the cache misses become chunks (shared/cache.py).
+    missing = [index for index in spec.filters if index not in cached.hits]
+    chunks = split_by_cost(missing, filter_flops(spec), found.settings.budget.chunk_flops, found.settings.chunk_size)
     caller = current_caller()
     found.jobs.create(job_id, spec, len(chunks), owner=caller.name if caller else None)
     if webhook is not None:
         found.jobs.set_webhook(job_id, webhook)
-    enqueue_job(found.celery, found.jobs, job_id, client_identity(), chunks, filter_flops(spec))
+    refer_to_hits(found, job_id, cached)
+    if chunks:
+        enqueue_job(found.celery, found.jobs, job_id, client_identity(), chunks, filter_flops(spec))
+    else:
+        finish_from_cache(found, job_id, cached)
     resource = _resource(job_id)
     return resource, 202, {"Location": resource["links"]["self"]}
 
@@ -178,9 +185,15 @@ def delete_job(job_id: str):
 
 
 def _stored_file(resource: dict[str, Any], name: str, content_type: str, shrink_to: int | None = None) -> Response:
-    data = services().storage.get(job_key(resource["id"], name))
+    what = f"{name} of job {resource['id']}"
+    return stored_file(job_key(resource["id"], name), what, resource["status"], content_type, shrink_to)
+
+
+def stored_file(key: str, what: str, status: str, content_type: str, shrink_to: int | None = None) -> Response:
+    """The object under `key` (shrunk to fit shrink_to, if given), or 404 naming `what`."""
+    data = services().storage.get(key)
     if data is None:
-        raise ApiError(404, "not_ready", f"{name} of job {resource['id']} is not there (status {resource['status']})")
+        raise ApiError(404, "not_ready", f"{what} is not there (status {status})")
     if shrink_to is not None:
         data = png_thumbnail(data, shrink_to)
     return Response(data, content_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
@@ -236,6 +249,7 @@ def list_filters(job_id: str):
     else:
         records = storage.chunk_records(resource["id"]).values()
         entries = [entry for record in records for entry in record["filters"]]
+        entries += job_hits(storage, resource["id"]).values()
     template = resource["links"]["filter"]
     filters = [
         {"index": e["index"], "loss": e["loss"], "dead": e["dead"], "url": template.format(index=e["index"])}
@@ -251,4 +265,5 @@ def get_filter(job_id: str, index: int):
     shrink_to = _query_int("size", MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE)
     if index not in resource["params"]["filters"]:
         raise ApiError(404, "filter_not_in_job", f"filter {index} is not part of job {resource['id']}")
-    return _stored_file(resource, filter_file(index), "image/png", shrink_to)
+    key = picture_of(resource["id"], index, job_hits(services().storage, resource["id"]))
+    return stored_file(key, f"filter {index} of job {resource['id']}", resource["status"], "image/png", shrink_to)

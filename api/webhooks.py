@@ -33,10 +33,16 @@ def admissible_webhook(fields: dict[str, Any], found: Services) -> str | None:
 def tell_canceled(found: Services, job_id: str) -> None:
     """The API canceled the job: its webhook hears `completed`, as for every other end. The cancel
     stands whatever happens here (as the lifecycle's moves do, shared/lifecycle.py)."""
+    tell_moved(found, job_id, CANCELED)
+
+
+def tell_moved(found: Services, job_id: str, status: str) -> None:
+    """The API moved the job (a cancel, or a job answered from the cache): its webhook hears it; the
+    move stands whatever happens here."""
     try:
-        JobEvents(found.jobs, send_webhook(found.celery)).moved(job_id, CANCELED)
+        JobEvents(found.jobs, send_webhook(found.celery)).moved(job_id, status)
     except Exception:
-        current_app.logger.exception("job %s: the webhook of its cancel was lost", job_id)
+        current_app.logger.exception("job %s: the webhook of its move to %s was lost", job_id, status)
 
 
 def request_schema(spec_schema: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,10 @@ A chunk given back or sent again by the sweep keeps its slot (its place). The sw
 Units that never started are the broker's to deliver; the deadline ends a job whose messages
 Redis lost and no sweep check finds.
 
+A job whose every filter is in the result cache (shared/cache.py) has no chunks: the API moves it
+queued -> running -> succeeded at submission (api/cached.py). Should it fail midway, the job is
+running with every chunk (none) done, and the sweep enqueues its finish like any other.
+
 Events: each move into running or an end is told once, by the process that made it, to `Events`
 (the job's webhook: shared/webhooks.py), which only enqueues. The API's cancel tells them itself.
 """

@@ -28,11 +28,13 @@ def build_manifest(
     grid_order: Sequence[int],
     timings: dict[str, Any],
     runtime: dict[str, Any],
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to understand and reproduce a rendering, as JSON-ready data.
 
     `filters` holds one entry per requested filter: index, loss, dead, revived, and optionally where it
-    ran. `params` has the method and all its parameters (`method_params`).
+    ran. `params` has the method and all its parameters (`method_params`). A filter taken from the
+    cache has `cache` (its hash, shared/cache.py); `cache` at the top counts the hits.
     """
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -43,4 +45,5 @@ def build_manifest(
         "grid": {"file": GRID_FILE, "order": list(grid_order), "width": spec.grid_side, "height": spec.grid_side},
         "timings": timings,
         "runtime": runtime,
+        **({"cache": cache} if cache is not None else {}),
     }

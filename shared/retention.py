@@ -6,6 +6,8 @@ processes), so this sweep is what deletes results on every server: `python -m sh
 runs it every hour (compose's `retention` service; `make up` starts one too). It lists the
 bucket's jobs/ prefix, and each job whose newest object is older than the retention and that is
 not queued or running loses its objects and its Redis record, which takes it off the job lists.
+The same sweep deletes result-cache entries unused for FILTERVIZ_CACHE_DAYS that no job refers to
+(shared/cache.py): the S3 rule covers jobs/ only.
 """
 
 import argparse
@@ -16,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared import cache
 from shared.jobs import QUEUED, RUNNING, JobStore, job_store
 from shared.settings import Settings
 from shared.storage import Storage, job_key
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             swept = expire_results(store, storage, retention)
             log.info("deleted %d jobs (%d objects) older than %d days", len(swept.jobs), swept.objects,
                      settings.job_record_days)  # fmt: skip
+            entries = cache.expire(store.redis, storage, cache.cache_seconds(settings), time.time())
+            log.info("deleted %d cache entries unused for %d days", entries, cache.cache_seconds(settings) // 86400)
         except Exception:  # an outage: the next sweep tries again
             log.exception("retention sweep failed")
             if args.once:

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     chunk_time_limit: int = Field(3600, ge=1, validation_alias="FILTERVIZ_CHUNK_TIME_LIMIT")
     visibility_timeout: int = Field(7200, ge=1, validation_alias="FILTERVIZ_VISIBILITY_TIMEOUT")
     job_record_days: int = Field(7, ge=1, validation_alias="FILTERVIZ_JOB_RECORD_DAYS")
+    # The result cache (shared/cache.py): an entry unused this long is deleted (never while a job refers to it).
+    cache_days: int = Field(30, ge=1, validation_alias="FILTERVIZ_CACHE_DAYS")
 
     # Reliability (see shared/lifecycle.py): a running chunk's lease lapses this long after its
     # worker's last heartbeat; the recovery sweep runs this often (one worker at a time).

@@ -98,6 +98,8 @@ class JobSpec(BaseModel):
     steps: int = Field(20, ge=1)
     step_size: float = Field(1.0, gt=0, le=1000, allow_inf_nan=False)
     grid: Grid = Field(default_factory=Grid)
+    # False: nothing is taken from the result cache (shared/cache.py); every filter is rendered.
+    cache: bool = True
     # Recorded with the job so the same request can be rendered again identically.
     seed: int = Field(default_factory=lambda: secrets.randbelow(2**31), ge=0, lt=2**63)
 

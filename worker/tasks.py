@@ -19,13 +19,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutting_down
 
+from shared import cache
 from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
+from shared.finish import write_results
 from shared.jobs import now
 from shared.lifecycle import FINISH, Unit
-from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, THUMBNAIL_SIDE, build_manifest, filter_file
+from shared.manifest import filter_file
 from shared.settings import Settings
 from shared.storage import PARALLEL_TRANSFERS, chunk_record_name, job_key
-from shared.thumbnails import png_thumbnail
 from worker import job_logs, metrics
 from worker.heartbeat import WORKER_STOPPING, Watch
 from worker.process import (
@@ -164,15 +165,16 @@ def _store_chunk(current: WorkerState, unit: Unit, rendered: list, seconds: floa
     from worker.imaging import encode_png
     from worker.render import filter_entries
 
-    uploads = [(job_key(unit.job_id, filter_file(r.index)), encode_png(r.picture), "image/png") for r in rendered]
+    pngs = [encode_png(r.picture) for r in rendered]
+    keys = [job_key(unit.job_id, filter_file(r.index)) for r in rendered]
+    uploads = [(key, png, "image/png") for key, png in zip(keys, pngs, strict=True)]
     with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:  # S3 round trips dominate: overlap them
         list(pool.map(lambda upload: current.storage.put(*upload), uploads))
-    record = {
-        "chunk": unit.chunk,
-        "worker": current.name,
-        "seconds": round(seconds, 3),
-        "filters": filter_entries(rendered, chunk=unit.chunk, worker=current.name),
-    }
+    entries = filter_entries(rendered, chunk=unit.chunk, worker=current.name)
+    # Into the result cache too, under the weights that made them (shared/cache.py), even for "cache": false.
+    cache.store(current.storage, current.lifecycle.jobs.redis, unit.job.spec, current.loaded.weights,
+                zip(entries, pngs, strict=True), cache.cache_seconds(settings))  # fmt: skip
+    record = {"chunk": unit.chunk, "worker": current.name, "seconds": round(seconds, 3), "filters": entries}
     current.storage.put_json(job_key(unit.job_id, chunk_record_name(unit.chunk)), record)
 
 
@@ -188,9 +190,7 @@ def finish_job(job_id: str) -> dict[str, Any]:
 
 
 def _assemble(current: WorkerState, unit: Unit, watch: Watch) -> dict[str, Any]:
-    """Stitch the grid and write the manifest; a job canceled or failed meanwhile gets neither."""
-    from worker.imaging import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid
-
+    """Stitch the grid and write the manifest (shared/finish.py); a job canceled or failed meanwhile gets neither."""
     job_id, job = unit.job_id, unit.job
     finished_chunks = current.storage.chunk_records(job_id)
     missing = [i for i in range(job.chunks) if i not in finished_chunks]
@@ -199,26 +199,13 @@ def _assemble(current: WorkerState, unit: Unit, watch: Watch) -> dict[str, Any]:
         return {"failed": "chunk_missing"}
 
     records = [finished_chunks[i] for i in range(job.chunks)]
-    entries = [entry for record in records for entry in record["filters"]]
-    outcomes = [FilterOutcome(e["index"], e["loss"], e["dead"]) for e in entries]
-    order = grid_order(outcomes, job.spec.grid.n)
-    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
-        stored = pool.map(lambda k: current.storage.get(job_key(job_id, filter_file(k))), order)
-        pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
-    grid = stitch_grid(order, pictures, n=job.spec.grid.n, image_size=job.spec.image_size, margin=job.spec.grid.margin)
-    grid_png = encode_png(grid)
-    if watch.reason not in (None, WORKER_STOPPING):  # a finish runs to its end on shutdown, not for a job that ended
-        return {"stopped": watch.reason}
-    current.storage.put(job_key(job_id, GRID_FILE), grid_png, "image/png")
-    current.storage.put(job_key(job_id, THUMBNAIL_FILE), png_thumbnail(grid_png, THUMBNAIL_SIDE), "image/png")
-
     finished_at = now()
-    manifest = build_manifest(
-        job_id=job_id,
-        spec=job.spec,
+    stored = write_results(
+        current.storage,
+        job,
         weights=job.weights or current.loaded.weights,
-        filters=entries,
-        grid_order=order,
+        entries=[entry for record in records for entry in record["filters"]],
+        hits=cache.job_hits(current.storage, job_id),
         timings={
             "created_at": job.created_at,
             "started_at": job.started_at,
@@ -226,7 +213,10 @@ def _assemble(current: WorkerState, unit: Unit, watch: Watch) -> dict[str, Any]:
             "chunks": [{"chunk": r["chunk"], "worker": r["worker"], "seconds": r["seconds"]} for r in records],
         },
         runtime=current.loaded.runtime,
+        # a finish runs to its end on shutdown, not for a job that ended
+        still_wanted=lambda: watch.reason in (None, WORKER_STOPPING),
     )
-    current.storage.put_json(job_key(job_id, MANIFEST_FILE), manifest)
+    if not stored:
+        return {"stopped": watch.reason}
     current.lifecycle.finish_done(unit, finished_at)
-    return {"grid": len(order)}
+    return {"grid": min(len(job.spec.filters), job.spec.grid.n**2)}

@@ -1,0 +1,67 @@
+"""A job's results from its filters: the grid stitched from the stored pictures, its thumbnail, the manifest.
+
+Used by the worker's finish task and by the API, which finishes at submission a job whose every
+filter is in the cache (shared/cache.py). Pictures come from the job's prefix, or from the cache
+for its hits.
+"""
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from shared.cache import PIXELS_VERSION, picture_of
+from shared.jobs import Job
+from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, THUMBNAIL_SIDE, build_manifest
+from shared.pictures import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid
+from shared.storage import PARALLEL_TRANSFERS, Storage, job_key
+from shared.thumbnails import png_thumbnail
+
+
+def stitch(
+    storage: Storage, job: Job, entries: list[dict[str, Any]], hits: dict[int, dict[str, Any]]
+) -> tuple[list[int], bytes]:
+    """The grid order and PNG of the job's filters (entries: index, loss, dead)."""
+    spec = job.spec
+    order = grid_order([FilterOutcome(e["index"], e["loss"], e["dead"]) for e in entries], spec.grid.n)
+    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
+        stored = pool.map(lambda k: storage.get(picture_of(job.id, k, hits)), order)
+        pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
+    grid = stitch_grid(order, pictures, n=spec.grid.n, image_size=spec.image_size, margin=spec.grid.margin)
+    return order, encode_png(grid)
+
+
+def write_results(
+    storage: Storage,
+    job: Job,
+    *,
+    weights: str,
+    entries: list[dict[str, Any]],
+    hits: dict[int, dict[str, Any]],
+    timings: dict[str, Any],
+    runtime: dict[str, Any],
+    still_wanted: Callable[[], bool] = lambda: True,
+) -> bool:
+    """Stitch and store the grid, thumbnail and manifest (the manifest last: it means done).
+
+    `entries` are the rendered filters' manifest entries; the hits' are added here. False, with
+    nothing stored, when `still_wanted` says the job ended meanwhile.
+    """
+    position = {index: i for i, index in enumerate(job.spec.filters)}
+    every = sorted([*entries, *hits.values()], key=lambda e: position[e["index"]])
+    order, grid_png = stitch(storage, job, every, hits)
+    if not still_wanted():
+        return False
+    storage.put(job_key(job.id, GRID_FILE), grid_png, "image/png")
+    storage.put(job_key(job.id, THUMBNAIL_FILE), png_thumbnail(grid_png, THUMBNAIL_SIDE), "image/png")
+    manifest = build_manifest(
+        job_id=job.id,
+        spec=job.spec,
+        weights=weights,
+        filters=every,
+        grid_order=order,
+        timings=timings,
+        runtime=runtime,
+        cache={"hits": len(hits), "rendered": len(entries), "pixels_version": PIXELS_VERSION},
+    )
+    storage.put_json(job_key(job.id, MANIFEST_FILE), manifest)
+    return True

@@ -1,0 +1,76 @@
+"""The result cache on the real stack: a repeated request computes nothing (and needs no worker), an
+overlapping one computes only what it misses, `"cache": false` computes everything, other weights miss."""
+
+import pytest
+import requests
+
+from shared.storage import Storage, job_key
+from tests.conftest import TEST_WEIGHTS
+from tests.service_helpers import running_stack, submit, wait_for
+
+JOB = {"layer": "block1_conv1", "filters": {"start": 0, "stop": 8}, "image_size": 32, "steps": 2,
+       "grid": {"n": 3, "margin": 1}, "seed": 11}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("cache-stack"), ["c1"], chunk_size=4) as stack:
+        yield stack
+
+
+def run(api: str, job: dict) -> dict:
+    """Submit and wait; the job's manifest."""
+    job_id = submit(api, job)["id"]
+    assert wait_for(api, job_id, {"succeeded", "failed"})["status"] == "succeeded"
+    return requests.get(f"{api}/v1/jobs/{job_id}/manifest.json", timeout=10).json()
+
+
+def chunk_records(stack, job_id: str) -> list[str]:
+    """What the workers rendered for the job: one record per chunk that ran."""
+    return Storage(stack.settings).list_keys(job_key(job_id, "chunks/"))
+
+
+def grid(api: str, job_id: str) -> bytes:
+    return requests.get(f"{api}/v1/jobs/{job_id}/grid.png", timeout=10).content
+
+
+def test_cache_hits_misses_and_weights(stack):
+    api = stack.api_url
+    first = run(api, JOB)
+    assert first["cache"] == {"hits": 0, "rendered": 8, "pixels_version": 1}
+    assert first["weights"] == TEST_WEIGHTS
+
+    # Overlapping: filters 4..7 are cached, only 8..11 are rendered, in one chunk of 4.
+    overlap = run(api, {**JOB, "filters": {"start": 4, "stop": 12}})
+    assert overlap["cache"]["hits"] == 4 and overlap["cache"]["rendered"] == 4
+    assert sorted(f["index"] for f in overlap["filters"] if "cache" in f) == [4, 5, 6, 7]
+    assert len(chunk_records(stack, overlap["id"])) == 1
+    listed = requests.get(f"{api}/v1/jobs/{overlap['id']}/filters", timeout=10).json()["filters"]
+    assert [f["index"] for f in listed] == list(range(4, 12))
+    shared = requests.get(f"{api}/v1/jobs/{overlap['id']}/filters/5.png", timeout=10)
+    assert shared.status_code == 200
+    assert shared.content == requests.get(f"{api}/v1/jobs/{first['id']}/filters/5.png", timeout=10).content
+
+    # "cache": false renders everything again, to the same pictures.
+    fresh = run(api, {**JOB, "cache": False})
+    assert fresh["cache"]["hits"] == 0 and fresh["cache"]["rendered"] == 8
+    assert grid(api, fresh["id"]) == grid(api, first["id"])
+
+    # Without any worker, the identical request succeeds at once from the cache.
+    stack.stop("c1")
+    answered = submit(api, JOB)
+    assert answered["status"] == "succeeded", answered
+    assert answered["progress"] == {"done": 8, "total": 8}
+    again = requests.get(f"{api}/v1/jobs/{answered['id']}/manifest.json", timeout=10).json()
+    assert again["cache"]["hits"] == 8 and again["cache"]["rendered"] == 0
+    assert chunk_records(stack, answered["id"]) == []
+    assert grid(api, answered["id"]) == grid(api, first["id"])
+    assert again["weights"] == TEST_WEIGHTS
+
+    # A worker with other weights: the API keys by its weights, so nothing is shared.
+    stack.extra_env["FILTERVIZ_WEIGHTS"] = "random:4"
+    stack.start_worker("c2")
+    other = run(api, JOB)
+    assert other["weights"] == "random:4"
+    assert other["cache"]["hits"] == 0 and other["cache"]["rendered"] == 8
+    assert grid(api, other["id"]) != grid(api, first["id"])
