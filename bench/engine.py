@@ -37,7 +37,6 @@ def _backend_from_argv() -> None:
 _backend_from_argv()
 
 import numpy as np  # noqa: E402
-from keras import ops  # noqa: E402
 
 from shared.cost import forward_flops  # noqa: E402
 from shared.methods import METHODS  # noqa: E402
@@ -55,6 +54,8 @@ MATMUL_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float
 
 def matmul_peak_gflops(dtype: str) -> float:
     """Best matmul rate in `dtype` over a few square sizes, in GFLOP/s, on the backend's device."""
+    from keras import ops  # here: worker.engine, imported above, chooses keras' backend first
+
     best = 0.0
     for n in MATMUL_SIZES:
         rng = np.random.default_rng(n)
@@ -68,13 +69,6 @@ def matmul_peak_gflops(dtype: str) -> float:
         ops.convert_to_numpy(product[:1, :1])
         best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
     return best
-
-
-def median_relative_difference(results: list[FilterAscent], reference: list[FilterAscent]) -> float:
-    """Median over filters of |loss - reference loss| / |reference loss| (final losses, same filters)."""
-    ours = np.array([r.loss for r in results])
-    theirs = np.array([r.loss for r in reference])
-    return float(np.median(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-12)))
 
 
 def timed_ascent(engine: AscentEngine, spec, filters: list[int], batch_size: int) -> tuple[float, list[FilterAscent]]:
@@ -92,6 +86,12 @@ def report(name: str, seconds: float, results: list[FilterAscent], flops_per_ima
         f"{gflops:8.1f} GFLOP/s  ({gflops / peak:.0%} of matmul peak)"
     )
     return rate
+
+
+def median_relative_difference(losses: list[float], reference: list[float]) -> float:
+    """Median over filters of |loss - reference| / |reference| (final losses of the same filters)."""
+    ours, theirs = np.array(losses), np.array(reference)
+    return float(np.median(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-12)))
 
 
 def batched_run(
@@ -181,9 +181,10 @@ def main() -> None:
         reference = load_engine(args.weights, Settings(precision=FLOAT32))
         reference_peak = matmul_peak_gflops(FLOAT32)
         rate, results = batched_run(reference.engine, spec, batch_size, flops, reference_peak, "float32 ")
+        difference = median_relative_difference([r.loss for r in batched_results], [r.loss for r in results])
         print(
             f"{runtime['precision']} / float32: {batched_rate / rate:.2f}x filters/s; median relative difference "
-            f"of final losses {median_relative_difference(batched_results, results):.1%}"
+            f"of final losses {difference:.1%}"
         )
     print(f"peak RSS of this benchmark: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
