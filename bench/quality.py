@@ -19,6 +19,7 @@ has no natural-image features to find. Run it on ImageNet weights for absolute m
 
     python bench/quality.py                                   # random:1, block3_conv1 and block5_conv1, 64 px
     python bench/quality.py --size 128 --filters 64 --weights imagenet --out /tmp/quality
+    python bench/quality.py --precision bfloat16    # pictures rendered in bf16, measured in float32
 """
 
 import argparse
@@ -36,6 +37,7 @@ from shared.methods import METHODS, SEED
 from shared.settings import Settings
 from worker.engine import AscentEngine, picture
 from worker.engine.network import caffe_preprocess, layer_stack, pre_activation
+from worker.engine.precision import FLOAT32, PRECISIONS
 from worker.engine.tf_step import compiled
 from worker.imaging import encode_png, stitch_grid
 from worker.loading import load_engine
@@ -194,15 +196,20 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=64, help="network passes per filter (steps x crops)")
     parser.add_argument("--batch-size", type=int, default=48, help="images per step")
     parser.add_argument("--out", help="write each method's grid of pictures here")
+    parser.add_argument("--precision", default=FLOAT32, choices=PRECISIONS, help="what the pictures are rendered in")
     args = parser.parse_args()
 
-    loaded = load_engine(args.weights, Settings())
+    # The meter's network is float32 whatever the pictures were rendered in (a layer keeps the dtype
+    # policy it was built under), so precisions are scored alike.
+    measuring = load_engine(args.weights, Settings(precision=FLOAT32))
+    loaded = load_engine(args.weights, Settings(precision=args.precision)) if args.precision != FLOAT32 else measuring
     methods = args.methods.split(",")
     filters = list(range(args.filters))
-    print(f"weights {loaded.weights}, {loaded.runtime['device']}; {args.size} px, filters 0..{args.filters - 1}, "
+    print(f"weights {loaded.weights}, {loaded.runtime['device']}, {loaded.runtime['precision']}; {args.size} px, "
+          f"filters 0..{args.filters - 1}, "
           f"{args.budget} network passes per filter")  # fmt: skip
     for layer in args.layers.split(","):
-        meter = Meter(loaded.engine, layer, args.size, seed=0)
+        meter = Meter(measuring.engine, layer, args.size, seed=0)
         scores: dict[str, Scores] = {}
         for method in methods:
             pictures, seconds = render_pictures(
