@@ -4,6 +4,7 @@ from flask import Flask
 
 from api.access import require_tokens
 from api.admission import Admission, init_rate_limit
+from api.atlas import atlas
 from api.errors import register_error_handlers
 from api.headers import add_security_headers
 from api.jobs import jobs
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # First, so that its clock starts before any other check can answer the request.
     init_metrics(app, store.redis)
     app.register_blueprint(jobs)
+    app.register_blueprint(atlas)
     app.register_blueprint(meta)
     app.register_blueprint(web)
     app.register_blueprint(workers)

@@ -12,7 +12,7 @@ from api.admission import client_identity
 from api.cached import cached_filters, finish_from_cache, refer_to_hits
 from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
-from api.services import services
+from api.services import Services, services
 from api.webhooks import admissible_webhook, tell_canceled
 from shared.cache import job_hits, picture_of
 from shared.celery_app import enqueue_job
@@ -73,7 +73,7 @@ def _require_json() -> None:
         raise ApiError(415, "unsupported_media_type", "send JSON, with Content-Type: application/json")
 
 
-def _request_body() -> dict[str, Any]:
+def request_body() -> dict[str, Any]:
     """The JSON object in the body. Parsed by pydantic's parser: its depth limit answers deeply nested
     input at once (Python's json would recurse until RecursionError)."""
     _require_json()
@@ -110,36 +110,48 @@ def submit_job():
     this, costs one Redis call.)
     """
     found = services()
-    body = _request_body()
+    body = request_body()
     asked_webhook = take_request_fields(body)
     spec = _admissible_spec(body, found.settings)
     webhook = admissible_webhook(asked_webhook, found)
     storage_problem = found.storage_probe.problem()
     if storage_problem is not None:
         raise unavailable("storage", "it can't take writes now")
+    caller = current_caller()
+    job_id = create_job(found, spec, client_identity(), caller.name if caller else None, webhook)
+    resource = _resource(job_id)
+    return resource, 202, {"Location": resource["links"]["self"]}
+
+
+def create_job(
+    found: Services, spec: JobSpec, client: str, owner: str | None, webhook: str | None = None, admit: bool = True
+) -> str:
+    """Record an admissible job and queue its chunks (or finish it from the cache); its id.
+
+    `admit`: count it against the client's and the service's bounds (an atlas's jobs are admitted
+    as a whole instead: shared/atlas.py)."""
     cached = cached_filters(found, spec)
     job_id = str(uuid.uuid4())
-    found.admission.admit(job_id, client_identity())
+    if admit:
+        found.admission.admit(job_id, client)
     # Only the filters the cache misses become chunks (shared/cache.py).
     missing = [index for index in spec.filters if index not in cached.hits]
     chunks = split_by_cost(missing, filter_flops(spec), found.settings.budget.chunk_flops, found.settings.chunk_size)
-    caller = current_caller()
-    found.jobs.create(job_id, spec, len(chunks), owner=caller.name if caller else None)
+    found.jobs.create(job_id, spec, len(chunks), owner=owner)
     if webhook is not None:
         found.jobs.set_webhook(job_id, webhook)
     refer_to_hits(found, job_id, cached)
     if chunks:
-        enqueue_job(found.celery, found.jobs, job_id, client_identity(), chunks, filter_flops(spec))
+        enqueue_job(found.celery, found.jobs, job_id, client, chunks, filter_flops(spec))
     else:
         finish_from_cache(found, job_id, cached)
-    resource = _resource(job_id)
-    return resource, 202, {"Location": resource["links"]["self"]}
+    return job_id
 
 
 @jobs.get("/jobs")
 def list_jobs():
     """The most recent jobs, newest first (those Redis still holds): the caller's own, or all for admins."""
-    limit = _query_int("limit", 1, MAX_LISTED, default=20)
+    limit = query_int("limit", 1, MAX_LISTED, default=20)
     found = services()
     listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit, owner=listed_owner())]
     return {"jobs": [job_resource(job, found.storage) for job in listed if job is not None]}
@@ -158,7 +170,7 @@ def cancel_job(job_id: str):
     Takes only JSON, so that a cross-site HTML form can't cancel anyone's job.
     """
     if request.mimetype != "application/json" or request.content_length:
-        _request_body()  # 415 unless JSON; a body, if any, must be a JSON object
+        request_body()  # 415 unless JSON; a body, if any, must be a JSON object
     found = services()
     resource = _resource(_job_id(job_id))
     if resource["status"] in FINISHED or not found.jobs.cancel(resource["id"]):
@@ -199,7 +211,7 @@ def stored_file(key: str, what: str, status: str, content_type: str, shrink_to: 
     return Response(data, content_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
-def _query_int(name: str, low: int, high: int, default: int | None = None) -> int | None:
+def query_int(name: str, low: int, high: int, default: int | None = None) -> int | None:
     """An optional whole-number query parameter within [low, high], or 422 naming it."""
     raw = request.args.get(name)
     if raw is None:
@@ -262,7 +274,7 @@ def list_filters(job_id: str):
 def get_filter(job_id: str, index: int):
     """One filter's picture; ?size=N shrinks it to fit N x N (for galleries)."""
     resource = _resource(_job_id(job_id))
-    shrink_to = _query_int("size", MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE)
+    shrink_to = query_int("size", MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE)
     if index not in resource["params"]["filters"]:
         raise ApiError(404, "filter_not_in_job", f"filter {index} is not part of job {resource['id']}")
     key = picture_of(resource["id"], index, job_hits(services().storage, resource["id"]))
