@@ -66,6 +66,15 @@ def entry_hash(spec: JobSpec, weights: str, index: int) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def grid_keys(spec: JobSpec, weights: str, order: Sequence[int]) -> tuple[str, str]:
+    """Bucket keys of the cached grid and thumbnail of these filters in this order: an identical request
+    copies them instead of stitching again."""
+    cells = [entry_hash(spec, weights, index) for index in order]
+    layout = json.dumps([cells, spec.grid.n, spec.grid.margin, spec.image_size], separators=(",", ":"))
+    digest = hashlib.sha256(layout.encode()).hexdigest()
+    return f"{CACHE_PREFIX}grid-{digest}.png", f"{CACHE_PREFIX}grid-{digest}.thumbnail.png"
+
+
 def picture_key(digest: str) -> str:
     """Bucket key of a cached picture."""
     return f"{CACHE_PREFIX}{digest}.png"

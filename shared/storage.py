@@ -32,6 +32,8 @@ CHUNK_RECORDS = "chunks/"
 WRITE_PROBES = "probes/"
 # Small objects: S3 round trips dominate, so transfers of many of them overlap this many at a time.
 PARALLEL_TRANSFERS = 8
+# A grid's pictures are read this many at once: a job answered from the cache waits for them (shared/finish.py).
+PICTURE_READS = 32
 
 
 def chunk_record_name(chunk_index: int) -> str:
@@ -71,6 +73,8 @@ class Storage:
                 read_timeout=30,
                 # botocore absorbs blips; longer outages are retried by _retrying, for a window of time.
                 retries={"max_attempts": 5, "mode": "standard"},
+                # Enough for PICTURE_READS at once (botocore's default is 10).
+                max_pool_connections=PICTURE_READS,
             ),
         )
 
@@ -121,6 +125,17 @@ class Storage:
     def put_json(self, key: str, value: Any) -> None:
         """Store a JSON document."""
         self.put(key, json.dumps(value, indent=1).encode(), "application/json")
+
+    def copy(self, source: str, key: str) -> bool:
+        """Copy an object within the bucket (no bytes through here); False when there is no `source`."""
+        try:
+            origin = {"Bucket": self.bucket, "Key": source}
+            self._retrying(lambda: self._client.copy_object(Bucket=self.bucket, Key=key, CopySource=origin))
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _MISSING:
+                return False
+            raise
+        return True
 
     def get(self, key: str) -> bytes | None:
         """The bytes under key, or None when there is no such object."""
