@@ -80,7 +80,7 @@ def _page(record: dict[str, Any], *path: str) -> str:
 @atlas.post("/atlas")
 def start_atlas():
     """Start an atlas, or resume the one with the same parameters (its failed, canceled or forgotten jobs
-    are submitted anew, and take what was rendered from the cache)."""
+    are submitted anew, and take what was rendered from the cache); 202 either way."""
     found = services()
     body = request_body()
     try:
@@ -106,13 +106,11 @@ def start_atlas():
     if record is None:
         jobs = [(layer, [submit(layer, i) for i in range(len(own))]) for layer, own in planned]
         record = atlases.new_record(atlas_id, asked, jobs)
-        status = 202
     else:
         atlases.resume(record, lambda job_id: _state(found, job_id)[0], submit)
-        status = 200
     found.storage.put_json(atlases.record_key(atlas_id), record)
     resource = atlas_resource(record)
-    return resource, status, {"Location": resource["links"]["self"]}
+    return resource, 202, {"Location": resource["links"]["self"]}
 
 
 @atlas.get("/atlas")

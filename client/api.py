@@ -121,6 +121,14 @@ class Client:
         """POST /v1/jobs: queue a job (every field optional, see the README); returns it as queued."""
         return Job.from_resource(self._json("POST", "/v1/jobs", 202, json=request or {}))
 
+    def start_atlas(self, request: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/atlas: start an atlas, or resume the one with the same parameters; its resource."""
+        return self._json("POST", "/v1/atlas", 202, json=request)
+
+    def get_atlas(self, atlas_id: str) -> dict[str, Any]:
+        """GET /v1/atlas/{id}: its status and progress, in all and by layer."""
+        return self._json("GET", f"/v1/atlas/{atlas_id}", 200)
+
     def get(self, job_id: str) -> Job:
         """GET /v1/jobs/{id}."""
         return Job.from_resource(self._json("GET", f"/v1/jobs/{job_id}", 200))

@@ -2,6 +2,7 @@
 worker is killed midway and another takes over, keeps the chunks done before, and resumes from the
 cache when asked again."""
 
+import json
 import signal
 import time
 
@@ -10,6 +11,7 @@ import requests
 
 from shared.storage import Storage, job_key
 from tests.service_helpers import running_stack
+from worker.cli import main
 
 SEED = 7  # the fault worker pauses 3 s before storing each chunk of a job with this seed
 ATLAS = {"layers": ["block1_conv1", "block1_conv2"], "filters_per_layer": 4, "image_size": 32, "steps": 2,
@@ -75,7 +77,7 @@ def test_an_atlas_completes_after_its_worker_dies_and_resumes_from_the_cache(sta
 
     # Asked again: the same atlas, nothing new to do.
     again = requests.post(f"{api}/v1/atlas", json=ATLAS, timeout=10)
-    assert again.status_code == 200 and again.json()["id"] == first["id"]
+    assert again.status_code == 202 and again.json()["id"] == first["id"]
     assert [layer["jobs"] for layer in again.json()["layers"]] == [layer["jobs"] for layer in done["layers"]]
 
     # A job of the atlas deleted: asking again submits it anew, and it is answered from the cache.
@@ -88,3 +90,22 @@ def test_an_atlas_completes_after_its_worker_dies_and_resumes_from_the_cache(sta
 
     listed = requests.get(f"{api}/v1/atlas", timeout=10).json()["atlases"]
     assert [a["id"] for a in listed] == [first["id"]]
+
+
+def test_filterviz_atlas_follows_it_on_the_service(stack, capsys):
+    args = ["atlas", "--layers", "block1_conv1,block1_conv2", "--filters-per-layer", "4", "--size", "32",
+            "--steps", "2", "--seed", str(SEED), "--api", stack.api_url]  # fmt: skip
+    assert main(args) == 0
+    assert "succeeded: 8/8 filters" in capsys.readouterr().out
+
+
+def test_filterviz_atlas_renders_here_and_resumes(tmp_path, capsys):
+    args = ["atlas", "--layers", "block1_conv1", "--filters-per-layer", "2", "--size", "32", "--steps", "2",
+            "--weights", "random:1", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "block1_conv1" / "manifest.json").read_text())
+    assert [f["index"] for f in manifest["filters"]] == [0, 1] and manifest["params"]["seed"] == 0
+    (tmp_path / "block1_conv1" / "grid.png").unlink()  # a finished folder is not rendered again
+    assert main(args) == 0
+    assert "1 of 1 layers already" in capsys.readouterr().out
+    assert not (tmp_path / "block1_conv1" / "grid.png").exists()

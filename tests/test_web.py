@@ -3,6 +3,7 @@ stack: Redis, SeaweedFS, a Celery worker and gunicorn, started here on free port
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,48 @@ def test_the_page_asks_for_a_token_keeps_it_in_the_tab_and_works_with_it(browser
     expect(second.get_by_label("Token", exact=True)).to_be_visible()
     context.close()
     assert not errors, f"the page's script failed: {errors}"
+
+
+TINY_ATLAS = {"layers": ["block1_conv1"], "filters_per_layer": 6, "image_size": 32, "steps": 2, "seed": 3}
+
+
+def test_the_atlas_from_model_to_layer_to_unit_and_back(page, stack):
+    started = requests.post(f"{stack.api_url}/v1/atlas", json=TINY_ATLAS, timeout=10)
+    assert started.status_code in (200, 202), started.text
+    atlas_id = started.json()["id"]
+    deadline = time.monotonic() + 120
+    while requests.get(f"{stack.api_url}/v1/atlas/{atlas_id}", timeout=10).json()["status"] != "succeeded":
+        assert time.monotonic() < deadline, f"atlas {atlas_id} not done in 120 s"
+        time.sleep(0.1)
+
+    open_page(page, "/atlas")
+    page.get_by_role("link", name="vgg16", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/atlas/vgg16$"))
+    expect(page.locator("#atlas-list")).to_contain_text("seed, 32 px, seed 3")
+    expect(page.locator("tr[data-layer=block1_conv1]")).to_contain_text("succeeded · 6/6")
+    page.get_by_role("link", name="block1_conv1", exact=True).click()
+
+    expect(page).to_have_url(re.compile(r"/atlas/vgg16/block1_conv1$"))
+    expect(page.locator("#atlas-layer-count")).to_have_text("6 of 64 units rendered")
+    thumbnails = page.locator("#atlas-units img")
+    expect(thumbnails).to_have_count(6)
+    expect(thumbnails.nth(5)).to_have_js_property("complete", True)
+    assert thumbnails.nth(5).evaluate("image => image.naturalWidth") == 32
+    page.locator("#atlas-units a[href$='/4']").click()
+
+    expect(page).to_have_url(re.compile(r"/atlas/vgg16/block1_conv1/4$"))
+    expect(page.locator("#atlas-unit-title")).to_have_text("block1_conv1 · unit 4")
+    figure = page.locator("figure.atlas-unit")
+    expect(figure).to_contain_text("final loss")
+    expect(figure.locator(".unit-state")).to_have_text(re.compile("^(dead|alive)$"))
+    expect(figure.locator("img")).to_have_js_property("complete", True)
+    assert figure.locator("img").evaluate("image => image.naturalWidth") == 32
+
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/atlas/vgg16/block1_conv1$"))
+    expect(page.locator("#atlas-units img")).to_have_count(6)
+
+    # Each view has its permanent URL: opened afresh, the unit's view comes back.
+    open_page(page, "/atlas/vgg16/block1_conv1/4")
+    expect(page.locator("#atlas-unit-title")).to_have_text("block1_conv1 · unit 4")
+    expect(page.locator("#submit")).to_be_hidden()

@@ -1,4 +1,5 @@
-"""`filterviz`: render filter pictures into a folder without any service, or list the conv layers."""
+"""`filterviz`: render filter pictures into a folder without any service (one job, or the whole atlas), submit
+to a service, or list the conv layers."""
 
 import argparse
 import os
@@ -83,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds (exit 4)")
     submit.add_argument("--retries", type=int, default=5, help="retries of 429, 503, refused connections (default 5)")
     submit.add_argument("--out", type=Path, help="with --wait: download grid, filters and manifest into this folder")
+
+    atlas = commands.add_parser(
+        "atlas", help="every filter of every conv layer under one method: rendered here, or on a service (--api)"
+    )
+    atlas.add_argument("--method", choices=list(METHODS), default=SEED, help="how pictures are made")
+    atlas.add_argument("--param", type=parse_param, action="append", default=[], metavar="NAME=VALUE",
+                       help="a parameter of the method (repeatable)")  # fmt: skip
+    atlas.add_argument("--size", type=int, default=64, help="image side in px (default %(default)s)")
+    atlas.add_argument("--steps", type=int, help="ascent steps (default: the method's)")
+    atlas.add_argument("--step-size", type=float, help="step size or learning rate (default: the method's)")
+    atlas.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default %(default)s)")
+    atlas.add_argument("--layers", help="only these layers, e.g. block1_conv1,block1_conv2 (default: all 13)")
+    atlas.add_argument("--filters-per-layer", type=int, help="only the first N filters of each layer")
+    atlas.add_argument("--weights", help="here: imagenet, random:<seed> or a file (default: $FILTERVIZ_WEIGHTS)")
+    atlas.add_argument("--out", type=Path, default=Path("atlas"), help="here: output folder (default %(default)s)")
+    atlas.add_argument("--api", help="the service's URL: start or resume the atlas there and follow it")
+    atlas.add_argument("--token", help="with --api: bearer token (an admin's, where the service asks for one)")
     return parser
 
 
@@ -190,6 +208,21 @@ def run_render(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def run_atlas(args: argparse.Namespace) -> int:
+    """The atlas on a service (--api) or here; a bad parameter is a usage error, nothing started."""
+    from client.atlas_command import atlas_request, local_plan, run_atlas_here, run_atlas_on_service
+
+    settings, request = Settings(), atlas_request(args)
+    try:
+        local_plan(request, settings)  # every parameter checked, as the service will
+    except ValidationError as error:
+        problem = describe_problems(error)[0]
+        raise UsageError(f"{problem['field']}: {problem['reason']}") from None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return run_atlas_on_service(args, request) if args.api else run_atlas_here(args, request, settings)
+
+
 def fetch_imagenet_weights(settings: Settings) -> Path:
     """The ImageNet file, downloaded where it is missing (never another file instead); UsageError if that fails."""
     from worker.weights_fetch import WeightsFetchError, ensure_imagenet_weights
@@ -216,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "weights":
             print(f"ImageNet weights at {fetch_imagenet_weights(Settings())}")
             return 0
+        if args.command == "atlas":  # exit codes: client/atlas_command.py
+            return run_atlas(args)
         if args.command == "submit":  # exit codes: client/submit_command.py
             from client.submit_command import run_submit
 

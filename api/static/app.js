@@ -3,10 +3,12 @@
 // Where the API asks for a token (401), the page asks for one and keeps it in sessionStorage only:
 // it is gone when the tab closes, and no other tab or site gets it (no cookie, no localStorage).
 
+import { routeAtlas } from "./atlas.js";
+
 const POLL_MS = 1000;
 const TOKEN_KEY = "filterviz-token";
 const FINISHED = new Set(["succeeded", "failed", "canceled"]);
-const $ = (id) => document.getElementById(id);
+export const $ = (id) => document.getElementById(id);
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -57,7 +59,7 @@ async function authorizedFetch(path, options = {}) {
   }
 }
 
-async function api(path, options = {}) {
+export async function api(path, options = {}) {
   const response = await authorizedFetch(path, options);
   const body = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, body);
@@ -85,11 +87,11 @@ function resultUrl(url) {
   return blobs.get(url);
 }
 
-function showResult(node, attribute, url) {
+export function showResult(node, attribute, url) {
   resultUrl(url).then((source) => node.setAttribute(attribute, source), () => node.dispatchEvent(new Event("error")));
 }
 
-function element(tag, attributes = {}, ...children) {
+export function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
     if (value !== undefined && value !== null) node.setAttribute(name, value);
@@ -348,9 +350,11 @@ async function refreshRecent() {
   if (!items.length) $("recent-jobs").append(element("li", {}, "No jobs yet."));
 }
 
-// ---- routing: / and /jobs/<id> ----
+// ---- routing: /, /jobs/<id> and the atlas's views (atlas.js) ----
 
 function route() {
+  const inAtlas = routeAtlas();
+  $("submit").hidden = $("recent").hidden = inAtlas;
   const match = location.pathname.match(/^\/jobs\/([^/]+)$/);
   if (match) openJob(match[1]);
   else {
@@ -359,10 +363,20 @@ function route() {
   }
 }
 
+// Links marked data-route change the view in place, with a URL of their own.
+function followRouteLinks(event) {
+  const link = event.target.closest("a[data-route]");
+  if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+  event.preventDefault();
+  history.pushState({}, "", link.href);
+  route();
+}
+
 async function main() {
   $("job-form").addEventListener("submit", submitJob);
   $("job-cancel").addEventListener("click", () => watching && cancelJob(watching.id));
   window.addEventListener("popstate", route);
+  document.addEventListener("click", followRouteLinks);
   await loadLayers();
   route();
   refreshRecent();
