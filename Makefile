@@ -44,8 +44,8 @@ docker-up: ## build the images and start the compose stack on localhost:8000 (S3
 docker-down: ## stop the compose stack (volumes are kept; `docker compose down -v` drops them)
 	docker compose --profile gpu --profile flower down
 
-test: install ## run the whole test suite (starts its own servers and a headless browser)
-	$(BIN)/python -m pytest
+test: install ## run the whole test suite (starts its own servers and a headless browser), with coverage
+	$(BIN)/python -m pytest --cov --cov-report=term
 
 check-compose: $(INSTALLED) ## validate docker-compose.yml, alone and with the MinIO override, with Docker Compose v2
 	$(BIN)/docker-compose --profile gpu --profile flower config --quiet
