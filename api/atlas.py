@@ -19,6 +19,7 @@ from api.errors import ApiError, unavailable
 from api.jobs import MAX_THUMBNAIL_SIDE, MIN_THUMBNAIL_SIDE, create_job, query_int, request_body, stored_file
 from api.services import Services, services
 from shared import atlas as atlases
+from shared.cost import over_budget
 from shared.jobs import SUCCEEDED
 from shared.layers import find_layer
 from shared.manifest import MANIFEST_FILE
@@ -91,6 +92,11 @@ def start_atlas():
         raise ApiError(422, "invalid_atlas", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None
     except ValueError as error:
         raise _problem(422, "invalid_atlas", "layers", str(error)) from None
+    # A layer's jobs hold as many filters as fit the budget; a single filter over it can't be planned.
+    for spec in (spec for _, specs in planned for spec in specs):
+        reason = over_budget(spec, found.settings.budget)
+        if reason is not None:
+            raise _problem(422, "over_budget", "body", f"{spec.layer}: {reason}")
     caller = current_caller()
     if caller is not None and not caller.admin:
         raise ApiError(403, "admin_only", "an atlas occupies the workers for hours: only an admin token may start one")

@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from api.webhooks import request_schema
+from shared.atlas import AtlasRequest
 from shared.spec import Limits, limited_spec_model
 
 _RETRY_AFTER = {
@@ -347,10 +348,100 @@ def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
             }
         },
     }
-    paths = {**job_paths, **meta_paths}
+    paths = {**job_paths, **_atlas_paths(), **meta_paths}
     components: dict[str, Any] = {"schemas": schemas}
     if tokens:
         paths = _with_tokens(paths)
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     info = {"title": "filterviz", "version": "1"}
     return {"openapi": "3.1.0", "info": info, "paths": paths, "components": components}
+
+
+_ATLAS_ID = {
+    "name": "atlas_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
+_LAYER = {"name": "layer", "in": "path", "required": True, "schema": {"type": "string"}}
+_UNIT = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def _atlas_paths() -> dict[str, Any]:
+    """The atlas (shared/atlas.py): start or resume, follow, read layers and units."""
+    atlas = _json("The atlas: status, progress in all and by layer", {"type": "object", "required": ["id", "status"]})
+    return {
+        "/v1/atlas": {
+            "post": {
+                "operationId": "startAtlas",
+                "summary": "Start an atlas of every conv layer under one method, or resume the one asked for before",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": AtlasRequest.model_json_schema()}},
+                },
+                "responses": {
+                    "202": atlas,
+                    "400": _error_response("Malformed JSON"),
+                    "403": _error_response("Tokens are on and this one is not an admin's"),
+                    "415": _error_response("Not JSON"),
+                    "422": _error_response("Invalid parameters, or a layer's single filter over the budget"),
+                    **_UNAVAILABLE,
+                },
+            },
+            "get": {
+                "operationId": "listAtlases",
+                "summary": "Every atlas with its status and progress",
+                "responses": {"200": _json("The atlases", {"type": "object", "required": ["atlases"]}), **_UNAVAILABLE},
+            },
+        },
+        "/v1/atlas/{atlas_id}": {
+            "get": {
+                "operationId": "getAtlas",
+                "summary": "One atlas: status and progress, in all and by layer, with its jobs",
+                "parameters": [_ATLAS_ID],
+                "responses": {"200": atlas, "404": _error_response("No such atlas"), **_UNAVAILABLE},
+            },
+        },
+        "/v1/atlas/{atlas_id}/layers/{layer}": {
+            "get": {
+                "operationId": "listAtlasUnits",
+                "summary": "A layer's units rendered so far: index, final loss, dead, picture",
+                "parameters": [_ATLAS_ID, _LAYER],
+                "responses": {
+                    "200": _json("The units", {"type": "object", "required": ["units"]}),
+                    "404": _error_response("No such atlas or layer"),
+                    **_UNAVAILABLE,
+                },
+            },
+        },
+        "/v1/atlas/{atlas_id}/layers/{layer}/units/{index}": {
+            "get": {
+                "operationId": "getAtlasUnit",
+                "summary": "One unit: final loss, dead or alive, its picture's URL",
+                "parameters": [_ATLAS_ID, _LAYER, _UNIT],
+                "responses": {
+                    "200": _json("The unit", {"type": "object"}),
+                    "404": _error_response("No such atlas, layer, or unit not rendered yet"),
+                    **_UNAVAILABLE,
+                },
+            },
+        },
+        "/v1/atlas/{atlas_id}/layers/{layer}/units/{index}.png": {
+            "get": {
+                "operationId": "getAtlasUnitPicture",
+                "summary": "One unit's picture, optionally shrunk to fit size x size",
+                "parameters": [
+                    _ATLAS_ID,
+                    _LAYER,
+                    _UNIT,
+                    {"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 16, "maximum": 1024}},
+                ],
+                "responses": {
+                    "200": _png("The picture"),
+                    "404": _error_response("No such atlas, layer, or unit not rendered yet"),
+                    "422": _error_response("Invalid size"),
+                    **_UNAVAILABLE,
+                },
+            },
+        },
+    }
