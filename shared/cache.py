@@ -188,7 +188,7 @@ def expire(client: redis.Redis, storage: Storage, ttl_seconds: int, now: float) 
     old: set[str] = set()
     for key, modified in storage.list_objects(CACHE_PREFIX):
         if modified.timestamp() < now - ttl_seconds:
-            old.add(key.removeprefix(CACHE_PREFIX).rsplit(".", 1)[0])
+            old.add(key.removeprefix(CACHE_PREFIX).split(".")[0])  # a grid has two objects: grid-<hash>.*
     if not old:
         return 0
     candidates = sorted(old - referenced(storage))

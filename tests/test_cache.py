@@ -1,9 +1,14 @@
 """The result cache on the real stack: a repeated request computes nothing (and needs no worker), an
 overlapping one computes only what it misses, `"cache": false` computes everything, other weights miss."""
 
+import time
+
 import pytest
 import requests
 
+from shared import cache
+from shared.jobs import job_store
+from shared.spec import parse_spec
 from shared.storage import Storage, job_key
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import running_stack, submit, wait_for
@@ -74,3 +79,19 @@ def test_cache_hits_misses_and_weights(stack):
     assert other["weights"] == "random:4"
     assert other["cache"]["hits"] == 0 and other["cache"]["rendered"] == 8
     assert grid(api, other["id"]) != grid(api, first["id"])
+
+
+def test_retention_keeps_the_entries_jobs_refer_to(stack):
+    """Run after the test above: its jobs referred to filters 0..7 under random:3 as hits."""
+    storage, redis = Storage(stack.settings), job_store(stack.settings).redis
+    entries = {key.removeprefix("cache/").split(".")[0] for key in storage.list_keys("cache/")}
+    assert len(entries) > 12  # 0..11 under random:3, 0..7 under random:4, grids
+    grids = {entry for entry in entries if entry.startswith("grid-")}
+    # Used recently: no filter's entry goes, however old; grids (copied by jobs, never referred to) do.
+    assert cache.expire(redis, storage, ttl_seconds=0, now=time.time() + 60) == len(grids) > 0
+    redis.delete(*redis.keys(cache.INDEX + "*"))  # as if unused for FILTERVIZ_CACHE_DAYS
+    deleted = cache.expire(redis, storage, ttl_seconds=0, now=time.time() + 60)
+    kept = {key.removeprefix("cache/").split(".")[0] for key in storage.list_keys("cache/")}
+    assert kept == cache.referenced(storage) and len(kept) == 8 and deleted == len(entries - grids) - 8
+    spec = parse_spec(JOB)
+    assert kept == {cache.entry_hash(spec, TEST_WEIGHTS, index) for index in range(8)}
