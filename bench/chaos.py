@@ -30,7 +30,8 @@ from shared.storage import Storage, job_key
 
 WORKERS = ("alpha", "beta")
 OUTAGE_SECONDS = 30
-JOB = {"layer": "block4_conv1", "filters": {"start": 0, "stop": 16}, "image_size": 64, "steps": 80,
+FILTERS = 16
+JOB = {"layer": "block4_conv1", "filters": {"start": 0, "stop": FILTERS}, "image_size": 64, "steps": 80,
        "grid": {"n": 4, "margin": 2}}  # fmt: skip
 ENDED = {"succeeded", "failed", "canceled"}
 
@@ -92,7 +93,7 @@ def worker_pid(token: str) -> tuple[str, int]:
 
 def run(stack: LocalStack, fault: str, cause: Callable[[LocalStack, dict[str, str]], str], seed: int) -> Outcome:
     api = stack.api_url
-    expected = list(range(JOB["filters"]["stop"]))
+    expected = list(range(FILTERS))
     submitted = time.monotonic()
     job = requests.post(f"{api}/v1/jobs", json={**JOB, "seed": seed}, timeout=10).json()
     wait_until(lambda: leases(stack, job["id"]), "a chunk running", 120)

@@ -93,7 +93,8 @@ def main() -> None:
             run_job(api, client("127.0.0.1"), {**BIG_JOB, "filters": [0, 1]})  # warm both compiled steps
             run_job(api, client("127.0.0.1"), TINY_JOB)
             alone, shared, tiny_idle, tiny_busy, tiny_compute, chunks = [], [], [], [], [], []
-            outside = {"alone": [], "shared": []}  # the big job's seconds not spent in its chunks
+            # the big job's seconds not spent in its chunks
+            outside: dict[str, list[float]] = {"alone": [], "shared": []}
             for number in range(rounds):
                 tiny_seconds, manifest = run_job(api, client("127.0.0.2"), TINY_JOB, 0.05)
                 tiny_idle.append(tiny_seconds)

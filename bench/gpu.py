@@ -46,7 +46,7 @@ def child(args: argparse.Namespace, precision: str, method: str) -> dict:
 
     from bench.engine import matmul_peak_gflops
     from shared.cost import forward_flops
-    from shared.layers import find_layer
+    from shared.layers import layer_named
     from shared.methods import METHODS
     from shared.settings import Settings
     from shared.spec import parse_spec
@@ -76,7 +76,7 @@ def child(args: argparse.Namespace, precision: str, method: str) -> dict:
     # What the sizing assumes one step of the batch holds, against what the device held at its peak.
     network_images = batch * info.images_per_filter(spec.method_params)
     side = info.network_side(spec.method_params, spec.image_size)
-    predicted = network_images * activation_bytes_per_image(find_layer(spec.layer), side) / MEBI
+    predicted = network_images * activation_bytes_per_image(layer_named(spec.layer), side) / MEBI
     record = {
         "backend": loaded.runtime["backend"],
         "device": loaded.runtime["device"],

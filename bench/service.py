@@ -21,6 +21,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypedDict
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -71,8 +72,19 @@ def run_job(api: str, job: dict, session: requests.Session, poll_every: float = 
 
 
 def _wrk_ms(value: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    latency = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if latency is None:
+        raise ValueError(f"wrk printed a latency this doesn't read: {value!r}")
+    number, unit = latency.groups()
     return float(number) * _WRK_UNITS[unit]
+
+
+def _wrk() -> str:
+    """wrk's path; SystemExit says how to get it."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("bench/service.py needs wrk: `make bench` installs it (apt-get install wrk)")
+    return wrk
 
 
 def poll_latencies(url: str) -> dict[str, float]:
@@ -81,10 +93,7 @@ def poll_latencies(url: str) -> dict[str, float]:
     wrk is a separate C process: a Python client on these 2 cores would add its own GIL waits
     to what it measures.
     """
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise SystemExit("bench/service.py needs wrk: `make bench` installs it (apt-get install wrk)")
-    command = [wrk, "-t2", f"-c{POLL_CLIENTS}", f"-d{POLL_SECONDS}s", "--latency", url]
+    command = [_wrk(), "-t2", f"-c{POLL_CLIENTS}", f"-d{POLL_SECONDS}s", "--latency", url]
     subprocess.run([*command[:-2], "-d2s", url], check=True, capture_output=True)  # warm every API process
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     found = dict(re.findall(r"^\s*(50|99|Requests/sec:)%?\s+(\S+)", output, re.MULTILINE))
@@ -167,12 +176,25 @@ def polls_under_flood(session: requests.Session, poll_url: str, flood: list[str]
     return latencies, wrk.communicate()[0]
 
 
-def abuse_round(stack: LocalStack, poll_url: str, workdir: Path) -> dict[str, object]:
+class AbuseRound(TypedDict):
+    """One abuse_round: p99s in ms, poll counts (quiet, abused), the abusers' rate and statuses."""
+
+    quiet_p99: float
+    abused_p99: float
+    healthz_flood_p99: float
+    polls: tuple[int, int]
+    abuse_rate: float
+    abuse_p99: float
+    statuses: dict[int, int]
+    restarted: int
+
+
+def abuse_round(stack: LocalStack, poll_url: str, workdir: Path) -> AbuseRound:
     """The normal client's p99 quiet; while ABUSERS wrk connections send abusive_bodies(); and, for
     scale, while as many connections ask for /healthz, the cheapest request there is."""
     script = workdir / "abuse.lua"
     script.write_text(_ABUSE_SCRIPT % ", ".join(f"[==[{body}]==]" for body in abusive_bodies()))
-    wrk = [shutil.which("wrk"), "-t2", f"-c{ABUSERS}", f"-d{ABUSE_SECONDS}s", "--latency"]
+    wrk = [_wrk(), "-t2", f"-c{ABUSERS}", f"-d{ABUSE_SECONDS}s", "--latency"]
     session = requests.Session()
     poll_for(session, poll_url, 2)  # warm
     booted = (stack.workdir / "api.log").read_text().count("Booting worker")
@@ -193,7 +215,7 @@ def abuse_round(stack: LocalStack, poll_url: str, workdir: Path) -> dict[str, ob
     }
 
 
-def report_abuse(label: str, rounds: list[dict[str, object]]) -> None:
+def report_abuse(label: str, rounds: list[AbuseRound]) -> None:
     for r in rounds:
         print(f"   {label}: poll p99 quiet {r['quiet_p99']:.1f} ms, under abuse {r['abused_p99']:.1f} ms "
               f"({r['abused_p99'] / r['quiet_p99']:.2f}x), under a /healthz flood {r['healthz_flood_p99']:.1f} ms "

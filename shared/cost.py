@@ -108,11 +108,12 @@ def over_budget(spec: JobSpec, budget: Budget) -> str | None:
             f"chunk may take within its time limit ({budget.chunk_flops / TERA:.1f} TFLOP); "
             f"{_what_to_shrink(spec, budget.chunk_flops, filters=1)}"
         )
-    if cost.grid_pixels > Image.MAX_IMAGE_PIXELS:
+    most_pixels = Image.MAX_IMAGE_PIXELS  # None where Pillow's decompression-bomb check is turned off
+    if most_pixels is not None and cost.grid_pixels > most_pixels:
         # Larger grids are refused as decompression bombs when the thumbnail is made.
         return (
             f"the grid would be {spec.grid_side} px a side ({cost.grid_pixels / 1e6:.0f} Mpx), above the "
-            f"{Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx a picture may have; use a smaller grid.n or image_size"
+            f"{most_pixels / 1e6:.0f} Mpx a picture may have; use a smaller grid.n or image_size"
         )
     if cost.output_bytes > budget.output_bytes:
         return (

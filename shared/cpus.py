@@ -20,8 +20,8 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
         return None if quota == "max" else int(quota) / int(period)
     v1_quota, v1_period = root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"
     if v1_quota.is_file() and v1_period.is_file():
-        quota = int(v1_quota.read_text())
-        return None if quota < 0 else quota / int(v1_period.read_text())
+        microseconds = int(v1_quota.read_text())  # -1: unlimited
+        return None if microseconds < 0 else microseconds / int(v1_period.read_text())
     return None
 
 

@@ -27,7 +27,8 @@ def stitch(
     """The grid order and PNG of the job's filters (entries: index, loss, dead)."""
     spec = job.spec
     order = grid_order([FilterOutcome(e["index"], e["loss"], e["dead"]) for e in entries], spec.grid.n)
-    stored = _transfers.map(lambda k: storage.get(picture_of(job.id, k, hits)), order)
+    # A picture gone from the bucket ends the finish with MissingObject, which names it.
+    stored = _transfers.map(lambda k: storage.read(picture_of(job.id, k, hits)), order)
     pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
     grid = stitch_grid(order, pictures, n=spec.grid.n, image_size=spec.image_size, margin=spec.grid.margin)
     return order, encode_png(grid)

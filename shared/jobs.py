@@ -135,14 +135,21 @@ class JobStore:
     def create(self, job_id: str, spec: JobSpec, chunks: int, owner: str | None = None) -> None:
         """Record a new queued job, with its deadline (and owner), among the live jobs the sweep watches."""
         deadline = time.time() + deadline_seconds(spec, self._deadline_seconds)
-        fields = {"status": QUEUED, "spec": spec.model_dump_json(), "created_at": now(), "chunks": chunks}
-        if owner is not None:
-            fields["owner"] = owner
         with self.redis.pipeline() as pipe:
-            pipe.hset(self._key(job_id), mapping={**fields, "deadline": f"{deadline:.3f}"})
+            pipe.hset(
+                self._key(job_id),
+                mapping={
+                    "status": QUEUED,
+                    "spec": spec.model_dump_json(),
+                    "created_at": now(),
+                    "chunks": chunks,
+                    "deadline": f"{deadline:.3f}",
+                },
+            )
             self.touch(pipe, job_id)
             pipe.zadd(JOB_LIST, {job_id: time.time()})
             if owner is not None:
+                pipe.hset(self._key(job_id), "owner", owner)
                 pipe.zadd(owner_list(owner), {job_id: time.time()})
                 # Outlives every record it lists: each of them lives at most this long past its last change.
                 pipe.expire(owner_list(owner), self._record_seconds)
@@ -215,8 +222,12 @@ class JobStore:
 
     def claim_weights(self, job_id: str, weights: str) -> str:
         """Record which weights render this job, first worker wins; returns the recorded weights."""
-        self.redis.hsetnx(self._key(job_id), "weights", weights)
-        return self.redis.hget(self._key(job_id), "weights").decode()
+        # One transaction: the field read back is there, set now or by the first worker.
+        with self.redis.pipeline() as pipe:
+            pipe.hsetnx(self._key(job_id), "weights", weights)
+            pipe.hget(self._key(job_id), "weights")
+            _, recorded = pipe.execute()
+        return recorded.decode()
 
     def set_webhook(self, job_id: str, webhook: str) -> None:
         """Keep where to send the job's events (before its chunks are queued, so before it can start)."""

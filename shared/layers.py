@@ -38,3 +38,11 @@ def conv_layers(model: str = "vgg16") -> tuple[ConvLayer, ...]:
 def find_layer(name: str, model: str = "vgg16") -> ConvLayer | None:
     """The layer called `name`, or None when the model has no such conv layer."""
     return next((layer for layer in MODELS[model] if layer.name == name), None)
+
+
+def layer_named(name: str, model: str = "vgg16") -> ConvLayer:
+    """The layer called `name`, which must exist (a validated spec's layer); ValueError otherwise."""
+    layer = find_layer(name, model)
+    if layer is None:
+        raise ValueError(f"unknown layer {name!r} for {model}")
+    return layer

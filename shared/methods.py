@@ -9,7 +9,10 @@ Sources of the numbers: research/feature-visualization.md.
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+# A parameter's value, once checked: int, float or bool by its kind.
+ParamValue = int | float | bool
 
 SEED = "seed"
 MULTISCALE = "multiscale"
@@ -23,12 +26,12 @@ class MethodParam:
 
     name: str
     kind: type  # int, float or bool
-    default: int | float | bool
+    default: ParamValue
     minimum: float | None
     maximum: float | None
     help: str
 
-    def check(self, value: object) -> int | float | bool:
+    def check(self, value: object) -> ParamValue:
         """The value as this parameter's type; ValueError says why it isn't one."""
         if self.kind is bool:
             if not isinstance(value, bool):
@@ -70,7 +73,7 @@ class Method:
     step_size_means: str
     params: tuple[MethodParam, ...] = ()
 
-    def resolve(self, given: Mapping[str, object] | None) -> dict[str, int | float | bool]:
+    def resolve(self, given: Mapping[str, object] | None) -> dict[str, ParamValue]:
         """Every parameter of this method: the given values checked, the others at their defaults."""
         given = dict(given or {})
         known = {p.name for p in self.params}
@@ -80,11 +83,11 @@ class Method:
             raise ValueError(f"unknown parameter {unknown[0]!r} for method {self.name} (it takes: {allowed})")
         return {p.name: p.check(given[p.name]) if p.name in given else p.default for p in self.params}
 
-    def images_per_filter(self, params: Mapping[str, object]) -> int:
+    def images_per_filter(self, params: Mapping[str, ParamValue]) -> int:
         """Network passes per filter per step (MACO looks at several crops of each image)."""
         return int(params.get("crops", 1))
 
-    def network_side(self, params: Mapping[str, object], image_size: int) -> int:
+    def network_side(self, params: Mapping[str, ParamValue], image_size: int) -> int:
         """Side of the images the network sees (Lucid's transforms pad the image first)."""
         return image_size + 2 * int(params.get("pad", 0))
 
@@ -186,6 +189,13 @@ _MACO = Method(
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in (_SEED, _MULTISCALE, _FOURIER, _MACO)}
+
+# A method's name as a pydantic field type: one of METHODS (the schema's enum). Built from data, so
+# the type checker sees a str.
+if TYPE_CHECKING:
+    MethodName = str
+else:
+    MethodName = Literal[tuple(METHODS)]
 
 
 def find_method(name: str) -> Method | None:

@@ -9,14 +9,16 @@ objects only. The app's containers get these credentials, never the root's. Ever
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # the boto3-stubs types (a dev dependency)
+    from mypy_boto3_iam import IAMClient
 
 log = logging.getLogger("filterviz.s3_users")
 POLICY_NAME = "filterviz-bucket"
@@ -28,7 +30,7 @@ def bucket_policy(bucket: str) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": resources}]}
 
 
-def iam_client(settings: Settings, access_key: str, secret_key: str) -> BaseClient:
+def iam_client(settings: Settings, access_key: str, secret_key: str) -> "IAMClient":
     """An IAM client of the S3 endpoint (SeaweedFS' embedded IAM API) with the root's credentials."""
     return boto3.client(
         "iam",
@@ -40,7 +42,7 @@ def iam_client(settings: Settings, access_key: str, secret_key: str) -> BaseClie
     )
 
 
-def _with_chosen_key(client: BaseClient, key_id: str, secret: str) -> None:
+def _with_chosen_key(client: "IAMClient", key_id: str, secret: str) -> None:
     """Make CreateAccessKey send AccessKeyId and SecretAccessKey (SeaweedFS' extension; not in boto's model)."""
 
     def add(params: dict[str, Any], **_: Any) -> None:
@@ -53,7 +55,7 @@ def _error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
-def ensure_app_user(iam: BaseClient, settings: Settings, user: str, key_works: Callable[[], bool]) -> None:
+def ensure_app_user(iam: "IAMClient", settings: Settings, user: str, key_works: Callable[[], bool]) -> None:
     """Create `user` with the app's key and the bucket-only policy. Other keys of the user are removed,
     and the app's key is made again when `key_works()` says its secret changed (it can't be read back)."""
     try:

@@ -1,10 +1,12 @@
 """The job spec: one validated description of a visualization, shared by the API, the worker and the CLI.
 
-Two views of one model. `JobSpec` is the stored form: the worker and the job records load it
-without the deployment's limits, so raising a FILTERVIZ_MAX_* never turns a stored job invalid.
-`limited_spec_model(limits)` is the public form: the same fields with the limits as field bounds,
-which both the validator and the OpenAPI schema read, so the two can't disagree.
-Both take numbers strictly: JSON `true` is not 1, `"20"` is not 20, `64.0` is not 64.
+Two forms of one job. `JobSpecInput` is a job as asked for: `filters` may be a list, a
+{start, stop} range or absent. `limited_spec_model(limits)` is its public form: the same fields with
+the deployment's limits as field bounds, which both the validator and the OpenAPI schema read, so the
+two can't disagree. `JobSpec` is the validated form, from `parse_spec`: `filters` is the explicit list.
+It is what the API, the job records, the worker and the CLI use, and it loads stored jobs without the
+deployment's limits, so raising a FILTERVIZ_MAX_* never turns a stored job invalid.
+All take numbers strictly: JSON `true` is not 1, `"20"` is not 20, `64.0` is not 64.
 """
 
 import secrets
@@ -26,12 +28,13 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from shared.layers import MODELS, find_layer
-from shared.methods import METHODS, SEED
+from shared.methods import METHODS, SEED, MethodName
 
 DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
 # No conv layer of any model has more filters: ranges and indexes are bounded by it before
 # anything is built from them (a {start, stop} range of 10^9 would otherwise be materialised).
 MAX_LAYER_FILTERS = max(layer.filters for layers in MODELS.values() for layer in layers)
+MIN_PRIORITY, MAX_PRIORITY = -3, 3  # a job's priority in fair dispatch, 0 by default
 
 
 class Limits(BaseModel):
@@ -73,14 +76,21 @@ def _filters_form(value: object) -> str:
     return _RANGE if isinstance(value, dict | FilterRange) else _LIST
 
 
+_AS_RANGE = Annotated[FilterRange, Tag(_RANGE)]
+_BY_FORM = Discriminator(_filters_form)
+# A list of indexes or a {start, stop} range; an error names only the form sent.
+RequestedFilters = Annotated[
+    Annotated[list[FilterIndex], Field(max_length=MAX_LAYER_FILTERS), Tag(_LIST)] | _AS_RANGE, _BY_FORM
+]
+
+
 def filters_type(max_count: int) -> Any:
-    """A list of at most max_count indexes, or a {start, stop} range; an error names only the form sent."""
-    listed = Annotated[list[FilterIndex], Field(max_length=max_count), Tag(_LIST)]
-    return Annotated[listed | Annotated[FilterRange, Tag(_RANGE)], Discriminator(_filters_form)]
+    """RequestedFilters with at most max_count indexes in a list (the public form's bound)."""
+    return Annotated[Annotated[list[FilterIndex], Field(max_length=max_count), Tag(_LIST)] | _AS_RANGE, _BY_FORM]
 
 
-class JobSpec(BaseModel):
-    """What to render. Defaults are the seed script's numbers (see SPEC.md)."""
+class JobSpecInput(BaseModel):
+    """What to render, as asked for. Defaults are the seed script's numbers (see SPEC.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -88,18 +98,21 @@ class JobSpec(BaseModel):
     limits: ClassVar[Limits | None] = None
 
     model: Literal["vgg16"] = "vgg16"
-    method: Literal[tuple(METHODS)] = SEED
+    method: MethodName = SEED
     # The method's own parameters (shared/methods.py); stored with every default filled in.
     method_params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     layer: str = Field("block5_conv1", max_length=64)
-    # Accepts a list or a {start, stop} range; stored as the explicit list of filter indices.
-    filters: filters_type(MAX_LAYER_FILTERS) | None = Field(None, validate_default=True)
+    # A list or a {start, stop} range; validated into the explicit list of filter indices (JobSpec).
+    filters: RequestedFilters | None = Field(None, validate_default=True)
     image_size: int = Field(128, ge=1)
     steps: int = Field(20, ge=1)
     step_size: float = Field(1.0, gt=0, le=1000, allow_inf_nan=False)
     grid: Grid = Field(default_factory=Grid)
     # False: nothing is taken from the result cache (shared/cache.py); every filter is rendered.
     cache: bool = True
+    # Its weight in fair dispatch (shared/scheduling.py): a chunk is charged 2^-priority of its cost.
+    # Above 0 only for admin tokens (api/access.py); stored specs without it load as 0.
+    priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     # Recorded with the job so the same request can be rendered again identically.
     seed: int = Field(default_factory=lambda: secrets.randbelow(2**31), ge=0, lt=2**63)
 
@@ -137,7 +150,7 @@ class JobSpec(BaseModel):
     @classmethod
     def _filters_in_layer(cls, filters: list[int] | FilterRange | None, info: ValidationInfo) -> list[int]:
         layer = find_layer(info.data["layer"]) if "layer" in info.data else None
-        count = layer.filters if layer else MAX_LAYER_FILTERS
+        count, name = (layer.filters, layer.name) if layer else (MAX_LAYER_FILTERS, "every layer")
         limit = cls.limits.max_filters if cls.limits else MAX_LAYER_FILTERS
         if filters is None:
             filters = FilterRange(stop=min(DEFAULT_FILTER_COUNT, count, limit))
@@ -148,7 +161,7 @@ class JobSpec(BaseModel):
             if filters.stop - filters.start > limit:
                 raise ValueError(f"{filters.stop - filters.start} filters asked for; at most {limit} per job")
             if filters.stop > count:
-                raise ValueError(f"filter {filters.stop - 1} is out of range: {layer.name} has filters 0..{count - 1}")
+                raise ValueError(f"filter {filters.stop - 1} is out of range: {name} has filters 0..{count - 1}")
             return list(range(filters.start, filters.stop))
         if not filters:
             raise ValueError("at least one filter is needed")
@@ -157,7 +170,6 @@ class JobSpec(BaseModel):
         if len(set(filters)) != len(filters):
             raise ValueError("a filter is listed more than once")
         if max(filters) >= count:
-            name = layer.name if layer else "every layer"
             raise ValueError(f"filter {max(filters)} is out of range: {name} has filters 0..{count - 1}")
         return filters
 
@@ -172,6 +184,12 @@ class JobSpec(BaseModel):
         return size
 
 
+class JobSpec(JobSpecInput):
+    """A validated job: what is stored, queued and rendered. `filters` is the explicit list."""
+
+    filters: list[FilterIndex] = Field(max_length=MAX_LAYER_FILTERS)
+
+
 def grid_side(n: int, image_size: int, margin: int) -> int:
     """Width (and height) of an n x n grid: n cells and n-1 margins."""
     return n * image_size + (n - 1) * margin
@@ -184,17 +202,18 @@ def _bounded(model: type[BaseModel], name: str, **bounds: Any) -> tuple[Any, Fie
 
 
 @cache
-def limited_spec_model(limits: Limits) -> type[JobSpec]:
-    """The public form of JobSpec: the deployment's limits as field bounds (validator and OpenAPI schema)."""
+def limited_spec_model(limits: Limits) -> type[JobSpecInput]:
+    """The public form of a job: the deployment's limits as field bounds (validator and OpenAPI schema)."""
     grid = create_model("Grid", __base__=Grid, n=_bounded(Grid, "n", le=limits.max_grid_n))
-    filters = JobSpec.model_fields["filters"]
+    filters = JobSpecInput.model_fields["filters"]
     filter_list = filters_type(min(limits.max_filters, MAX_LAYER_FILTERS))
+    # Named JobSpec: the OpenAPI document's name for a job's parameters.
     model = create_model(
         "JobSpec",
-        __base__=JobSpec,
+        __base__=JobSpecInput,
         filters=(filter_list | None, FieldInfo.merge_field_infos(filters)),
-        image_size=_bounded(JobSpec, "image_size", le=limits.max_image_size),
-        steps=_bounded(JobSpec, "steps", le=limits.max_steps),
+        image_size=_bounded(JobSpecInput, "image_size", le=limits.max_image_size),
+        steps=_bounded(JobSpecInput, "steps", le=limits.max_steps),
         grid=(grid, Field(default_factory=grid)),
     )
     model.limits = limits
@@ -204,7 +223,7 @@ def limited_spec_model(limits: Limits) -> type[JobSpec]:
 def parse_spec(data: object, limits: Limits | None = None) -> JobSpec:
     """Validate a request body (a dict) into a JobSpec, under the deployment's limits.
 
-    The result is the stored form, loaded back from its own JSON: what is accepted here is
+    The result is the validated form, loaded back from the input's JSON: what is accepted here is
     exactly what the job records and the worker will load.
     """
     public = limited_spec_model(limits or Limits()).model_validate(data)

@@ -7,16 +7,20 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
-from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from cachetools import TTLCache
 
 from shared.retrying import call_with_retry, transient_s3_error
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # the boto3-stubs types (a dev dependency): a misspelt S3 call fails the type check
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef, DeleteTypeDef, LifecycleRuleTypeDef
 
 T = TypeVar("T")
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -41,6 +45,14 @@ def chunk_record_name(chunk_index: int) -> str:
     return f"{CHUNK_RECORDS}{chunk_index}.json"
 
 
+class MissingObject(LookupError):
+    """An object that should be in the bucket is not (never written, deleted or expired)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} is not in the bucket")
+        self.key = key
+
+
 class Storage:
     """Reads and writes job files; signs URLs for the public endpoint."""
 
@@ -59,7 +71,7 @@ class Storage:
         self._presigned_lock = threading.Lock()
 
     @staticmethod
-    def _make_client(settings: Settings, endpoint: str) -> BaseClient:
+    def _make_client(settings: Settings, endpoint: str) -> "S3Client":
         return boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -90,7 +102,7 @@ class Storage:
     def expire_after(self, days: int) -> bool:
         """Set the bucket's lifecycle rule: objects under jobs/ are deleted `days` after they are written.
         False when the server has no lifecycle support (the caller says so; nothing else expires them)."""
-        rule = {"ID": "filterviz-results", "Status": "Enabled", "Filter": {"Prefix": "jobs/"},
+        rule: LifecycleRuleTypeDef = {"ID": "filterviz-results", "Status": "Enabled", "Filter": {"Prefix": "jobs/"},
                 "Expiration": {"Days": days}}  # fmt: skip
         try:
             self._client.put_bucket_lifecycle_configuration(
@@ -129,7 +141,7 @@ class Storage:
     def copy(self, source: str, key: str) -> bool:
         """Copy an object within the bucket (no bytes through here); False when there is no `source`."""
         try:
-            origin = {"Bucket": self.bucket, "Key": source}
+            origin: CopySourceTypeDef = {"Bucket": self.bucket, "Key": source}
             self._retrying(lambda: self._client.copy_object(Bucket=self.bucket, Key=key, CopySource=origin))
         except ClientError as error:
             if error.response["Error"]["Code"] in _MISSING:
@@ -145,6 +157,13 @@ class Storage:
             if error.response["Error"]["Code"] in _MISSING:
                 return None
             raise
+
+    def read(self, key: str) -> bytes:
+        """The bytes under key, which should be there; MissingObject names the key when it isn't."""
+        data = self.get(key)
+        if data is None:
+            raise MissingObject(key)
+        return data
 
     def list_keys(self, prefix: str) -> list[str]:
         """Every key under prefix."""
@@ -163,8 +182,8 @@ class Storage:
         """Delete every object under prefix (1000 a request, S3's most); the count deleted."""
         keys = self.list_keys(prefix)
         for start in range(0, len(keys), 1000):
-            batch = {"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True}
-            self._retrying(lambda batch=batch: self._client.delete_objects(Bucket=self.bucket, Delete=batch))
+            batch: DeleteTypeDef = {"Objects": [{"Key": key} for key in keys[start : start + 1000]], "Quiet": True}
+            self._retrying(partial(self._client.delete_objects, Bucket=self.bucket, Delete=batch))
         return len(keys)
 
     def chunk_records(self, job_id: str) -> dict[int, dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any  # noqa: E402
 
 import keras  # noqa: E402
 
-from shared.layers import find_layer  # noqa: E402
+from shared.layers import layer_named  # noqa: E402
 from shared.methods import METHODS, SEED  # noqa: E402
 from worker.engine.backend import step_module  # noqa: E402
 from worker.engine.core import FilterAscent  # noqa: E402
@@ -108,7 +108,7 @@ class AscentEngine:
             per_batch = batch_size
         else:
             compiled = self.compiled_recipe(layer, method, method_params)
-            min_size = find_layer(layer).min_image_size
+            min_size = layer_named(layer).min_image_size
 
             def run(batch: list[int]) -> list[FilterAscent] | None:
                 return ascend_recipe_batch(

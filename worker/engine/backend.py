@@ -11,6 +11,11 @@ import importlib
 import os
 import sys
 from types import ModuleType
+from typing import Any
+
+# A tensor of the backend Keras runs on (tf.Tensor, jax.Array, a keras.Variable): Keras ships no
+# types, so to the type checker it is Any.
+Tensor = Any
 
 TENSORFLOW = "tensorflow"
 JAX = "jax"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
+from worker.engine.backend import Tensor
 from worker.engine.backend import active as backend
 from worker.engine.core import FilterAscent, filter_keys
 from worker.engine.network import Stack, caffe_preprocess, channel_means, pre_activation
@@ -28,7 +29,7 @@ def compile_recipe(stack: Stack, recipe: Recipe) -> CompiledRecipe:
     objective = channel_mean(stack, pre_relu=recipe.pre_relu)
     copies = recipe.transform.copies
 
-    def network_input(rgb: object) -> object:
+    def network_input(rgb: Tensor) -> Tensor:
         return caffe_preprocess(rgb) if recipe.caffe_preprocess else rgb
 
     def losses_of(variable, filters, keys, step, progress, redirect):

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
+from worker.engine.backend import Tensor
+
 GRADIENT_EPSILON = 1e-7  # keras.backend.epsilon(), as the seed uses
 
 
-def _per_image_axes(x: object) -> tuple[int, ...]:
+def _per_image_axes(x: Tensor) -> tuple[int, ...]:
     return tuple(range(1, len(x.shape)))
 
 
@@ -21,13 +23,13 @@ def _per_image_axes(x: object) -> tuple[int, ...]:
 class NormalisedAscent:
     """The seed's step: the gradient divided by its own RMS (per image), times the step size."""
 
-    def init_state(self, variable: object) -> tuple:
+    def init_state(self, variable: Tensor) -> tuple:
         return ()
 
     def coefficients(self, t: int, learning_rate: float) -> np.ndarray:
         return np.array([learning_rate], np.float32)
 
-    def update(self, variable: object, grad: object, state: tuple, coefficients: object) -> tuple[object, tuple]:
+    def update(self, variable: Tensor, grad: Tensor, state: tuple, coefficients: Tensor) -> tuple[Tensor, tuple]:
         rms = ops.sqrt(ops.mean(ops.square(grad), axis=_per_image_axes(grad), keepdims=True)) + GRADIENT_EPSILON
         return variable + coefficients[0] * grad / rms, state
 
@@ -40,10 +42,10 @@ class Adam:
     beta_2: float = 0.999
     epsilon: float = 1e-7
 
-    def init_state(self, variable: object) -> tuple:
+    def init_state(self, variable: Tensor) -> tuple:
         return (ops.zeros_like(variable), ops.zeros_like(variable))
 
-    def moments(self, grad: object, state: tuple) -> tuple[object, object]:
+    def moments(self, grad: Tensor, state: tuple) -> tuple[Tensor, Tensor]:
         """The running means of the gradient and of its square, after this step."""
         m, v = state
         return m + (grad - m) * (1 - self.beta_1), v + (ops.square(grad) - v) * (1 - self.beta_2)
@@ -53,7 +55,7 @@ class Adam:
         rate = learning_rate * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
         return np.array([rate], np.float32)
 
-    def update(self, variable: object, grad: object, state: tuple, coefficients: object) -> tuple[object, tuple]:
+    def update(self, variable: Tensor, grad: Tensor, state: tuple, coefficients: Tensor) -> tuple[Tensor, tuple]:
         m, v = self.moments(grad, state)
         return variable + coefficients[0] * m / (ops.sqrt(v) + self.epsilon), (m, v)
 
@@ -73,7 +75,7 @@ class NAdam(Adam):
         c_g = (1 - u_t) / (1 - product)
         return np.array([learning_rate, c_m, c_g, 1 - self.beta_2**t], np.float32)
 
-    def update(self, variable: object, grad: object, state: tuple, coefficients: object) -> tuple[object, tuple]:
+    def update(self, variable: Tensor, grad: Tensor, state: tuple, coefficients: Tensor) -> tuple[Tensor, tuple]:
         m, v = self.moments(grad, state)
         m_hat = coefficients[1] * m + coefficients[2] * grad
         v_hat = v / coefficients[3]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
+from worker.engine.backend import Tensor
 from worker.engine.backend import active as backend
 from worker.engine.core import filter_rng
 from worker.engine.seed import start_image
@@ -33,7 +34,7 @@ def one_over_f(size: int, power: float) -> np.ndarray:
     return (1.0 / np.maximum(frequencies(size), 1.0 / size) ** power).astype(np.float32)
 
 
-def _recolour_sigmoid(channels_first: object) -> object:
+def _recolour_sigmoid(channels_first: Tensor) -> Tensor:
     # (B, 3, H, W) decorrelated channels -> RGB on 0..255 through Lucid's colour matrix and a sigmoid.
     image = ops.transpose(channels_first, (0, 2, 3, 1))
     rgb = ops.matmul(image, ops.convert_to_tensor(COLOR_DECORRELATION.T))
@@ -47,10 +48,10 @@ class Pixels:
     def init(self, seed: int, filter_index: int, size: int) -> np.ndarray:
         return start_image(seed, filter_index, size)
 
-    def rgb(self, variable: object) -> object:
+    def rgb(self, variable: Tensor) -> Tensor:
         return variable
 
-    def resize(self, variable: object, size: int) -> object:
+    def resize(self, variable: Tensor, size: int) -> Tensor:
         """Bicubic resize of the float image (no uint8 round trip), for multi-scale octaves."""
         return ops.image.resize(variable, (size, size), interpolation="bicubic")
 
@@ -66,14 +67,14 @@ class Fourier:
         shape = (2, 3, size, size // 2 + 1)
         return (filter_rng(seed, filter_index).standard_normal(shape) * self.init_sd).astype(np.float32)
 
-    def rgb(self, variable: object) -> object:
+    def rgb(self, variable: Tensor) -> Tensor:
         size = variable.shape[3]
         # sqrt(h*w) makes the transform unitary, so learning rates are like pixel-wise ones (Lucid).
         scale = ops.convert_to_tensor(one_over_f(size, self.decay_power) * size)
         channels = backend.irfft2d(variable[:, 0] * scale, variable[:, 1] * scale, size) / FOURIER_MAGIC_DIVISOR
         return _recolour_sigmoid(channels)
 
-    def resize(self, variable: object, size: int) -> object:
+    def resize(self, variable: Tensor, size: int) -> Tensor:
         raise NotImplementedError("a Fourier image keeps its size")
 
 
@@ -90,18 +91,18 @@ class Phase:
         shape = (3, size, size // 2 + 1)
         return filter_rng(seed, filter_index).uniform(-np.pi, np.pi, shape).astype(np.float32)
 
-    def rgb(self, variable: object) -> object:
+    def rgb(self, variable: Tensor) -> Tensor:
         size = variable.shape[2]
         phase = variable
         magnitude = ops.convert_to_tensor(one_over_f(size, self.magnitude_slope))
         channels = backend.irfft2d(magnitude * ops.cos(phase), magnitude * ops.sin(phase), size)
         return _recolour_sigmoid(_standardise(channels))
 
-    def resize(self, variable: object, size: int) -> object:
+    def resize(self, variable: Tensor, size: int) -> Tensor:
         raise NotImplementedError("a phase image keeps its size")
 
 
-def _standardise(x: object) -> object:
+def _standardise(x: Tensor) -> Tensor:
     # Per image: mean 0, standard deviation 1 over all its other axes.
     axes = tuple(range(1, len(x.shape)))
     mean = ops.mean(x, axis=axes, keepdims=True)

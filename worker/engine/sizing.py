@@ -1,6 +1,6 @@
 """How many images fit in one step's memory."""
 
-from shared.layers import ConvLayer, conv_layers, find_layer
+from shared.layers import ConvLayer, conv_layers, layer_named
 
 BYTES_PER_FLOAT = 4
 
@@ -19,9 +19,6 @@ def activation_bytes_per_image(layer: ConvLayer, image_size: int, model: str = "
 
 def auto_batch_size(layer_name: str, image_size: int, filter_count: int, memory_budget_mb: int) -> int:
     """The largest batch whose activations fit the memory budget, but no more than the filters asked for."""
-    layer = find_layer(layer_name)
-    if layer is None:
-        raise ValueError(f"unknown layer {layer_name!r}")
-    per_image = activation_bytes_per_image(layer, image_size)
+    per_image = activation_bytes_per_image(layer_named(layer_name), image_size)
     fits = max(1, (memory_budget_mb * 2**20) // per_image)
     return int(min(fits, filter_count))

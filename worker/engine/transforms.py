@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from keras import ops
 
+from worker.engine.backend import Tensor
 from worker.engine.backend import active as backend
 
 PAD_GREY = 127.5  # Lucid pads with 0.5 on a 0..1 scale
 FILL_MODE = "reflect"  # what a shifted, shrunk or turned image shows past its edge
 
 
-def _affine_rows(matrix: object, offset_x: object, offset_y: object) -> object:
+def _affine_rows(matrix: Tensor, offset_x: Tensor, offset_y: Tensor) -> Tensor:
     # keras.ops.image.affine_transform's 8 numbers: output pixel (x, y) reads input
     # (a0 x + a1 y + a2, b0 x + b1 y + b2).
     zeros = ops.zeros_like(offset_x)
@@ -33,7 +34,7 @@ class Affine:
     rotate: float = 0.0
     copies: int = 1
 
-    def apply(self, images: object, keys: object, step: object, progress: object) -> object:
+    def apply(self, images: Tensor, keys: Tensor, step: Tensor, progress: Tensor) -> Tensor:
         if self.pad:
             p = self.pad
             images = ops.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=PAD_GREY)
@@ -69,7 +70,7 @@ class Crops:
     end: float = 0.4
     noise: float = 0.04
 
-    def apply(self, images: object, keys: object, step: object, progress: object) -> object:
+    def apply(self, images: Tensor, keys: Tensor, step: Tensor, progress: Tensor) -> Tensor:
         batch, size, n = ops.shape(images)[0], images.shape[1], self.copies
         draws = backend.normal_per_image(keys, step, (n, 3))
         box = self.start + (self.end - self.start) * progress
