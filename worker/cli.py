@@ -159,7 +159,11 @@ def progress_reporter(total: int) -> tuple[Callable[[int], None], Callable[[], N
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="filter", desc="rendering", dynamic_ncols=True)
-        return bar.update, bar.close
+
+        def advance_bar(count: int) -> None:
+            bar.update(count)  # its answer (whether it redrew) is of no use here
+
+        return advance_bar, bar.close
     started = time.perf_counter()
     done = 0
 
