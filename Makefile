@@ -72,6 +72,7 @@ fmt: $(INSTALLED) ## ruff: fix what can be fixed and format
 
 outdated: $(INSTALLED) ## what is behind: the .venv packages (from the package index) and the pinned images
 	$(BIN)/pip list --outdated --exclude-editable
+	npm outdated || true
 	@echo "images (Renovate's renovate.json tracks them upstream):"
 	@grep -hoE '^\s*image: [^$$]+$$|^ARG PYTHON_IMAGE=\S+' docker-compose.yml docker-compose.minio.yml Dockerfile | sed -E 's/^ *(image: |ARG PYTHON_IMAGE=)/  /'
 
