@@ -28,7 +28,8 @@ def cached_filters(found: Services, spec: JobSpec) -> Cached:
     if not spec.cache:
         return Cached()
     redis = found.jobs.redis
-    weights = cache.weights_for_lookup(redis, found.settings.weights)
+    configured = cache.numerics_identity(found.settings.weights, found.settings.precision)
+    weights = cache.weights_for_lookup(redis, configured)
     if weights is None:
         return Cached()
     return Cached(weights, cache.lookup(redis, spec, weights, cache.cache_seconds(found.settings)))

@@ -48,6 +48,14 @@ AGREED_WEIGHTS = "filterviz:cache:agreed-weights"
 HITS_PROGRESS = "cached"
 
 
+def numerics_identity(weights: str, precision: str) -> str:
+    """The identity a worker claims for jobs and cache entries: its weights, and its precision when
+    not float32. Pictures computed in bfloat16 or float16 differ by more than rounding, so they never
+    share a job or a cache entry with float32 ones (float32 on TensorFlow and on JAX agree to rounding,
+    tests/test_backends.py, and do share)."""
+    return weights if precision == "float32" else f"{weights}@{precision}"
+
+
 def entry_hash(spec: JobSpec, weights: str, index: int) -> str:
     """The content address of filter `index` of `spec` rendered with `weights`."""
     key = {
@@ -93,7 +101,8 @@ def cache_seconds(settings: Any) -> int:
 def weights_for_lookup(client: redis.Redis, configured: str) -> str | None:
     """Which weights the API keys its lookups by: the one identity every live worker publishes
     (recorded as the last agreed); with no worker live, FILTERVIZ_WEIGHTS when it names its identity
-    itself (random:<seed>), else the last agreed; None (no lookup) when live workers disagree."""
+    itself (random:<seed>, at FILTERVIZ_PRECISION), else the last agreed; None (no lookup) when live
+    workers disagree."""
     live = {worker.get("weights") for worker in live_workers(client)}
     if len(live) == 1 and None not in live:
         agreed = live.pop()

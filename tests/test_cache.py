@@ -95,3 +95,11 @@ def test_retention_keeps_the_entries_jobs_refer_to(stack):
     assert kept == cache.referenced(storage) and len(kept) == 8 and deleted == len(entries - grids) - 8
     spec = parse_spec(JOB)
     assert kept == {cache.entry_hash(spec, TEST_WEIGHTS, index) for index in range(8)}
+
+
+def test_low_precision_pictures_never_share_an_identity_with_float32_ones():
+    spec = parse_spec({"layer": "block1_conv1", "filters": [0], "image_size": 32, "steps": 2, "seed": 1})
+    float32 = cache.numerics_identity("random:1", "float32")
+    bf16 = cache.numerics_identity("random:1", "bfloat16")
+    assert float32 == "random:1" and bf16 == "random:1@bfloat16"
+    assert cache.entry_hash(spec, float32, 0) != cache.entry_hash(spec, bf16, 0)

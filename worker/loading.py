@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from shared.cache import numerics_identity
 from shared.settings import Settings
 from shared.spec import JobSpec
 from worker.device import gpu_compute_capability, gpu_free_memory_mb, has_gpu, limit_threads, runtime_versions
@@ -45,7 +46,9 @@ def load_engine(weights_source: str, settings: Settings) -> LoadedEngine:
         "VGG16 ready on %s (%s, %s) with weights %s in %.1f s",
         runtime["device"], runtime["backend"], precision, loaded.weights, seconds,
     )  # fmt: skip
-    return LoadedEngine(AscentEngine(loaded.network), loaded.weights, runtime, seconds)
+    # Jobs and cache entries are claimed with the precision too: bf16 pictures never mix with float32 ones.
+    identity = numerics_identity(loaded.weights, precision)
+    return LoadedEngine(AscentEngine(loaded.network), identity, runtime, seconds)
 
 
 def pick_batch_size(spec: JobSpec, filter_count: int, settings: Settings) -> int:
