@@ -9,6 +9,7 @@ from api.openapi import openapi_document
 from api.services import services
 from shared.layers import MODELS
 from shared.methods import describe_methods
+from shared.version import package_version
 from shared.workers import count_live
 
 meta = Blueprint("meta", __name__)
@@ -37,8 +38,8 @@ def list_models():
 
 @meta.get("/healthz")
 def healthz():
-    """The process is alive."""
-    return {"status": "ok"}
+    """The process is alive, and which filterviz it is."""
+    return {"status": "ok", "version": package_version()}
 
 
 @meta.get("/readyz")

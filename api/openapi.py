@@ -117,6 +117,15 @@ def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
             "started_at": {"type": ["string", "null"]},
             "finished_at": {"type": ["string", "null"]},
             "error": {"type": ["object", "null"]},
+            "queue": {
+                "description": "A queued job's place in fair dispatch: chunks sent before its next one, and "
+                "an estimated start in seconds from recent chunks (null before any); null once it runs",
+                "type": ["object", "null"],
+                "properties": {
+                    "chunks_ahead": {"type": "integer"},
+                    "estimated_start_seconds": {"type": ["number", "null"]},
+                },
+            },
             "links": {"type": "object"},
         },
         "required": ["id", "status", "progress", "params", "created_at", "links"],
@@ -137,6 +146,7 @@ def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
                         "links": _JOB_LINKS,
                     },
                     "400": _error_response("Malformed JSON, or nested too deeply"),
+                    "403": _error_response("A priority above 0 without an admin token (code priority_not_allowed)"),
                     "413": _error_response("Body too large"),
                     "415": _error_response("Not JSON"),
                     "422": _error_response(
@@ -305,7 +315,16 @@ def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
             "get": {
                 "operationId": "healthz",
                 "summary": "Alive",
-                "responses": {"200": _json("Alive", {"type": "object"})},
+                "responses": {
+                    "200": _json(
+                        "Alive, with the package version",
+                        {
+                            "type": "object",
+                            "required": ["status", "version"],
+                            "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
+                        },
+                    )
+                },
             }
         },
         "/readyz": {

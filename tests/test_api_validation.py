@@ -124,3 +124,9 @@ def test_the_openapi_document_states_the_configured_limits():
     assert spec["filters"]["anyOf"][0]["oneOf"][0]["maxItems"] == 100
     over = raised.post("/v1/jobs", json={"steps": 1001})
     assert over.json["error"]["problems"] == [{"field": "steps", "reason": "1001 is above the limit of 1000"}]
+
+
+def test_healthz_says_which_version_answers(client):
+    from shared.version import package_version
+
+    assert client.get("/healthz").get_json() == {"status": "ok", "version": package_version()}

@@ -87,3 +87,11 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, args, me
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert not out.exists()
+
+
+def test_version_is_the_package_version():
+    from shared.version import package_version
+
+    result = filterviz("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"filterviz {package_version()}"
+    assert package_version() != "unknown"

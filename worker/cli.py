@@ -15,6 +15,7 @@ from shared.layers import conv_layers
 from shared.methods import METHODS, SEED
 from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
+from shared.version import package_version
 
 USAGE_ERROR = 2
 
@@ -62,6 +63,7 @@ def parse_param(text: str) -> tuple[str, int | float | bool]:
 def build_parser() -> argparse.ArgumentParser:
     """The command line, with SPEC.md's defaults."""
     parser = _OneLineParser(prog="filterviz", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"filterviz {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     render = commands.add_parser("render", help="render a grid, per-filter pictures and a manifest into a folder")
