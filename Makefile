@@ -60,7 +60,7 @@ check-compose: $(INSTALLED) ## validate docker-compose.yml, alone and with the M
 
 bench: install ## benchmarks: the engine (seed-style vs batched) and the service (overhead, polls, scaling)
 	$(BIN)/python bench/engine.py
-	$(BIN)/python bench/service.py
+	$(BIN)/python -m bench.service
 
 lint: $(INSTALLED) ## ruff: lint and format check
 	$(BIN)/ruff check .

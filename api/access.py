@@ -27,6 +27,16 @@ def may_see(owner: str | None) -> bool:
     return caller is None or caller.admin or (owner is not None and owner == caller.name)
 
 
+def check_priority(priority: int) -> None:
+    """403 unless the caller may ask for this priority: raising it (above 0) takes an admin token, so
+    with tokens off nobody may; lowering it is anyone's (shared/scheduling.py)."""
+    caller = current_caller()
+    if priority > 0 and not (caller and caller.admin):
+        who = "this token is not an admin's" if caller else "this API has no tokens, so no caller is an admin"
+        raise ApiError(403, "priority_not_allowed", f"a priority above 0 needs an admin token: {who}",
+                       [{"field": "priority", "reason": "above 0 needs an admin token"}])  # fmt: skip
+
+
 def listed_owner() -> str | None:
     """Whose jobs a listing shows: the caller's own, or everyone's (None) for admins and an open API."""
     caller = current_caller()

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from api.access import current_caller, listed_owner, may_see
+from api.access import check_priority, current_caller, listed_owner, may_see
 from api.admission import client_identity
 from api.cached import cached_filters, finish_from_cache, refer_to_hits
 from api.errors import ApiError, unavailable
@@ -57,7 +57,7 @@ def _resource(job_id: str) -> dict[str, Any]:
     if job is not None:
         if not may_see(job.owner):
             raise _not_found(job_id)
-        return job_resource(job, found.storage)
+        return job_resource(job, found.storage, found.jobs.redis)
     # The manifest names no owner: a job Redis forgot is shown only where every job may be seen.
     if listed_owner() is not None:
         raise _not_found(job_id)
@@ -113,6 +113,7 @@ def submit_job():
     body = request_body()
     asked_webhook = take_request_fields(body)
     spec = _admissible_spec(body, found.settings)
+    check_priority(spec.priority)
     webhook = admissible_webhook(asked_webhook, found)
     storage_problem = found.storage_probe.problem()
     if storage_problem is not None:
@@ -142,7 +143,7 @@ def create_job(
         found.jobs.set_webhook(job_id, webhook)
     refer_to_hits(found, job_id, cached)
     if chunks:
-        enqueue_job(found.celery, found.jobs, job_id, client, chunks, filter_flops(spec))
+        enqueue_job(found.celery, found.jobs, job_id, client, chunks, filter_flops(spec), spec.priority)
     else:
         finish_from_cache(found, job_id, cached)
     return job_id
@@ -154,7 +155,7 @@ def list_jobs():
     limit = query_int("limit", 1, MAX_LISTED, default=20)
     found = services()
     listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit, owner=listed_owner())]
-    return {"jobs": [job_resource(job, found.storage) for job in listed if job is not None]}
+    return {"jobs": [job_resource(job, found.storage, found.jobs.redis) for job in listed if job is not None]}
 
 
 @jobs.get("/jobs/<job_id>")

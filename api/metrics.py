@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from shared.celery_app import QUEUE, WEBHOOK_QUEUE
 from shared.jobs import JOB_LIST, job_keys
-from shared.scheduling import queued_chunks
+from shared.scheduling import chunk_backlog, queued_chunks
 from shared.workers import count_live
 
 REQUESTS = Counter("filterviz_http_requests", "HTTP requests answered", ["route", "method", "status"])
@@ -102,7 +102,7 @@ class _Default(Collector):
 
 
 def init_metrics(app: Flask, client: redis.Redis) -> None:
-    """Count every request, and serve GET /metrics."""
+    """Count every request, and serve GET /metrics and GET /metrics/backlog."""
 
     @app.before_request
     def _start_clock() -> None:
@@ -121,3 +121,9 @@ def init_metrics(app: Flask, client: redis.Redis) -> None:
     def metrics() -> Response:
         """Prometheus' text format."""
         return Response(generate_latest(_registry(client)), content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/metrics/backlog")
+    def backlog() -> dict[str, int]:
+        """The chunks that want a worker process, as JSON for an autoscaler (KEDA's metrics-api
+        trigger, deploy/k8s): open like /metrics, and as cheap (a few Redis calls)."""
+        return chunk_backlog(client)

@@ -2,8 +2,11 @@
 
 from typing import Any
 
-from shared.jobs import SUCCEEDED, Job
+import redis
+
+from shared.jobs import QUEUED, SUCCEEDED, Job
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE
+from shared.scheduling import queue_position
 from shared.storage import Storage, job_key
 
 
@@ -22,8 +25,16 @@ def links(job_id: str, status: str, storage: Storage) -> dict[str, str | None]:
     }
 
 
-def job_resource(job: Job, storage: Storage) -> dict[str, Any]:
-    """The resource of a job that Redis still knows."""
+def queue_place(client: redis.Redis | None, job: Job) -> dict[str, Any] | None:
+    """Where a queued job waits in fair dispatch (None once it runs, or without Redis to ask)."""
+    place = queue_position(client, job.id) if client is not None and job.status == QUEUED else None
+    if place is None:
+        return None
+    return {"chunks_ahead": place.chunks_ahead, "estimated_start_seconds": place.estimated_start_seconds}
+
+
+def job_resource(job: Job, storage: Storage, client: redis.Redis | None = None) -> dict[str, Any]:
+    """The resource of a job that Redis still knows; with `client`, a queued job's place in the queue."""
     return {
         "id": job.id,
         "status": job.status,
@@ -34,6 +45,7 @@ def job_resource(job: Job, storage: Storage) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
+        "queue": queue_place(client, job),
         "links": links(job.id, job.status, storage),
     }
 
@@ -52,5 +64,6 @@ def resource_from_manifest(manifest: dict[str, Any], storage: Storage) -> dict[s
         "started_at": timings["started_at"],
         "finished_at": timings["finished_at"],
         "error": None,
+        "queue": None,
         "links": links(manifest["id"], SUCCEEDED, storage),
     }

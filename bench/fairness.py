@@ -5,7 +5,9 @@ one client submits a big job (192 filters of block5_conv1 at 64 px); one second 
 block1_conv1, 2 steps). Printed: the tiny job's latency against its latency on an idle stack and
 its own compute, against the big job's chunk duration; and the big job's slowdown against running
 alone, with its seconds outside its chunks (what dispatch and the tiny job add; chunk compute
-wanders with the machine's load). Rounds alternate alone / contended, so that drift hits both alike.
+wanders with the machine's load); and how long the tiny job's status polls took while it was queued
+(the API then computes its place in the queue). Rounds alternate alone / contended, so that drift
+hits both alike. bench/service.py runs this as its fairness round.
 
     python bench/fairness.py [--rounds 3]
 
@@ -19,6 +21,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,11 +55,20 @@ def client(address: str) -> requests.Session:
     return session
 
 
-def run_job(api: str, session: requests.Session, job: dict, poll_every: float = 0.1) -> tuple[float, dict]:
-    """Submit and poll until the job ends: (seconds from submission to seeing it succeed, its manifest)."""
+def run_job(
+    api: str, session: requests.Session, job: dict, poll_every: float = 0.1, queued_polls: list[float] | None = None
+) -> tuple[float, dict]:
+    """Submit and poll until the job ends: (seconds from submission to seeing it succeed, its manifest).
+    The seconds of each poll answered while the job was queued (it says its place then) go to queued_polls."""
     started = time.perf_counter()
     job_id = session.post(f"{api}/v1/jobs", json=job, timeout=10).json()["id"]
-    while (resource := session.get(f"{api}/v1/jobs/{job_id}", timeout=10).json())["status"] not in ENDED:
+    while True:
+        asked = time.perf_counter()
+        resource = session.get(f"{api}/v1/jobs/{job_id}", timeout=10).json()
+        if resource["status"] == "queued" and queued_polls is not None:
+            queued_polls.append(time.perf_counter() - asked)
+        if resource["status"] in ENDED:
+            break
         time.sleep(poll_every)
     seconds = time.perf_counter() - started
     assert resource["status"] == "succeeded", resource
@@ -67,21 +79,35 @@ def chunk_seconds(manifest: dict) -> list[float]:
     return [chunk["seconds"] for chunk in manifest["timings"]["chunks"]]
 
 
-def contended(api: str) -> tuple[float, float, dict]:
+def contended(api: str, queued_polls: list[float]) -> tuple[float, float, dict]:
     """The big job from 127.0.0.1, the tiny one from 127.0.0.2 a second later: (big s, tiny s, big manifest)."""
     result: dict[str, tuple[float, dict]] = {}
     big = threading.Thread(target=lambda: result.update(big=run_job(api, client("127.0.0.1"), BIG_JOB, 0.5)))
     big.start()
     time.sleep(1)
-    tiny_seconds, _ = run_job(api, client("127.0.0.2"), TINY_JOB, 0.05)
+    tiny_seconds, _ = run_job(api, client("127.0.0.2"), TINY_JOB, 0.05, queued_polls)
     big.join()
     return result["big"][0], tiny_seconds, result["big"][1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    rounds = parser.parse_args().rounds
+@dataclass
+class Fairness:
+    """What fairness_round measured: seconds per round (big alone / shared, tiny idle / busy), ..."""
+
+    alone: list[float] = field(default_factory=list)
+    shared: list[float] = field(default_factory=list)
+    tiny_idle: list[float] = field(default_factory=list)
+    tiny_busy: list[float] = field(default_factory=list)
+    tiny_compute: list[float] = field(default_factory=list)
+    chunks: list[float] = field(default_factory=list)  # the big job's chunk seconds, alone
+    # the big job's seconds not spent in its chunks
+    outside: dict[str, list[float]] = field(default_factory=lambda: {"alone": [], "shared": []})
+    queued_polls: list[float] = field(default_factory=list)  # GET of the tiny job while queued
+
+
+def fairness_round(rounds: int) -> Fairness:
+    """The measurements, on a stack of its own (one worker process), rounds alternating alone / contended."""
+    measured = Fairness()
     with tempfile.TemporaryDirectory() as workdir:
         stack = LocalStack(Path(workdir), api_port=free_port(), extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS})
         try:
@@ -92,39 +118,53 @@ def main() -> None:
             api = stack.api_url
             run_job(api, client("127.0.0.1"), {**BIG_JOB, "filters": [0, 1]})  # warm both compiled steps
             run_job(api, client("127.0.0.1"), TINY_JOB)
-            alone, shared, tiny_idle, tiny_busy, tiny_compute, chunks = [], [], [], [], [], []
-            # the big job's seconds not spent in its chunks
-            outside: dict[str, list[float]] = {"alone": [], "shared": []}
             for number in range(rounds):
                 tiny_seconds, manifest = run_job(api, client("127.0.0.2"), TINY_JOB, 0.05)
-                tiny_idle.append(tiny_seconds)
-                tiny_compute.append(sum(chunk_seconds(manifest)))
+                measured.tiny_idle.append(tiny_seconds)
+                measured.tiny_compute.append(sum(chunk_seconds(manifest)))
                 big_alone, big_manifest = run_job(api, client("127.0.0.1"), BIG_JOB, 0.5)
-                alone.append(big_alone)
-                big_shared, tiny_shared, shared_manifest = contended(api)
-                outside["alone"].append(big_alone - sum(chunk_seconds(big_manifest)))
-                outside["shared"].append(big_shared - sum(chunk_seconds(shared_manifest)))
-                shared.append(big_shared)
-                tiny_busy.append(tiny_shared)
-                chunks += chunk_seconds(big_manifest)
+                measured.alone.append(big_alone)
+                big_shared, tiny_shared, shared_manifest = contended(api, measured.queued_polls)
+                measured.outside["alone"].append(big_alone - sum(chunk_seconds(big_manifest)))
+                measured.outside["shared"].append(big_shared - sum(chunk_seconds(shared_manifest)))
+                measured.shared.append(big_shared)
+                measured.tiny_busy.append(tiny_shared)
+                measured.chunks += chunk_seconds(big_manifest)
                 print(f"round {number + 1}: big alone {big_alone:.1f} s, with the tiny job {big_shared:.1f} s; "
                       f"tiny on an idle stack {tiny_seconds:.2f} s, after the big one {tiny_shared:.2f} s")  # fmt: skip
         finally:
             stack.stop_all()
-    chunk = statistics.median(chunks)
-    tiny = statistics.median(tiny_busy)
-    slowdown = statistics.median(s / a - 1 for s, a in zip(shared, alone, strict=True))
-    print(f"big job: 192 filters of block5_conv1 at 64 px, {len(chunks) // rounds} chunks of {chunk:.1f} s "
-          f"(median); alone {statistics.median(alone):.1f} s, with the tiny job {statistics.median(shared):.1f} s: "
-          f"slowdown {slowdown:+.1%} (target at most 5%)")  # fmt: skip
+    return measured
+
+
+def report(measured: Fairness, rounds: int) -> None:
+    """Print the small job's latency against its compute, and the big job's slowdown."""
+    chunk = statistics.median(measured.chunks)
+    tiny = statistics.median(measured.tiny_busy)
+    tiny_idle = statistics.median(measured.tiny_idle)
+    slowdown = statistics.median(s / a - 1 for s, a in zip(measured.shared, measured.alone, strict=True))
+    print(f"big job: 192 filters of block5_conv1 at 64 px, {len(measured.chunks) // rounds} chunks of {chunk:.1f} s "
+          f"(median); alone {statistics.median(measured.alone):.1f} s, with the tiny job "
+          f"{statistics.median(measured.shared):.1f} s: slowdown {slowdown:+.1%} (target at most 5%)")  # fmt: skip
     # Chunk compute wanders with this machine's load; the time outside chunks is what dispatch adds.
-    apart = {name: statistics.median(seconds) for name, seconds in outside.items()}
+    apart = {name: statistics.median(seconds) for name, seconds in measured.outside.items()}
     print(f"big job, seconds outside its chunks (dispatch, finish, the tiny job; median): "
           f"alone {apart['alone']:.2f} s, with the tiny job {apart['shared']:.2f} s")  # fmt: skip
-    print(f"tiny job: 2 filters of block1_conv1, 2 steps: compute {statistics.median(tiny_compute):.2f} s, "
-          f"{statistics.median(tiny_idle):.2f} s end to end on an idle stack, {tiny:.2f} s submitted 1 s after "
-          f"the big job (target: within one chunk {chunk:.1f} s + its own {statistics.median(tiny_idle):.2f} s = "
-          f"{chunk + statistics.median(tiny_idle):.1f} s)")  # fmt: skip
+    compute = statistics.median(measured.tiny_compute)
+    print(f"tiny job: 2 filters of block1_conv1, 2 steps: compute {compute:.2f} s, {tiny_idle:.2f} s end to end "
+          f"on an idle stack, {tiny:.2f} s submitted 1 s after the big job (target: within one chunk "
+          f"{chunk:.1f} s + its own {tiny_idle:.2f} s = {chunk + tiny_idle:.1f} s)")  # fmt: skip
+    if measured.queued_polls:
+        polls = sorted(measured.queued_polls)
+        print(f"status polls of the queued tiny job (its place computed; Python client): {len(polls)}, "
+              f"median {1000 * statistics.median(polls):.1f} ms, max {1000 * polls[-1]:.1f} ms")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    rounds = parser.parse_args().rounds
+    report(fairness_round(rounds), rounds)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@
 4. abuse: one client polls a job's status while 32 others (wrk) send the most expensive invalid
    submissions we know; its p99 against its p99 on a quiet stack, and whether any API process was
    restarted. Run with the default admission settings, then with the rate limit off (every
-   abusive request parsed and validated).
+   abusive request parsed and validated);
+5. fairness (issue 19): bench/fairness.py's round on a one-worker stack of its own: a big job,
+   then a tiny one from another client; the tiny job's latency against its compute time, the big
+   job's slowdown, and the queued tiny job's status polls.
 
-    python bench/service.py
+    python -m bench.service [--only fairness] [--fairness-rounds 3]   (from the repository root)
 """
 
+import argparse
 import json
 import os
 import re
@@ -27,6 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import requests
 
+from bench.fairness import fairness_round
+from bench.fairness import report as report_fairness
 from devstack.local import LocalStack, free_port
 from shared.settings import Settings
 from shared.spec import parse_spec
@@ -229,6 +235,19 @@ def report_abuse(label: str, rounds: list[AbuseRound]) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["fairness"], help="run only this round")
+    parser.add_argument("--fairness-rounds", type=int, default=ROUNDS)
+    arguments = parser.parse_args()
+    if arguments.only is None:
+        service_rounds()
+    print(f"5. fairness: one worker process, a big job then a tiny one from another client "
+          f"({arguments.fairness_rounds} rounds)")  # fmt: skip
+    report_fairness(fairness_round(arguments.fairness_rounds), arguments.fairness_rounds)
+
+
+def service_rounds() -> None:
+    """Rounds 1-4, on one stack."""
     engine = statistics.median(engine_seconds(OVERHEAD_JOB))
     with tempfile.TemporaryDirectory() as workdir:
         stack = LocalStack(

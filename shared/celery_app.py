@@ -80,8 +80,9 @@ def send_webhook(app: Celery) -> Callable[[str, str, str], None]:
 
 
 def enqueue_job(
-    app: Celery, jobs: JobStore, job_id: str, client: str, chunks: Sequence[Sequence[int]], filter_flops: float
-) -> None:
+    app: Celery, jobs: JobStore, job_id: str, client: str, chunks: Sequence[Sequence[int]], filter_flops: float,
+    priority: int = 0,
+) -> None:  # fmt: skip
     """Queue the job's chunks for fair dispatch (shared/scheduling.py): the broker gets them as
     slots free; the chunk that completes the job enqueues its finish."""
-    Scheduler(jobs, CeleryDispatch(app)).submit(job_id, client, [list(c) for c in chunks], filter_flops)
+    Scheduler(jobs, CeleryDispatch(app)).submit(job_id, client, [list(c) for c in chunks], filter_flops, priority)

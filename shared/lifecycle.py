@@ -272,7 +272,8 @@ class Lifecycle:
         self.release(unit)
         if job is not None and job.status == RUNNING:
             self._finish_when_complete(unit.job_id, job.chunks)
-        self._leaves_broker(unit.job_id, unit.name)  # after the finish: it goes first, not behind the next chunk
+        # After the finish: it goes first, not behind the next chunk. Its seconds feed estimated starts.
+        self._scheduler.release(unit.job_id, unit.name, done=True)
 
     def finish_done(self, unit: Unit, finished_at: str) -> bool:
         """The manifest is stored: running -> succeeded (True only for the one call that moved it)."""

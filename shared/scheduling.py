@@ -14,6 +14,22 @@ Which chunk, when a slot frees: fair share across clients, round robin across a 
   its chunk's cost. A client that joins starts at the score of the last chunk sent (never below
   its own past score), so it goes next, but an idle spell earns it no credit to hoard.
 - A client's jobs take turns, one chunk each (a list rotated at each pick); a new job goes first.
+- Priority (the request's `priority`, -3..3, default 0) is a weight, not a queue jump: a chunk of
+  priority p charges its client cost x 2^-p. A priority-2 job's client thus gets four times the
+  share of a client at 0 while both have work, and the others still get theirs: a strict "higher
+  first" would let one urgent big job hold every worker, the very thing this dispatch prevents
+  (Slurm's fair-share weights and Kubernetes APF's shares work the same way). Raising it (p > 0)
+  is for admin tokens only (api/access.py `check_priority`); anyone may lower it, to run a job in
+  the background of their own and others' work.
+
+Position (`queue_position`, for a queued job's resource): how many chunks will be sent before the
+job's next one (0 once one of its chunks is sent: a worker takes it next), by replaying fair share
+on the scores (one Lua read over the in-flight set, one member a worker process, and the clients
+with queued work and their jobs, which admission bounds: no simulation chunk by chunk), and an
+estimated start from the seconds recent chunks held their slot (RECENT_SECONDS, the last
+RECENT_KEPT done chunks) and the number of slots. Chunks are cut to about the same compute
+(shared/cost.py), so chunks ahead times a chunk's seconds over the slots is a fair guess; it
+ignores jobs submitted meanwhile.
 
 Why this and not the alternatives: Celery priorities on Redis are a few lists polled in order and
 prefetching blurs them; queues by cost starve big jobs, and don't separate clients. A pick is one
@@ -28,7 +44,9 @@ place. How the lifecycle uses this (releases, the sweep's checks) is told in sha
 """
 
 import json
+import statistics
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
@@ -41,6 +59,8 @@ IN_FLIGHT = "filterviz:sched:in-flight"  # sorted set: <job>:<chunk> sent to the
 VIRTUAL_TIME = "filterviz:sched:vtime"  # the score of the client served last
 CLIENT_JOBS = "filterviz:sched:client:"  # + client: list of its job ids with queued chunks, in turn
 SERVED = "filterviz:sched:served:"  # + client: its score while it has nothing queued
+RECENT_SECONDS = "filterviz:sched:recent-seconds"  # list: seconds the last done chunks held a slot
+RECENT_KEPT = 20
 # A client idle this long starts afresh (its past score no longer matters: it is below everyone's).
 SERVED_SECONDS = 86400
 _JOB = "{job}"
@@ -69,7 +89,8 @@ while true do
   if chunk then
     local plan = redis.call('HGET', key(ARGV[4], job), 'plan:' .. chunk)
     local filters = plan and #cjson.decode(plan) or 1
-    cost = filters * tonumber(redis.call('HGET', key(ARGV[4], job), 'filter_gflop') or '1')
+    local priority = tonumber(redis.call('HGET', key(ARGV[4], job), 'priority') or '0')
+    cost = filters * tonumber(redis.call('HGET', key(ARGV[4], job), 'filter_gflop') or '1') * 2 ^ (-priority)
     redis.call('SET', KEYS[3], score)
     redis.call('ZADD', KEYS[2], ARGV[2], job .. ':' .. chunk)
   end
@@ -81,6 +102,56 @@ while true do
   end
   if chunk then return {job, chunk} end
 end
+"""
+# How many chunks go before job ARGV[1]'s next one (0 once one is sent), or nil when none is queued
+# or sent. Its client's score after the turns of the jobs before it in its list is the virtual time
+# its chunk goes at; every other client below that sends chunks (at its jobs' mean charge) until it
+# reaches it.
+_POSITION = """
+local function key(template, job) return (string.gsub(template, '{job}', job)) end
+local function charge(job)
+  local queued = key(ARGV[2], job)
+  local head = redis.call('LINDEX', queued, 0)
+  if not head then return nil, 0 end
+  local units = key(ARGV[3], job)
+  local plan = redis.call('HGET', units, 'plan:' .. head)
+  local filters = plan and #cjson.decode(plan) or 1
+  local gflop = tonumber(redis.call('HGET', units, 'filter_gflop') or '1')
+  local priority = tonumber(redis.call('HGET', units, 'priority') or '0')
+  return filters * gflop * 2 ^ (-priority), redis.call('LLEN', queued)
+end
+-- A chunk of it already sent (the slots: one per worker process) is at the door: nothing is ahead.
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if string.sub(member, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then return 0 end
+end
+local mine = redis.call('HGET', key(ARGV[3], ARGV[1]), 'client')
+local score = mine and redis.call('ZSCORE', KEYS[1], mine)
+if not score then return nil end
+local ahead, at, found = 0, tonumber(score), false
+for _, job in ipairs(redis.call('LRANGE', ARGV[4] .. mine, 0, -1)) do
+  if job == ARGV[1] then found = true; break end
+  local cost = charge(job)
+  if cost then ahead = ahead + 1; at = at + cost end
+end
+if not found or not redis.call('LINDEX', key(ARGV[2], ARGV[1]), 0) then return nil end
+local others = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #others, 2 do
+  local client, own = others[i], tonumber(others[i + 1])
+  -- at equal scores the sorted set serves the client whose name sorts first
+  if client ~= mine and (own < at or (own == at and client < mine)) then
+    local total, jobs, waiting = 0, 0, 0
+    for _, job in ipairs(redis.call('LRANGE', ARGV[4] .. client, 0, -1)) do
+      local cost, left = charge(job)
+      if cost then total = total + cost; jobs = jobs + 1; waiting = waiting + left end
+    end
+    if jobs > 0 then
+      local turns = (at - own) * jobs / total
+      turns = client < mine and math.floor(turns) + 1 or math.ceil(turns)
+      ahead = ahead + math.min(waiting, turns)
+    end
+  end
+end
+return ahead
 """
 # Put job ARGV[1] in its client's turn (once; a new job first, so that a client's small job doesn't
 # wait for a turn of each of its big ones), and the client among those served: at the score of
@@ -132,6 +203,39 @@ def queued_chunks(client: redis.Redis) -> int:
         return sum(pipe.execute())
 
 
+@dataclass(frozen=True)
+class QueuePosition:
+    """Where a queued job stands: chunks sent before its next one, and when that one may start."""
+
+    chunks_ahead: int
+    estimated_start_seconds: float | None  # None until a chunk has been done (nothing to go by)
+
+
+def queue_position(client: redis.Redis, job_id: str) -> QueuePosition | None:
+    """The job's place in fair dispatch, or None when none of its chunks waits or is sent (3 Redis calls)."""
+    ahead = client.register_script(_POSITION)(
+        keys=[CLIENTS, IN_FLIGHT], args=[job_id, job_keys(_JOB).queued, job_keys(_JOB).units, CLIENT_JOBS]
+    )
+    if ahead is None:
+        return None
+    recent = [float(seconds) for seconds in client.lrange(RECENT_SECONDS, 0, -1)]
+    if not recent:
+        return QueuePosition(int(ahead), None)
+    # The chunks ahead, then this one, each take a slot as one frees; those running are half done.
+    seconds = (int(ahead) + 0.5) * statistics.median(recent) / slots(client)
+    return QueuePosition(int(ahead), round(seconds, 1))
+
+
+def chunk_backlog(client: redis.Redis) -> dict[str, int]:
+    """The chunks that want a worker process: waiting in Redis, and sent (in the broker or running).
+
+    What an autoscaler should read: never zero while a chunk is unfinished, so a job submitted while
+    no worker exists brings one up (its first chunk is in the broker, the slot that `slots` keeps
+    for that: the waiting chunks alone may be none), and a busy worker counts until its chunk ends."""
+    waiting, sent = queued_chunks(client), client.zcard(IN_FLIGHT)
+    return {"queued_chunks": waiting, "in_flight_chunks": sent, "chunks": waiting + sent}
+
+
 class Scheduler:
     """The queued chunks of every job, and which of them the broker holds."""
 
@@ -143,12 +247,13 @@ class Scheduler:
         self._join = client.register_script(_JOIN)
         self._requeue_lost = client.register_script(_REQUEUE_LOST)
 
-    def submit(self, job_id: str, client: str, chunks: list[list[int]], filter_flops: float) -> None:
+    def submit(self, job_id: str, client: str, chunks: list[list[int]], filter_flops: float, priority: int = 0) -> None:
         """Queue a new job's chunks (its record exists) for `client`, and send what free slots allow."""
         keys = job_keys(job_id)
         plans = {f"plan:{i}": json.dumps(list(filters)) for i, filters in enumerate(chunks)}
+        fields = {**plans, "client": client, "filter_gflop": filter_flops / 1e9, "priority": priority}
         with self._redis.pipeline() as pipe:
-            pipe.hset(keys.units, mapping={**plans, "client": client, "filter_gflop": filter_flops / 1e9})
+            pipe.hset(keys.units, mapping=fields)
             pipe.rpush(keys.queued, *[str(i) for i in range(len(chunks))])
             self._jobs.touch(pipe, job_id)
             pipe.execute()
@@ -173,11 +278,19 @@ class Scheduler:
             sent += 1
         return sent
 
-    def release(self, job_id: str, chunk: str) -> None:
+    def release(self, job_id: str, chunk: str, done: bool = False) -> None:
         """The chunk left the broker for good (done, or its job ended): its slot goes to the next chunk.
+        A done chunk's seconds in its slot join the recent ones (for estimated starts).
 
         Idempotent: a duplicate delivery releases nothing more."""
-        if self._redis.zrem(IN_FLIGHT, _member(job_id, chunk)):
+        member = _member(job_id, chunk)
+        sent = self._redis.zscore(IN_FLIGHT, member)
+        if self._redis.zrem(IN_FLIGHT, member):
+            if done and sent is not None:
+                with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.lpush(RECENT_SECONDS, round(time.time() - sent, 3))
+                    pipe.ltrim(RECENT_SECONDS, 0, RECENT_KEPT - 1)
+                    pipe.execute()
             self.fill()
 
     def drop(self, job_id: str) -> None:

@@ -126,6 +126,18 @@ def test_presigned_urls_go_to_the_owner_only_and_last_at_most_an_hour(stack, ali
     assert "grid_presigned" not in As(stack.api_url, "bob")("GET", f"/v1/jobs/{alice_job['id']}").text
 
 
+def test_only_an_admin_may_raise_a_jobs_priority(stack):
+    alice, boss = As(stack.api_url, "alice"), As(stack.api_url, "boss")
+    refused = alice("POST", "/v1/jobs", json={**SLOW_JOB, "priority": 1})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "priority_not_allowed"
+    out_of_range = alice("POST", "/v1/jobs", json={**SLOW_JOB, "priority": 4})
+    assert out_of_range.status_code == 422 and out_of_range.json()["error"]["problems"][0]["field"] == "priority"
+    for who, priority in ((boss, 3), (alice, -1)):  # raised by the admin; lowered by anyone
+        response = who("POST", "/v1/jobs", json={**SLOW_JOB, "priority": priority})
+        assert response.status_code == 202 and response.json()["params"]["priority"] == priority
+        assert who("POST", f"/v1/jobs/{response.json()['id']}/cancel", json={}).status_code == 200
+
+
 def test_presigned_urls_can_not_be_configured_to_last_over_an_hour():
     with pytest.raises(ValidationError, match="less than or equal to 3600"):
         Settings(presign_seconds=3601)

@@ -16,7 +16,14 @@ from bench.fairness import client
 from devstack.local import LocalStack, wait_until
 from shared.jobs import JobStore, job_keys
 from shared.lifecycle import Lifecycle
-from shared.scheduling import IN_FLIGHT, Scheduler, queued_chunks
+from shared.scheduling import (
+    IN_FLIGHT,
+    RECENT_SECONDS,
+    Scheduler,
+    chunk_backlog,
+    queue_position,
+    queued_chunks,
+)
 from shared.spec import parse_spec
 from shared.workers import publish
 from tests.service_helpers import get_job, running_stack, wait_for
@@ -54,11 +61,13 @@ def jobs(redis_server):
     return JobStore(redis_server, 3600)
 
 
-def create(jobs: JobStore, scheduler: Scheduler, name: str, client: str, chunks: int, gflop: float = 1) -> str:
+def create(
+    jobs: JobStore, scheduler: Scheduler, name: str, client: str, chunks: int, gflop: float = 1, priority: int = 0
+) -> str:
     """A queued job of `chunks` chunks of one filter each, `gflop` a filter, submitted by `client`."""
-    spec = parse_spec({"layer": "block1_conv1", "filters": list(range(chunks))})
+    spec = parse_spec({"layer": "block1_conv1", "filters": list(range(chunks)), "priority": priority})
     jobs.create(name, spec, chunks)
-    scheduler.submit(name, client, [[i] for i in range(chunks)], gflop * 1e9)
+    scheduler.submit(name, client, [[i] for i in range(chunks)], gflop * 1e9, priority)
     return name
 
 
@@ -67,7 +76,7 @@ def run_next(scheduler: Scheduler, sent: Sent, count: int) -> list[str]:
     before = len(sent.chunks)
     for _ in range(count):
         job_id, index = sent.chunks[len(sent.chunks) - 1]
-        scheduler.release(job_id, str(index))
+        scheduler.release(job_id, str(index), done=True)
     return [job_id for job_id, _ in sent.chunks[before:]]
 
 
@@ -91,6 +100,46 @@ def test_clients_share_by_compute_and_a_clients_jobs_take_turns(jobs):
     picked = run_next(scheduler, sent, 12)
     assert picked.count("b") == 4 and picked.count("a1") == picked.count("a2") == 4
     assert [j for j in picked if j != "b"][:4] == ["a2", "a1", "a2", "a1"]
+
+
+def test_priority_weighs_a_clients_share_without_starving_the_others(jobs):
+    sent = Sent()
+    scheduler = Scheduler(jobs, sent)
+    create(jobs, scheduler, "normal", "alice", chunks=30)
+    create(jobs, scheduler, "urgent", "admin", chunks=30, priority=2)  # charged a quarter of its cost
+    create(jobs, scheduler, "background", "bob", chunks=30, priority=-1)  # charged twice its cost
+    run_next(scheduler, sent, 21)
+    picked = [job_id for job_id, _ in sent.chunks]  # normal's first chunk, sent alone, included
+    assert (picked.count("urgent"), picked.count("normal"), picked.count("background")) == (16, 4, 2)
+
+
+def test_a_queued_jobs_position_counts_the_chunks_sent_before_its_next_one(jobs):
+    sent = Sent()
+    scheduler = Scheduler(jobs, sent)
+    create(jobs, scheduler, "big", "alice", chunks=6)
+    assert queue_position(jobs.redis, "big").chunks_ahead == 0  # its chunk 1 goes next
+    create(jobs, scheduler, "first", "bob", chunks=2, gflop=3)
+    create(jobs, scheduler, "second", "bob", chunks=2, gflop=3)
+    # bob's newest job goes first; alice's big job, at a third of the cost, sends 3 chunks per turn of
+    # bob's (the last at a tie of scores, which alice wins by name).
+    assert queue_position(jobs.redis, "second").chunks_ahead == 0
+    assert queue_position(jobs.redis, "first").chunks_ahead == 1 + 3
+    assert queue_position(jobs.redis, "first").estimated_start_seconds is None  # no chunk done yet
+    run_next(scheduler, sent, 2)  # big:0 done (second:0 sent), then second:0 (big:1 sent)
+    place = queue_position(jobs.redis, "first")
+    assert place.chunks_ahead == 2  # big's chunks 2 and 3 (bob was charged for second:0)
+    assert jobs.redis.llen(RECENT_SECONDS) == 2 and place.estimated_start_seconds is not None
+    run_next(scheduler, sent, 7)  # every chunk sent, the last in flight: its job's is "next"
+    assert queue_position(jobs.redis, sent.chunks[-1][0]).chunks_ahead == 0
+    run_next(scheduler, sent, 1)
+    assert queue_position(jobs.redis, "first") is None  # nothing of it waits any more
+
+
+def test_the_autoscalers_backlog_is_not_zero_for_a_job_submitted_while_no_worker_exists(jobs):
+    sent = Sent()
+    create(jobs, Scheduler(jobs, sent), "one-chunk", "alice", chunks=1)  # no heartbeat: no worker at all
+    assert sent.chunks == [("one-chunk", 0)] and queued_chunks(jobs.redis) == 0  # in the broker's one slot
+    assert chunk_backlog(jobs.redis) == {"queued_chunks": 0, "in_flight_chunks": 1, "chunks": 1}
 
 
 def test_slots_follow_the_live_worker_processes(jobs):
@@ -168,6 +217,13 @@ def test_a_tiny_job_after_a_big_one_from_another_client_finishes_while_the_big_o
 def test_two_clients_big_jobs_progress_together(api):
     first = submit_as(client("127.0.0.1"), api, {**BIG_JOB, "seed": 5})
     second = submit_as(client("127.0.0.2"), api, {**BIG_JOB, "seed": 6})
+    # Queued, it says its place; the place only moves forward, and goes once it runs.
+    assert second["status"] == "queued" and second["queue"]["chunks_ahead"] >= 0
+    places = [second["queue"]["chunks_ahead"]]
+    while (now := get_job(api, second["id"]))["status"] == "queued":
+        places.append(now["queue"]["chunks_ahead"])
+        assert now["queue"]["estimated_start_seconds"] >= 0  # the previous test's chunks are recent
+    assert places == sorted(places, reverse=True) and now["queue"] is None
     assert wait_for(api, first["id"], ENDED, timeout=180)["status"] == "succeeded"
     behind = get_job(api, second["id"])
     # Served in turn: the second is at most the chunk then running behind (FIFO: not started yet).

@@ -2,13 +2,14 @@
 kubernetes-validate against Kubernetes' schemas, and checked against the code they run.
 
 KEDA's ScaledObject and TriggerAuthentication are custom resources kubernetes-validate has no
-schema for: they are checked field by field instead (target, queue, credentials)."""
+schema for: they are checked field by field instead (target, the backlog they read)."""
 
 import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import kubernetes_validate
 import pytest
@@ -116,13 +117,9 @@ def test_configuration_names_only_variables_the_code_reads(rendered):
     config = find(rendered, "ConfigMap", "filterviz-config")["data"]
     secret = find(rendered, "Secret", "filterviz-secrets")["stringData"]
     read = {field.validation_alias for field in Settings.model_fields.values()}
-    keda_only = {"REDIS_ADDRESS", "REDIS_PASSWORD"}
-    assert set(config) | (set(secret) - keda_only) <= read
+    assert set(config) | set(secret) <= read
     assert {"REDIS_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} <= set(secret)
     assert {"S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "S3_BUCKET"} <= set(config)
-    # KEDA's address and password are those of the app's REDIS_URL.
-    url = redis.connection.parse_url(secret["REDIS_URL"])
-    assert f"{url['host']}:{url['port']}" == secret["REDIS_ADDRESS"] and url["password"] == secret["REDIS_PASSWORD"]
 
 
 def test_workers_stop_within_their_grace_period(rendered):
@@ -135,21 +132,20 @@ def test_workers_stop_within_their_grace_period(rendered):
         assert containers(worker)[0]["args"][containers(worker)[0]["args"].index("--queues") + 1] == QUEUE
 
 
-def test_keda_scales_each_worker_on_the_queue_down_to_zero(rendered):
+def test_keda_scales_each_worker_on_the_chunk_backlog_down_to_zero(rendered):
     scaled = [r for r in rendered if r["kind"] == "ScaledObject"]
     workers = {name(r) for r in rendered if r["kind"] == "Deployment" and name(r).startswith("worker")}
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == workers
-    secret = find(rendered, "Secret", "filterviz-secrets")["stringData"]
+    api_port = find(rendered, "Service", "api")["spec"]["ports"][0]["port"]
     for scaled_object in scaled:
         assert scaled_object["apiVersion"] == KEDA and scaled_object["spec"]["minReplicaCount"] == 0
         (trigger,) = scaled_object["spec"]["triggers"]
-        assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == QUEUE
+        # The API's backlog (shared/scheduling.py chunk_backlog): the Celery list holds one chunk a worker.
+        url = urlparse(trigger["metadata"]["url"])
+        assert trigger["type"] == "metrics-api" and url.hostname.split(".")[0] == "api" and url.port == api_port
+        assert url.path == "/metrics/backlog" and trigger["metadata"]["valueLocation"] == "chunks"
+        assert trigger["metadata"]["activationTargetValue"] == "0"  # one chunk wakes a worker from zero
         assert all(isinstance(value, str) for value in trigger["metadata"].values())  # KEDA takes strings
-        auth = find(rendered, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-        assert {ref["parameter"] for ref in auth["spec"]["secretTargetRef"]} == {"address", "password"}
-        assert all(
-            ref["name"] == "filterviz-secrets" and ref["key"] in secret for ref in auth["spec"]["secretTargetRef"]
-        )
 
 
 def test_the_gpu_overlay_adds_gpu_workers_like_the_cpu_ones_and_keeps_cpu_workers_off_gpu_nodes():

@@ -228,6 +228,7 @@ function showJob(job) {
   const percent = Math.round((100 * job.progress.done) / job.progress.total);
   progress.setAttribute("aria-valuetext", `${job.progress.done} of ${job.progress.total} filters`);
   $("job-progress-text").textContent = `${job.progress.done} / ${job.progress.total} (${percent}%)`;
+  showQueue(job.queue);
   $("job-cancel").hidden = FINISHED.has(job.status);
   $("job-error").textContent = job.error ? `${job.error.code}: ${job.error.message}` : "";
   if (job.status === "succeeded" && $("job-grid").hidden) {
@@ -238,6 +239,16 @@ function showJob(job) {
     $("job-grid").hidden = false;
   }
   showParams(job);
+}
+
+// A queued job's place in fair dispatch: chunks sent before its next one, and a guessed start.
+function showQueue(queue) {
+  const line = $("job-queue");
+  line.hidden = !queue;
+  if (!queue) return;
+  const ahead = queue.chunks_ahead === 0 ? "next to start" : `${queue.chunks_ahead} chunks of work ahead`;
+  const eta = queue.estimated_start_seconds;
+  line.textContent = `Waiting: ${ahead}` + (eta === null ? "" : `, starts in about ${Math.ceil(eta)} s`);
 }
 
 function showParams(job) {
