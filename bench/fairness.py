@@ -32,8 +32,9 @@ from requests.adapters import HTTPAdapter
 from devstack.local import LocalStack, free_port
 
 WEIGHTS = "random:0"
-BIG_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 192}, "image_size": 64, "seed": 1}
-TINY_JOB = {"layer": "block1_conv1", "filters": [0, 1], "steps": 2, "seed": 2}
+# "cache": false: every round renders (an identical job would otherwise be copied from the result cache).
+BIG_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 192}, "image_size": 64, "seed": 1, "cache": False}
+TINY_JOB = {"layer": "block1_conv1", "filters": [0, 1], "steps": 2, "seed": 2, "cache": False}
 ENDED = {"succeeded", "failed", "canceled"}
 
 
