@@ -80,6 +80,24 @@ def filter_dialog(page: Page, job_id: str) -> None:
     expect(page.get_by_role("dialog")).to_be_visible()
 
 
+def form_with_a_method_parameter_error(page: Page, job_id: str) -> None:
+    open_page(page)
+    page.get_by_label("Method", exact=True).select_option("maco")
+    page.get_by_label("crops").fill("99")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#param-crops-error")).not_to_be_empty()
+
+
+def compare_view(page: Page, job_id: str) -> None:
+    # The finished job's filters under another method, with few steps (the cache serves the second scheme).
+    job = page.request.get(f"/v1/jobs/{job_id}").json()["params"]
+    same = {name: job[name] for name in ("layer", "filters", "image_size", "grid", "seed")}
+    other = page.request.post("/v1/jobs", data={**same, "method": "fourier", "steps": 2}).json()["id"]
+    open_page(page, f"/compare?a={job_id}&b={other}")
+    expect(page.locator("#compare-status")).to_contain_text("fourier: succeeded", timeout=120_000)
+    page.wait_for_function("() => [...document.querySelectorAll('#compare-rows img')].every(i => i.naturalWidth > 0)")
+
+
 def atlas_models(page: Page, job_id: str) -> None:
     open_page(page, "/atlas")
     expect(page.get_by_role("link", name="vgg16", exact=True)).to_be_visible()
@@ -105,6 +123,8 @@ VIEWS: dict[str, Callable[[Page, str], None]] = {
     "form-with-an-error": form_with_an_error,
     "finished-job": finished_job_view,
     "filter-dialog": filter_dialog,
+    "form-with-a-method-parameter-error": form_with_a_method_parameter_error,
+    "compare": compare_view,
     "atlas": atlas_models,
     "atlas-model": atlas_model,
     "atlas-layer": atlas_layer,

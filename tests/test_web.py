@@ -60,7 +60,7 @@ def fill_job(page: Page, job: dict) -> None:
     page.get_by_label("from").fill(str(job["filters"]["start"]))
     page.get_by_label("to (not included)").fill(str(job["filters"]["stop"]))
     page.get_by_label("Image size (px)").fill(str(job["image_size"]))
-    page.get_by_label("Steps").fill(str(job["steps"]))
+    page.get_by_label("Steps", exact=True).fill(str(job["steps"]))
     if "grid" in job:
         page.get_by_label("Grid (cells per side)").fill(str(job["grid"]["n"]))
     page.get_by_label("Seed").fill(str(job["seed"]))
@@ -239,6 +239,11 @@ def test_the_page_asks_for_a_token_keeps_it_in_the_tab_and_works_with_it(browser
     assert stored == [TOKENS["carol"], 0, ""]
     assert context.cookies() == []
     page.screenshot(path=ARTIFACTS / "web-with-token.png", full_page=True)
+    # The side-by-side view fetches with the token too (here a job beside itself).
+    page.goto(f"/compare?a={job_id}&b={job_id}")
+    expect(page.locator("#compare-status")).to_contain_text("succeeded 16/16 · seed: succeeded 16/16")
+    page.wait_for_function("() => [...document.querySelectorAll('#compare-rows img')].every(i => i.naturalWidth > 0)")
+    expect(page.locator("#compare-rows img")).to_have_count(32)
     # Another tab has no token and asks again.
     second = context.new_page()
     second.goto(f"/jobs/{job_id}")
@@ -290,3 +295,88 @@ def test_the_atlas_from_model_to_layer_to_unit_and_back(page, stack):
     open_page(page, "/atlas/vgg16/block1_conv1/4")
     expect(page.locator("#atlas-unit-title")).to_have_text("block1_conv1 · unit 4")
     expect(page.locator("#submit")).to_be_hidden()
+
+
+# ---- methods: the selector and two methods side by side ----
+
+# Small and quick under any method: the first layer, 4 filters, 32 px, a few steps.
+TINY_JOB = {"layer": "block1_conv1", "filters": {"start": 0, "stop": 4}, "image_size": 32, "steps": 3, "seed": 8}
+
+
+def test_choose_a_method_change_a_parameter_and_submit(page, stack):
+    listed = requests.get(f"{stack.api_url}/v1/models", timeout=10).json()["methods"]
+    fourier = next(method for method in listed if method["name"] == "fourier")
+    open_page(page)
+    method = page.get_by_label("Method", exact=True)
+    expect(method.locator("option")).to_have_text([m["name"] for m in listed])
+    method.select_option("fourier")
+    # The method's own defaults and bounds, as /v1/models lists them.
+    expect(page.get_by_label("Steps", exact=True)).to_have_value(str(fourier["defaults"]["steps"]))
+    expect(page.get_by_label("Step size")).to_have_value(str(fourier["defaults"]["step_size"]))
+    expect(page.locator("#method-params-inputs [data-param]")).to_have_count(len(fourier["params"]))
+    jitter = page.get_by_label("jitter")
+    expect(jitter).to_have_value("6")
+    assert jitter.evaluate("input => [input.min, input.max, input.step]") == ["0", "64", "1"]
+    expect(page.get_by_label("pre_relu")).to_be_checked()
+
+    fill_job(page, TINY_JOB)
+    jitter.fill("99")  # above its maximum: named by the field, and no job is made
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#param-jitter-error")).to_have_text("method_params: jitter 99 is above the maximum of 64")
+    expect(jitter).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("decay_power")).not_to_have_attribute("aria-invalid", "true")
+    assert page.url.endswith("/")
+
+    jitter.fill("3")
+    page.get_by_label("decay_power").fill("1.5")
+    page.get_by_label("pre_relu").uncheck()
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
+    expect(page.locator("#job-params")).to_contain_text("decay_power 1.5")
+    job_id = page.url.rsplit("/", 1)[1]
+    manifest = requests.get(f"{stack.api_url}/v1/jobs/{job_id}/manifest.json", timeout=10).json()
+    assert manifest["params"]["method"] == "fourier"
+    assert manifest["params"]["steps"] == TINY_JOB["steps"]
+    defaults = {param["name"]: param["default"] for param in fourier["params"]}
+    assert manifest["params"]["method_params"] == {**defaults, "jitter": 3, "decay_power": 1.5, "pre_relu": False}
+
+
+def test_two_methods_side_by_side_filter_by_filter(page, stack):
+    first = submit(stack.api_url, {**TINY_JOB, "method": "seed"})
+    wait_for(stack.api_url, first["id"], {"succeeded"})
+    open_page(page, f"/jobs/{first['id']}")
+    expect(page.locator("#job-status")).to_contain_text("succeeded")
+    page.get_by_label("Same filters under").select_option("fourier")
+    page.get_by_role("button", name="Render and compare").click()
+    expect(page).to_have_url(re.compile(rf"/compare\?a={first['id']}&b=[0-9a-f-]{{36}}$"))
+    second_id = page.url.rsplit("=", 1)[1]
+    expect(page.locator("#compare-status")).to_contain_text("fourier: succeeded 4/4", timeout=120_000)
+    second = requests.get(f"{stack.api_url}/v1/jobs/{second_id}", timeout=10).json()["params"]
+    # The same filters, size and seed; the other method's own steps.
+    assert (second["method"], second["filters"], second["seed"]) == ("fourier", [0, 1, 2, 3], TINY_JOB["seed"])
+    assert second["steps"] == 128
+
+    def check_the_pictures() -> None:
+        rows = page.locator("#compare-rows tr")
+        expect(rows).to_have_count(4)
+        expect(page.locator("#compare-head th")).to_have_text(["Filter", re.compile("^seed"), re.compile("^fourier")])
+        loaded = "() => [...document.querySelectorAll('#compare-rows img')].filter(i => i.naturalWidth === 32).length"
+        page.wait_for_function(f"{loaded} === 8")
+        for job_id, column in ((first["id"], 0), (second_id, 1)):
+            manifest = requests.get(f"{stack.api_url}/v1/jobs/{job_id}/manifest.json", timeout=10).json()
+            for entry in manifest["filters"]:
+                cell = page.locator(f'#compare-rows tr[data-index="{entry["index"]}"] td').nth(column)
+                state = "dead" if entry["dead"] else "revived" if entry["revived"] else "alive"
+                expect(cell).to_contain_text(f"loss {entry['loss']:.3f} {state}")
+                expect(cell.get_by_role("link", name="picture")).to_have_attribute(
+                    "href", f"/v1/jobs/{job_id}/filters/{entry['index']}.png"
+                )
+
+    check_the_pictures()
+    page.screenshot(path=ARTIFACTS / "web-compare.png", full_page=True)
+    # Its URL is permanent: opened afresh, the same comparison.
+    open_page(page, f"/compare?a={first['id']}&b={second_id}")
+    check_the_pictures()
+    expect(page.locator("#submit")).to_be_hidden()
+    page.get_by_role("link", name="fourier").click()
+    expect(page).to_have_url(re.compile(rf"/jobs/{second_id}$"))

@@ -4,10 +4,11 @@
 // it is gone when the tab closes, and no other tab or site gets it (no cookie, no localStorage).
 
 import { routeAtlas } from "./atlas.js";
+import { routeCompare } from "./compare.js";
 
-const POLL_MS = 1000;
+export const POLL_MS = 1000;
 const TOKEN_KEY = "filterviz-token";
-const FINISHED = new Set(["succeeded", "failed", "canceled"]);
+export const FINISHED = new Set(["succeeded", "failed", "canceled"]);
 export const $ = (id) => document.getElementById(id);
 
 class ApiError extends Error {
@@ -103,11 +104,17 @@ export function element(tag, attributes = {}, ...children) {
 // ---- the form ----
 
 let layers = new Map(); // layer name -> filter count
+const methods = new Map(); // method name -> its description in /v1/models: defaults, parameters, bounds
 
-async function loadLayers() {
-  const { models } = await api("/v1/models");
+async function loadModels() {
+  const { models, methods: described } = await api("/v1/models");
+  loadLayers(models[0]);
+  loadMethods(described.filter((method) => models[0].methods.includes(method.name)));
+}
+
+function loadLayers(model) {
   const select = $("layer");
-  for (const layer of models[0].layers) {
+  for (const layer of model.layers) {
     layers.set(layer.name, layer.filters);
     select.append(element("option", { value: layer.name }, `${layer.name} (${layer.filters} filters)`));
   }
@@ -123,6 +130,50 @@ function showFilterHint() {
   $("filters-hint").textContent = `${$("layer").value} has filters 0 to ${layers.get($("layer").value) - 1}`;
 }
 
+// The methods as the API lists them; the first (the spec's default) is chosen.
+function loadMethods(described) {
+  const select = $("method");
+  for (const method of described) {
+    methods.set(method.name, method);
+    select.append(element("option", { value: method.name }, method.name));
+  }
+  select.addEventListener("change", showMethod);
+  showMethod();
+}
+
+// A method's own defaults: steps and step size are filled in (what the API would take when they are
+// left out), and each parameter gets an input holding its default, within its bounds.
+function showMethod() {
+  const method = methods.get($("method").value);
+  $("method-summary").textContent = method.summary;
+  $("steps").value = method.defaults.steps;
+  $("step-size").value = method.defaults.step_size;
+  $("step-size-hint").textContent = method.step_size;
+  $("method-params-title").textContent = `${method.name} parameters`;
+  $("method-params-inputs").replaceChildren(...method.params.map(paramField));
+  $("method-params").hidden = method.params.length === 0;
+  for (const slot of document.querySelectorAll("#method-params [data-error-for], #method-error")) slot.textContent = "";
+}
+
+function paramField(param) {
+  const id = `param-${param.name}`;
+  const bounds = param.type === "boolean" ? "" : `${param.minimum} to ${param.maximum}, `;
+  const hint = element("span", { class: "hint", id: `${id}-hint` }, `${param.help} (${bounds}default ${param.default})`);
+  const error = element("span", { class: "error", id: `${id}-error`, "data-error-for": `method_params.${param.name}`, role: "alert" });
+  const described = `${id}-hint ${id}-error`;
+  if (param.type === "boolean") {
+    const box = element("input", { id, type: "checkbox", "data-param": param.name, "aria-describedby": described });
+    box.checked = param.default;
+    return element("p", { class: "field param" }, element("label", { class: "check" }, box, ` ${param.name}`), hint, error);
+  }
+  const whole = param.type === "integer";
+  const input = element("input", {
+    id, type: "number", "data-param": param.name, inputmode: whole ? "numeric" : "decimal", value: param.default,
+    min: param.minimum, max: param.maximum, step: whole ? 1 : "any", "aria-describedby": described,
+  });
+  return element("p", { class: "field param" }, element("label", { for: id }, param.name), input, hint, error);
+}
+
 function numberOrText(id) {
   const text = $(id).value.trim();
   return text === "" || Number.isNaN(Number(text)) ? text : Number(text);
@@ -131,13 +182,21 @@ function numberOrText(id) {
 function jobRequest() {
   const request = {
     layer: $("layer").value,
+    method: $("method").value,
     filters: { start: numberOrText("filters-start"), stop: numberOrText("filters-stop") },
     image_size: numberOrText("image-size"),
-    steps: numberOrText("steps"),
     grid: { n: numberOrText("grid-n") },
+    method_params: {},
   };
-  const seed = numberOrText("seed");
-  if (seed !== "") request.seed = seed;
+  // Left empty, these take the method's (or a random) default on the server.
+  for (const [name, id] of [["steps", "steps"], ["step_size", "step-size"], ["seed", "seed"]]) {
+    const value = numberOrText(id);
+    if (value !== "") request[name] = value;
+  }
+  for (const input of $("method-params-inputs").querySelectorAll("[data-param]")) {
+    const value = input.type === "checkbox" ? input.checked : numberOrText(input.id);
+    if (value !== "") request.method_params[input.dataset.param] = value;
+  }
   return request;
 }
 
@@ -149,14 +208,26 @@ function clearFieldErrors() {
 function showFieldErrors(error) {
   const problems = error.problems.length ? error.problems : [{ field: "body", reason: error.message }];
   for (const { field, reason } of problems) {
-    // "filters.stop" or "grid.n" belong to the filters and grid fields; anything unknown goes to the form.
-    const slot = document.querySelector(`[data-error-for="${CSS.escape(field.split(".")[0])}"]`) ?? $("form-error");
+    const slot = errorSlot(field, reason);
     slot.textContent = slot.textContent ? `${slot.textContent}; ${reason}` : `${field}: ${reason}`;
     const group = slot.closest(".field");
     for (const input of group ? group.querySelectorAll("input, select") : []) input.setAttribute("aria-invalid", "true");
   }
   const first = document.querySelector("[aria-invalid='true']");
   if (first) first.focus();
+}
+
+// Where a problem is shown: by its field ("method_params.octaves"), else by the field it is part of
+// ("filters.stop" by filters), else under the form. A problem with the method's parameters names the
+// parameter first in its reason ("octaves 20 is above the maximum of 12"): it goes by that input.
+function errorSlot(field, reason) {
+  const names = [field, field.split(".")[0]];
+  if (field === "method_params") names.unshift(`method_params.${reason.split(" ")[0]}`);
+  for (const name of names) {
+    const slot = document.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+    if (slot) return slot;
+  }
+  return $("form-error");
 }
 
 async function submitJob(event) {
@@ -199,6 +270,8 @@ function openJob(id) {
   $("job-params").replaceChildren();
   $("job-grid").hidden = true;
   $("job-error").textContent = "";
+  $("compare-method").replaceChildren();
+  $("compare-error").textContent = "";
   poll(watching);
 }
 
@@ -213,6 +286,7 @@ async function poll(watch) {
     return;
   }
   if (watching !== watch) return; // another job was opened meanwhile
+  watch.job = job;
   showJob(job);
   // A chunk's pictures are listed once its record is stored, a moment after its progress counts.
   if (watch.shown.size < job.progress.done || FINISHED.has(job.status)) await showFilters(watch, job);
@@ -258,6 +332,7 @@ function showParams(job) {
     ["model", `${params.model} (${params.method})`],
     ["layer", params.layer],
     ["filters", filters.length > 6 ? `${filters[0]} … ${filters[filters.length - 1]} (${filters.length})` : filters.join(", ")],
+    ["method parameters", describeParams(params.method_params)],
     ["image size", `${params.image_size} px`],
     ["steps", `${params.steps} × ${params.step_size}`],
     ["grid", `${params.grid.n} × ${params.grid.n}, margin ${params.grid.margin} px`],
@@ -268,6 +343,12 @@ function showParams(job) {
     ["finished", job.finished_at ?? "–"],
   ];
   $("job-params").replaceChildren(...rows.flatMap(([name, value]) => [element("dt", {}, name), element("dd", {}, String(value))]));
+  offerComparison(params.method);
+}
+
+function describeParams(params) {
+  const entries = Object.entries(params ?? {});
+  return entries.length ? entries.map(([name, value]) => `${name} ${value}`).join(", ") : "none";
 }
 
 async function showFilters(watch, job) {
@@ -306,6 +387,42 @@ function openFilter(filter) {
   $("filter-dialog-loss").textContent =
     `Final loss ${filter.loss.toFixed(4)}${filter.dead ? " (dead: left out of the grid)" : ""}`;
   $("filter-dialog").showModal();
+}
+
+// ---- the same filters under another method ----
+
+function offerComparison(method) {
+  const select = $("compare-method");
+  if (select.options.length) return; // once per job opened
+  const others = [...methods.keys()].filter((name) => name !== method);
+  select.replaceChildren(...others.map((name) => element("option", { value: name }, name)));
+  $("compare-form").hidden = others.length === 0;
+}
+
+// Submits this job's filters, image size, grid and seed under the chosen method (its own steps, step
+// size and parameters), then shows both side by side. Filters rendered before come from the cache.
+async function compareWithMethod(event) {
+  event.preventDefault();
+  const job = watching?.job;
+  if (!job) return;
+  const { model, layer, filters, image_size, grid, seed } = job.params;
+  const button = event.submitter ?? $("compare-form").querySelector("button");
+  button.disabled = true;
+  $("compare-error").textContent = "";
+  try {
+    const other = await api("/v1/jobs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ model, layer, filters, image_size, grid, seed, method: $("compare-method").value }),
+    });
+    history.pushState({}, "", `/compare?a=${job.id}&b=${other.id}`);
+    route();
+    refreshRecent();
+  } catch (error) {
+    $("compare-error").textContent = `Could not submit it: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function cancelJob(id) {
@@ -365,7 +482,8 @@ async function refreshRecent() {
 
 function route() {
   const inAtlas = routeAtlas();
-  $("submit").hidden = $("recent").hidden = inAtlas;
+  const inCompare = routeCompare();
+  $("submit").hidden = $("recent").hidden = inAtlas || inCompare;
   const match = location.pathname.match(/^\/jobs\/([^/]+)$/);
   if (match) openJob(match[1]);
   else {
@@ -385,10 +503,11 @@ function followRouteLinks(event) {
 
 async function main() {
   $("job-form").addEventListener("submit", submitJob);
+  $("compare-form").addEventListener("submit", compareWithMethod);
   $("job-cancel").addEventListener("click", () => watching && cancelJob(watching.id));
   window.addEventListener("popstate", route);
   document.addEventListener("click", followRouteLinks);
-  await loadLayers();
+  await loadModels();
   route();
   refreshRecent();
   setInterval(refreshRecent, 5000);
