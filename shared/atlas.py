@@ -30,7 +30,7 @@ from shared.cost import Budget, filter_flops
 from shared.jobs import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, now
 from shared.layers import conv_layers
 from shared.manifest import MANIFEST_FILE
-from shared.methods import METHODS, SEED
+from shared.methods import SEED, MethodName
 from shared.spec import JobSpec, Limits, parse_spec
 from shared.storage import Storage, job_key
 
@@ -49,7 +49,7 @@ class AtlasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: Literal["vgg16"] = "vgg16"
-    method: Literal[tuple(METHODS)] = SEED
+    method: MethodName = SEED
     method_params: dict[str, Any] = Field(default_factory=dict)
     image_size: int = Field(64, ge=1)
     steps: int | None = Field(None, ge=1)

@@ -104,8 +104,8 @@ def weights_for_lookup(client: redis.Redis, configured: str) -> str | None:
     itself (random:<seed>, at FILTERVIZ_PRECISION), else the last agreed; None (no lookup) when live
     workers disagree."""
     live = {worker.get("weights") for worker in live_workers(client)}
-    if len(live) == 1 and None not in live:
-        agreed = live.pop()
+    agreed = next(iter(live)) if len(live) == 1 else None
+    if agreed is not None:
         client.set(AGREED_WEIGHTS, agreed)
         return agreed
     if live:
