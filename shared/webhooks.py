@@ -31,7 +31,9 @@ from shared.jobs import FINISHED, RUNNING, Job, JobStore
 
 log = logging.getLogger(__name__)
 
-START, COMPLETED = "start", "completed"
+Event = Literal["start", "completed"]
+START: Event = "start"
+COMPLETED: Event = "completed"
 REQUEST_FIELDS = ("webhook", "webhook_events_filter")
 SECRET_PREFIX = "whsec_"
 
@@ -46,9 +48,7 @@ class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     webhook: str = Field(max_length=2048)
-    webhook_events_filter: list[Literal["start", "completed"]] = Field(
-        default_factory=lambda: [START, COMPLETED], min_length=1, max_length=2
-    )
+    webhook_events_filter: list[Event] = Field(default_factory=lambda: [START, COMPLETED], min_length=1, max_length=2)
 
     @field_validator("webhook")
     @classmethod
@@ -139,7 +139,7 @@ def signed_headers(secret: str, message_id: str, timestamp: int, body: str) -> d
     }
 
 
-def event_of(status: str) -> str | None:
+def event_of(status: str) -> Event | None:
     """The webhook event a move to `status` is: start, completed, or none."""
     if status == RUNNING:
         return START
@@ -177,8 +177,8 @@ class JobEvents:
     def moved(self, job_id: str, status: str, code: str | None = None) -> None:
         """The job moved to `status` (once per move): enqueue its webhook when it asked for this event."""
         event = event_of(status)
-        job = self._jobs.get(job_id) if event else None
-        if job is None or not job.webhook:
+        job = self._jobs.get(job_id) if event is not None else None
+        if event is None or job is None or not job.webhook:
             return
         hook = json.loads(job.webhook)  # as stored_form wrote it (checked at submit; again at delivery)
         if event in hook["events"]:

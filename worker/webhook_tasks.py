@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-import requests
+import certifi
 import urllib3
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
@@ -34,11 +34,12 @@ def post(destination: Destination, body: str, headers: dict[str, str], timeout: 
     """POST to the destination's first checked address (never a fresh lookup); the status code."""
     address = destination.addresses[0]
     options: dict[str, Any] = {"timeout": urllib3.Timeout(total=timeout), "retries": False}
+    pool: urllib3.HTTPConnectionPool
     if destination.scheme == "https":
         # Connect to the address, verify the certificate for the host name.
         pool = urllib3.HTTPSConnectionPool(
             address, destination.port, server_hostname=destination.host, assert_hostname=destination.host,
-            cert_reqs="CERT_REQUIRED", ca_certs=requests.certs.where(), **options,
+            cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(), **options,
         )  # fmt: skip
     else:
         pool = urllib3.HTTPConnectionPool(address, destination.port, **options)
