@@ -11,7 +11,13 @@ from werkzeug.exceptions import HTTPException
 # How long a client should wait before trying again while Redis or S3 is unreachable.
 UNAVAILABLE_RETRY_SECONDS = 5
 # What a down (or full) Redis or S3 raises: the client can do nothing but try again later.
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError, OperationalError)
+REDIS_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    # redis-py raises it at maxmemory; types-redis's stubs lack it
+    redis.exceptions.OutOfMemoryError,  # type: ignore[attr-defined]
+    OperationalError,
+)
 S3_DOWN = (BotoCoreError, ClientError)
 
 

@@ -250,10 +250,13 @@ class Scheduler:
     def submit(self, job_id: str, client: str, chunks: list[list[int]], filter_flops: float, priority: int = 0) -> None:
         """Queue a new job's chunks (its record exists) for `client`, and send what free slots allow."""
         keys = job_keys(job_id)
-        plans = {f"plan:{i}": json.dumps(list(filters)) for i, filters in enumerate(chunks)}
-        fields = {**plans, "client": client, "filter_gflop": filter_flops / 1e9, "priority": priority}
+        # Keyed str | bytes, as redis' stubs type a hash's fields.
+        plans: dict[str | bytes, str] = {f"plan:{i}": json.dumps(list(filters)) for i, filters in enumerate(chunks)}
         with self._redis.pipeline() as pipe:
-            pipe.hset(keys.units, mapping=fields)
+            pipe.hset(
+                keys.units,
+                mapping={**plans, "client": client, "filter_gflop": filter_flops / 1e9, "priority": priority},
+            )
             pipe.rpush(keys.queued, *[str(i) for i in range(len(chunks))])
             self._jobs.touch(pipe, job_id)
             pipe.execute()
