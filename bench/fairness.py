@@ -7,7 +7,8 @@ its own compute, against the big job's chunk duration; and the big job's slowdow
 alone, with its seconds outside its chunks (what dispatch and the tiny job add; chunk compute
 wanders with the machine's load); and how long the tiny job's status polls took while it was queued
 (the API then computes its place in the queue). Rounds alternate alone / contended, so that drift
-hits both alike. bench/service.py runs this as its fairness round.
+hits both alike. First, on a Redis of its own, what computing a queued job's place costs a poll.
+bench/service.py runs all this as its fairness round.
 
     python bench/fairness.py [--rounds 3]
 
@@ -26,10 +27,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import redis
 import requests
 from requests.adapters import HTTPAdapter
 
 from devstack.local import LocalStack, free_port
+from shared.jobs import JobStore
+from shared.scheduling import Scheduler, queue_position
+from shared.spec import parse_spec
 
 WEIGHTS = "random:0"
 # "cache": false: every round renders (an identical job would otherwise be copied from the result cache).
@@ -161,10 +166,51 @@ def report(measured: Fairness, rounds: int) -> None:
               f"median {1000 * statistics.median(polls):.1f} ms, max {1000 * polls[-1]:.1f} ms")  # fmt: skip
 
 
+class _Nowhere:
+    """A Dispatch that sends nothing (position_cost needs only the queues)."""
+
+    def chunk(self, job_id: str, index: int, filters: list[int]) -> None:
+        """Nothing."""
+
+    def finish(self, job_id: str) -> None:
+        """Nothing."""
+
+
+def position_cost(clients: int = 10, jobs_each: int = 5, calls: int = 2000) -> None:
+    """Print what a queued job's place costs a status poll (shared/scheduling.py queue_position),
+    against the job record's read that every poll does, with clients x jobs_each jobs queued."""
+    with tempfile.TemporaryDirectory() as workdir:
+        stack = LocalStack(Path(workdir))
+        try:
+            stack.start_redis()
+            redis_client = redis.Redis.from_url(stack.env["REDIS_URL"])
+            jobs = JobStore(redis_client, 3600)
+            scheduler = Scheduler(jobs, _Nowhere())
+            spec = parse_spec({"layer": "block1_conv1", "filters": list(range(20))})
+            for number in range(clients * jobs_each):
+                jobs.create(f"job{number}", spec, 20)
+                scheduler.submit(f"job{number}", f"client{number % clients}", [[i] for i in range(20)], 1e9)
+            last = f"job{clients * jobs_each - 1}"
+            for label, call in [("the job record", lambda: jobs.get(last)),
+                                ("its place", lambda: queue_position(redis_client, last))]:  # fmt: skip
+                seconds = []
+                for _ in range(calls):
+                    started = time.perf_counter()
+                    call()
+                    seconds.append(time.perf_counter() - started)
+                seconds.sort()
+                median, p99 = 1000 * statistics.median(seconds), 1000 * seconds[len(seconds) * 99 // 100]
+                print(f"reading {label} ({clients * jobs_each} jobs of {clients} clients queued): "
+                      f"median {median:.3f} ms, p99 {p99:.3f} ms")  # fmt: skip
+        finally:
+            stack.stop_all()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     rounds = parser.parse_args().rounds
+    position_cost()
     report(fairness_round(rounds), rounds)
 
 

@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import requests
 
-from bench.fairness import fairness_round
+from bench.fairness import fairness_round, position_cost
 from bench.fairness import report as report_fairness
 from devstack.local import LocalStack, free_port
 from shared.settings import Settings
@@ -243,6 +243,7 @@ def main() -> None:
         service_rounds()
     print(f"5. fairness: one worker process, a big job then a tiny one from another client "
           f"({arguments.fairness_rounds} rounds)")  # fmt: skip
+    position_cost()
     report_fairness(fairness_round(arguments.fairness_rounds), arguments.fairness_rounds)
 
 
