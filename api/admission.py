@@ -9,9 +9,11 @@ than their bound and need no help from the workers.
 import math
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis
 from flask import Flask, request
+from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter, RateLimitExceeded
 
 from api.access import current_caller
@@ -103,7 +105,9 @@ def init_rate_limit(app: Flask, settings: Settings, endpoint: str) -> None:
         strategy="fixed-window",
     )
     # The limit wraps this app's view: each app (and test) has its own limiter and storage.
-    app.view_functions[endpoint] = limiter.limit(settings.submit_rate_limit)(app.view_functions[endpoint])
+    # The view is sync: the limiter's wrapper keeps its type, which Flask's sync-or-async RouteCallable blurs.
+    view = cast(Callable[..., ResponseReturnValue], app.view_functions[endpoint])
+    app.view_functions[endpoint] = limiter.limit(settings.submit_rate_limit)(view)
 
     @app.errorhandler(RateLimitExceeded)
     def _too_fast(error: RateLimitExceeded):

@@ -1,6 +1,7 @@
 """The Flask app factory."""
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from api.access import require_tokens
 from api.admission import Admission, init_rate_limit
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     tokens = Tokens.load(settings.api_tokens_file) if settings.api_tokens_file else None
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
+    app.json = DefaultJSONProvider(app)
+    app.json.sort_keys = False  # keys in the order the code writes them
     # The API answers at once while Redis is down (503 with Retry-After) rather than holding a
     # request thread through retries: the client is the one to try again.
     store, storage = job_store(settings, retry_seconds=0), Storage(settings)

@@ -165,7 +165,8 @@ def list_units(atlas_id: str, layer: str):
     """The layer's units rendered so far: index, final loss, dead or alive, picture."""
     record = _record(atlas_id)
     units = _units(record, layer)
-    total = find_layer(layer).filters if find_layer(layer) else 0
+    known = find_layer(layer)
+    total = known.filters if known else 0
     return {"atlas": record["id"], "layer": layer, "filters": total,
             "units": [_public(record, layer, units[k]) for k in sorted(units)]}  # fmt: skip
 

@@ -38,7 +38,7 @@ def cached_filters(found: Services, spec: JobSpec) -> Cached:
 def refer_to_hits(found: Services, job_id: str, cached: Cached) -> None:
     """Bind the job to the weights of its hits (a worker with others fails it: weights_mismatch, never a
     mix), write its reference to them, and count them as done."""
-    if not cached.hits:
+    if not cached.hits or cached.weights is None:  # hits come with the weights they were looked up under
         return
     found.jobs.claim_weights(job_id, cached.weights)
     cache.record_hits(found.storage, job_id, cached.hits)
@@ -56,6 +56,9 @@ def finish_from_cache(found: Services, job_id: str, cached: Cached) -> None:
     if found.jobs.mark_running(job_id):
         tell_moved(found, job_id, RUNNING)
     job = found.jobs.get(job_id)
+    if job is None or cached.weights is None:  # its record gone already; hits come with their weights
+        current_app.logger.warning("job %s: not finished from the cache: its record is gone", job_id)
+        return
     finished_at = now()
     try:
         write_results(

@@ -1,7 +1,7 @@
 """Job endpoints: submit, look up, list, cancel, and fetch results by job id."""
 
 import uuid
-from typing import Any
+from typing import Any, overload
 
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
@@ -212,6 +212,10 @@ def stored_file(key: str, what: str, status: str, content_type: str, shrink_to: 
     return Response(data, content_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
+@overload
+def query_int(name: str, low: int, high: int, default: int) -> int: ...
+@overload
+def query_int(name: str, low: int, high: int, default: None = None) -> int | None: ...
 def query_int(name: str, low: int, high: int, default: int | None = None) -> int | None:
     """An optional whole-number query parameter within [low, high], or 422 naming it."""
     raw = request.args.get(name)
