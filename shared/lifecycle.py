@@ -4,7 +4,7 @@
        │                             │
        ├───────── cancel ────────────┴──> canceled
        └── deadline_exceeded, chunk_failed_repeatedly, storage_unavailable,
-           render_failed, chunk_timeout, weights_mismatch, chunk_missing ──> failed
+           render_failed, chunk_timeout, weights_mismatch, chunk_missing, picture_missing ──> failed
 
 A job's work comes in units: its chunks (0, 1, ...) and the finish step ("finish"), each a
 Celery task. A unit that is delivered to a worker goes through `begin`, then holds a *lease*

@@ -14,7 +14,8 @@ import redis
 import requests
 
 from devstack.local import S3_READER_KEY, S3_READER_SECRET, wait_until
-from shared.storage import Storage
+from shared.manifest import filter_file
+from shared.storage import Storage, job_key
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import get_job, running_stack, submit, wait_for
 
@@ -92,6 +93,17 @@ def test_s3_down_for_30_s_mid_chunk_and_during_the_finish(stack, api):
     final = wait_for(api, job["id"], ENDED, timeout=120)
     assert final["status"] == "succeeded", final["error"]
     assert_every_filter_once(api, job["id"], list(range(8)))
+
+
+def test_a_picture_gone_before_the_finish_fails_the_job_naming_it(stack, api):
+    finishes = log_mentions(stack, "alpha", "fault hook: finish")
+    job = submit(api, {**FAST_JOB, "filters": [0, 1, 2, 3], "seed": PAUSE_SEED, "cache": False})
+    wait_until(lambda: log_mentions(stack, "alpha", "fault hook: finish") > finishes, "the finish", 90)
+    gone = job_key(job["id"], filter_file(2))
+    assert Storage(stack.settings).delete_prefix(gone) == 1  # deleted by hand, or expired, before the finish
+    final = wait_for(api, job["id"], ENDED, timeout=60)
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "picture_missing" and gone in final["error"]["message"], final["error"]
 
 
 def test_redis_restarted_mid_job(stack, api):

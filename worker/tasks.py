@@ -26,7 +26,7 @@ from shared.jobs import now
 from shared.lifecycle import FINISH, Unit
 from shared.manifest import filter_file
 from shared.settings import Settings
-from shared.storage import PARALLEL_TRANSFERS, chunk_record_name, job_key
+from shared.storage import PARALLEL_TRANSFERS, MissingObject, chunk_record_name, job_key
 from worker import job_logs, metrics
 from worker.heartbeat import WORKER_STOPPING, Watch
 from worker.process import (
@@ -110,6 +110,9 @@ def failing_on_error(current: WorkerState, unit: Unit, what: str) -> Iterator[No
         raise
     except STORAGE_ERRORS as error:  # refused, or still failing after FILTERVIZ_RETRY_SECONDS of retries
         current.lifecycle.fail(unit, "storage_unavailable", f"{what} could not use storage: {error}")
+        raise
+    except MissingObject as error:  # a picture the finish stitches, deleted or expired since it was stored
+        current.lifecycle.fail(unit, "picture_missing", f"{what} could not read a picture: {error}")
         raise
     except REDIS_ERRORS:
         raise  # autoretry; if Redis stays away, the lease lapses and the sweep sends the unit again
