@@ -62,9 +62,10 @@ bench: install ## benchmarks: the engine (seed-style vs batched) and the service
 	$(BIN)/python bench/engine.py
 	$(BIN)/python -m bench.service
 
-lint: $(INSTALLED) ## ruff: lint and format check
+lint: $(INSTALLED) ## ruff: lint and format check; mypy: type check (settings in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 fmt: $(INSTALLED) ## ruff: fix what can be fixed and format
 	$(BIN)/ruff check --fix .
@@ -82,4 +83,4 @@ constraints: $(INSTALLED) ## pin the images' packages to what .venv has (docker/
 	mv docker/constraints.new docker/constraints.txt
 
 clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .mypy_cache *.egg-info
