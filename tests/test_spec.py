@@ -100,6 +100,13 @@ def test_a_spec_accepted_under_raised_limits_loads_back_without_them():
     assert stored == spec and (stored.steps, stored.image_size, stored.grid.n) == (300, 1024, 20)
 
 
+def test_the_validated_form_holds_the_list_a_range_was_expanded_to():
+    spec = parse_spec({"filters": {"start": 3, "stop": 6}})
+    assert type(spec) is JobSpec and JobSpec.model_validate_json(spec.model_dump_json()).filters == [3, 4, 5]
+    with pytest.raises(ValidationError):  # a range is the request's form only
+        JobSpec.model_validate({"filters": {"start": 3, "stop": 6}})
+
+
 def test_the_schema_states_the_limits_the_validator_enforces():
     limits = Limits(max_filters=7, max_image_size=99, max_steps=5, max_grid_n=3)
     schema = limited_spec_model(limits).model_json_schema()
