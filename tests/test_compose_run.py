@@ -282,7 +282,8 @@ def test_a_worker_becomes_healthy_and_renders_a_job(rendered, stack, baked_weigh
     worker = stack.start(name, env, stack.command(name))
     try:
         stack.wait_healthy(name, env, worker, 180)
-        response = requests.post("http://127.0.0.1:8000/v1/jobs", json=SMALL_JOB, timeout=10)
+        # cache: false, so this worker renders it (the same job an earlier worker rendered would be a cache hit).
+        response = requests.post("http://127.0.0.1:8000/v1/jobs", json={**SMALL_JOB, "cache": False}, timeout=10)
         assert response.status_code == 202, response.text
         job = wait_for("http://127.0.0.1:8000", response.json()["id"], {"succeeded", "failed"}, timeout=180)
         assert job["status"] == "succeeded", job["error"]
