@@ -79,6 +79,18 @@ def _redis_answers(port: int) -> bool:
         return False
 
 
+def stop_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
+    """Send `sig` to a process's group (it was started in a session of its own) and wait; SIGKILL
+    what is left after `grace` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @dataclass
 class LocalStack:
     """One Redis, one S3 server, any number of workers and an API, under `workdir`."""
@@ -229,14 +241,7 @@ class LocalStack:
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop one process and everything it started."""
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(self.processes.pop(name), sig)
 
     def restart_redis(self) -> None:
         """Stop Redis (it writes its append-only file on the way out) and start it on the same data and port."""

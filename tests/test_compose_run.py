@@ -11,9 +11,7 @@ The S3 server is the compose file's own `s3` service (SeaweedFS from pip, same r
 image), so its flags and credentials are checked too. A job then runs through this stack.
 """
 
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from devstack.local import LocalStack, free_port, wait_until
+from devstack.local import LocalStack, free_port, stop_process_group, wait_until
 from shared.settings import Settings
 from tests.compose_helpers import (
     ROOT,
@@ -139,13 +137,7 @@ class Host:
 
     @staticmethod
     def stop(process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, grace=30)
 
     def stop_all(self) -> None:
         for process in reversed(self.processes):
