@@ -61,10 +61,7 @@ def main() -> None:
                            extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS, "FILTERVIZ_JOB_BUDGET_TFLOP": "1000",
                                       "FILTERVIZ_SUBMIT_RATE_LIMIT": "off"})  # fmt: skip
         try:
-            stack.start_redis()
-            stack.start_s3()
-            stack.start_api()
-            stack.start_worker("bench")
+            stack.start_service(["bench"])
             api = stack.api_url
             first, _ = run_job(api, job)
             layer_flops = filter_flops(parse_spec(job)) * layer.filters

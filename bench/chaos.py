@@ -55,11 +55,7 @@ def start_stack(workdir: Path) -> LocalStack:
         s3_port=s3_port,
         extra_env={"FILTERVIZ_WEIGHTS": "random:0", "FILTERVIZ_CHUNK_SIZE": "4", "FILTERVIZ_TF_THREADS": "1"},
     )
-    stack.start_redis()
-    stack.start_s3()
-    stack.start_api()
-    for name in WORKERS:
-        stack.start_worker(name)
+    stack.start_service(WORKERS)
     return stack
 
 

@@ -117,10 +117,7 @@ def fairness_round(rounds: int) -> Fairness:
     with tempfile.TemporaryDirectory() as workdir:
         stack = LocalStack(Path(workdir), api_port=free_port(), extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS})
         try:
-            stack.start_redis()
-            stack.start_s3()
-            stack.start_api()
-            stack.start_worker("solo")
+            stack.start_service(["solo"])
             api = stack.api_url
             run_job(api, client("127.0.0.1"), {**BIG_JOB, "filters": [0, 1]})  # warm both compiled steps
             run_job(api, client("127.0.0.1"), TINY_JOB)

@@ -255,10 +255,7 @@ def service_rounds() -> None:
             Path(workdir), api_port=free_port(), extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS, **OPEN_ADMISSION}
         )
         try:
-            stack.start_redis()
-            stack.start_s3()
-            stack.start_api()
-            stack.start_worker("w1")
+            stack.start_service(["w1"])
             session = requests.Session()
             run_job(stack.api_url, OVERHEAD_JOB, session)  # warm the worker's compiled step
             runs = []

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -232,6 +233,14 @@ class LocalStack:
     def start_retention(self) -> subprocess.Popen:
         """The hourly sweep deleting jobs older than FILTERVIZ_JOB_RECORD_DAYS (shared/retention.py)."""
         return self._spawn("retention", [sys.executable, "-m", "shared.retention"])
+
+    def start_service(self, workers: Sequence[str], worker_app: str = "worker.tasks") -> None:
+        """Redis, S3 and the API, then the named workers, each returned once ready."""
+        self.start_redis()
+        self.start_s3()
+        self.start_api()
+        for name in workers:
+            self.start_worker(name, app=worker_app)
 
     def start_api(self) -> None:
         command = [_tool("gunicorn"), "-c", "python:api.gunicorn_conf", "--bind", f"127.0.0.1:{self.api_port}",

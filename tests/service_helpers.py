@@ -40,11 +40,7 @@ def running_stack(
         },
     )
     try:
-        stack.start_redis()
-        stack.start_s3()
-        stack.start_api()
-        for name in workers:
-            stack.start_worker(name, app=worker_app)
+        stack.start_service(workers, worker_app)
         yield stack
     finally:
         stack.stop_all()
