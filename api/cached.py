@@ -11,6 +11,7 @@ from api.webhooks import tell_moved
 from shared import cache
 from shared.finish import write_results
 from shared.jobs import RUNNING, SUCCEEDED, job_keys, now
+from shared.numerics import numerics_identity
 from shared.spec import JobSpec
 
 
@@ -28,7 +29,7 @@ def cached_filters(found: Services, spec: JobSpec) -> Cached:
     if not spec.cache:
         return Cached()
     redis = found.jobs.redis
-    configured = cache.numerics_identity(found.settings.weights, found.settings.precision)
+    configured = numerics_identity(found.settings.weights, found.settings.precision)
     weights = cache.weights_for_lookup(redis, configured)
     if weights is None:
         return Cached()

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 MEBI = 2**20
+SAVED_PICTURES = 16
 
 
 def child(args: argparse.Namespace, precision: str, method: str) -> dict:
@@ -78,6 +79,7 @@ def child(args: argparse.Namespace, precision: str, method: str) -> dict:
     side = info.network_side(spec.method_params, spec.image_size)
     predicted = network_images * activation_bytes_per_image(layer_named(spec.layer), side) / MEBI
     record = {
+        "versions": {k: v for k, v in loaded.runtime.items() if k not in ("backend", "device", "precision")},
         "backend": loaded.runtime["backend"],
         "device": loaded.runtime["device"],
         "precision": loaded.runtime["precision"],
@@ -95,10 +97,12 @@ def child(args: argparse.Namespace, precision: str, method: str) -> dict:
         "gflops": round(achieved, 1),
         "matmul_peak_gflops": round(peak, 1),
         "fraction_of_peak": round(achieved / peak, 3),
+        "nonfinite_losses": int(np.sum(~np.isfinite([r.loss for r in results]))),
         "losses": [r.loss for r in results],
     }
     if args.save:
-        images = np.stack([r.image for r in results])
+        # All the losses, and the first pictures (all 512 at 128 px would be 100 MB a run).
+        images = np.stack([r.image for r in results[:SAVED_PICTURES]])
         np.savez(Path(args.save) / f"{precision}-{method}.npz", images=images, losses=np.array(record["losses"]))
     return record
 
@@ -166,7 +170,7 @@ def main() -> None:
         for precision in args.precisions.split(","):
             record = child(args, precision, method) if args.same_process else run_child(args, precision, method)
             baseline = baseline or record
-            line = {k: v for k, v in record.items() if k != "losses"}
+            line = {k: v for k, v in record.items() if k != "losses" and (k != "versions" or not records)}
             if record is not baseline:
                 line["speed_vs_" + baseline["precision"]] = round(
                     record["filters_per_s"] / baseline["filters_per_s"], 2

@@ -48,14 +48,6 @@ AGREED_WEIGHTS = "filterviz:cache:agreed-weights"
 HITS_PROGRESS = "cached"
 
 
-def numerics_identity(weights: str, precision: str) -> str:
-    """The identity a worker claims for jobs and cache entries: its weights, and its precision when
-    not float32. Pictures computed in bfloat16 or float16 differ by more than rounding, so they never
-    share a job or a cache entry with float32 ones (float32 on TensorFlow and on JAX agree to rounding,
-    tests/test_backends.py, and do share)."""
-    return weights if precision == "float32" else f"{weights}@{precision}"
-
-
 def entry_hash(spec: JobSpec, weights: str, index: int) -> str:
     """The content address of filter `index` of `spec` rendered with `weights`."""
     key = {

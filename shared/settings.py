@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.cost import Budget
 from shared.spec import Limits
-from shared.webhooks import secret_bytes
+from shared.webhook_signing import secret_bytes
 
 
 class Settings(BaseSettings):

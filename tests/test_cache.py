@@ -8,6 +8,7 @@ import requests
 
 from shared import cache
 from shared.jobs import job_store
+from shared.numerics import numerics_identity
 from shared.spec import parse_spec
 from shared.storage import Storage, job_key
 from tests.conftest import TEST_WEIGHTS
@@ -99,7 +100,7 @@ def test_retention_keeps_the_entries_jobs_refer_to(stack):
 
 def test_low_precision_pictures_never_share_an_identity_with_float32_ones():
     spec = parse_spec({"layer": "block1_conv1", "filters": [0], "image_size": 32, "steps": 2, "seed": 1})
-    float32 = cache.numerics_identity("random:1", "float32")
-    bf16 = cache.numerics_identity("random:1", "bfloat16")
+    float32 = numerics_identity("random:1", "float32")
+    bf16 = numerics_identity("random:1", "bfloat16")
     assert float32 == "random:1" and bf16 == "random:1@bfloat16"
     assert cache.entry_hash(spec, float32, 0) != cache.entry_hash(spec, bf16, 0)

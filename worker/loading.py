@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.cache import numerics_identity
+from shared.numerics import numerics_identity
 from shared.settings import Settings
 from shared.spec import JobSpec
 from worker.device import gpu_compute_capability, gpu_free_memory_mb, has_gpu, limit_threads, runtime_versions

@@ -19,7 +19,8 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from shared.celery_app import DELIVER_WEBHOOK, create_celery
 from shared.settings import Settings
-from shared.webhooks import Destination, UnsafeWebhook, resolve_destination, signed_headers
+from shared.webhook_signing import signed_headers
+from shared.webhooks import Destination, UnsafeWebhook, resolve_destination
 from worker import job_logs
 
 log = logging.getLogger(__name__)
