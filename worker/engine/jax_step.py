@@ -18,12 +18,6 @@ GRADIENT_EPSILON = 1e-7  # keras.backend.epsilon(), as the seed uses
 RECOMPILES_PER_SHAPE = True
 
 
-def full_float32_matmuls() -> None:
-    """Convolutions and matmuls in float32 proper: on a GPU, XLA's default precision runs them in
-    TensorFloat-32 (10-bit mantissa), whose pictures differ from float32's as much as bfloat16's do."""
-    jax.config.update("jax_default_matmul_precision", "highest")
-
-
 def seed_step(cut: keras.Model, image_size: int) -> Callable:
     """Method `seed`'s compiled step: each image moves along its own RMS-normalised gradient."""
 

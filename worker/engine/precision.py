@@ -10,8 +10,6 @@ from pathlib import Path
 
 import keras
 
-from worker.engine.backend import step_module
-
 FLOAT32 = "float32"
 BFLOAT16 = "bfloat16"
 FLOAT16 = "float16"
@@ -51,9 +49,6 @@ def resolve_precision(requested: str, gpu_compute_capability: tuple[int, int] | 
 
 
 def apply_precision(precision: str) -> str:
-    """Set Keras' global dtype policy for `precision`; must run before the network is built. float32
-    means float32 on a GPU too, not the TensorFloat-32 both backends would otherwise use there."""
+    """Set Keras' global dtype policy for `precision`; must run before the network is built."""
     keras.config.set_dtype_policy(POLICIES[precision])
-    if precision == FLOAT32:
-        step_module().full_float32_matmuls()
     return precision

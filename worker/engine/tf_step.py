@@ -15,13 +15,6 @@ GRADIENT_EPSILON = 1e-7  # keras.backend.epsilon(), as the seed uses
 RECOMPILES_PER_SHAPE = False
 
 
-def full_float32_matmuls() -> None:
-    """Convolutions and matmuls in float32 proper: on Ampere and later GPUs TensorFlow runs them in
-    TensorFloat-32 (10-bit mantissa) by default, whose pictures differ from float32's as much as
-    bfloat16's do."""
-    tf.config.experimental.enable_tensor_float_32_execution(False)
-
-
 def seed_step(cut: keras.Model, image_size: int) -> Callable:
     """Method `seed`'s compiled step: each image moves along its own RMS-normalised gradient."""
     images_spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
