@@ -2,8 +2,8 @@
 # The images of filterviz, one target each:
 #   api     Flask API under gunicorn; no TensorFlow (also runs the one-shot bucket init)
 #   worker  Celery worker with VGG16's ImageNet weights baked in; TensorFlow for the CPU, or
-#           with --build-arg WORKER_EXTRA=gpu TensorFlow with CUDA (x86_64 with an NVIDIA driver
-#           for CUDA 12.5 or newer, R555+; see the README's GPU section)
+#           with --build-arg WORKER_EXTRA=gpu --build-arg WORKER_BACKEND=jax, JAX with CUDA 12
+#           (an NVIDIA driver R525 or newer; see the README's GPU section)
 # docker-compose.yml builds them; by hand: docker build --target api -t filterviz-api .
 #
 # Each image installs its dependencies before it copies the source, so editing the code
@@ -50,9 +50,12 @@ CMD ["gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app"]
 
 FROM base AS worker-deps
 # worker: TensorFlow for the CPU (tensorflow-cpu on x86_64, tensorflow on arm64, which has no
-# tensorflow-cpu wheel); gpu: TensorFlow with CUDA and cuDNN as pip wheels, pinned to the
-# versions TensorFlow was built with (docker/constraints-gpu.txt).
+# tensorflow-cpu wheel); gpu: Keras on JAX with CUDA and cuDNN as pip wheels, pinned in
+# docker/constraints-gpu.txt. WORKER_BACKEND names the backend the extra brings (the weights
+# stage imports keras too, so it is set here).
 ARG WORKER_EXTRA=worker
+ARG WORKER_BACKEND=tensorflow
+ENV FILTERVIZ_BACKEND=${WORKER_BACKEND}
 RUN --mount=type=cache,target=/root/.cache/pip \
     python /opt/build/requirements.py /opt/build/pyproject.toml "${WORKER_EXTRA}" > /opt/build/requirements.txt \
  && pip install --requirement /opt/build/requirements.txt \

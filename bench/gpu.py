@@ -20,9 +20,13 @@ download), carry the missing wheels. Here, in the repository's root:
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux2014_x86_64 -d .whl \
         keras==3.15.1 namex optree pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings annotated-types \
-        typing-inspection python-dotenv                      # about 6 MB
+        typing-inspection typing-extensions python-dotenv    # about 6 MB
 
-and run there (carry .whl; one command, about 5 minutes with the machine's start):
+(The engine's imports need neither Redis nor S3 clients.) Test that set here first, in a Python 3.12
+virtual environment with only jax, numpy, h5py, ml-dtypes, absl-py, rich, packaging, pillow and requests.
+
+and run there (carry .whl; one command, about 5 minutes with the machine's start; the README's GPU
+section quotes what it printed on an H100):
 
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
       && export PYTHONPATH=/tmp/site:. || exit; nvidia-smi; PYTHONUNBUFFERED=1 python3 -m bench.gpu --save $OUT/gpu \

@@ -82,12 +82,16 @@ def image_command(target: str) -> list[str]:
     return json.loads(commands[-1])
 
 
-def image_environment(target: str) -> dict[str, str]:
-    """The ENV an image built from `target` sets, along its stages."""
+def image_environment(target: str, build_args: dict[str, str] | None = None) -> dict[str, str]:
+    """The ENV an image built from `target` with `build_args` sets, along its stages: a stage's
+    `ARG NAME=default` fills ${NAME} in its ENV values, as Docker does, the build argument winning."""
     env: dict[str, str] = {}
     for stage in _stages_up_to(target):
-        for block in re.findall(r"^ENV (.+)$", _joined(stage), re.M):
-            env.update(pair.split("=", 1) for pair in shlex.split(block))
+        text = _joined(stage)
+        args = {**dict(re.findall(r"^ARG (\w+)=(\S*)$", text, re.M)), **(build_args or {})}
+        for block in re.findall(r"^ENV (.+)$", text, re.M):
+            for name, value in (pair.split("=", 1) for pair in shlex.split(block)):
+                env[name] = re.sub(r"\$\{(\w+)\}", lambda m, args=args: args.get(m.group(1), ""), value)
     return env
 
 

@@ -23,6 +23,7 @@ from tests.compose_helpers import (
     TEST_SECRETS,
     dockerfile_stage,
     image_command,
+    image_environment,
     render_compose,
     render_with_dotenv,
 )
@@ -154,6 +155,9 @@ def test_gpu_worker_asks_for_an_nvidia_gpu_behind_a_profile(services):
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     assert gpu["profiles"], "a GPU reservation outside a profile breaks `docker compose up` on hosts without one"
     assert gpu["build"]["args"]["WORKER_EXTRA"] == "gpu"
+    # The gpu extra brings JAX, not TensorFlow: the image must run the worker on JAX.
+    assert image_environment("worker", gpu["build"]["args"])["FILTERVIZ_BACKEND"] == "jax"
+    assert image_environment("worker")["FILTERVIZ_BACKEND"] == "tensorflow"
     for name, service in services.items():
         if not service.get("profiles"):
             assert "devices" not in str(service.get("deploy", {})), f"{name} reserves devices without a profile"

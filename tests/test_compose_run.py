@@ -91,8 +91,9 @@ class Host:
     def environment(self, name: str, image_paths: dict[str, str] | None = None) -> dict[str, str]:
         """The rendered environment over the image's ENV, host names and image paths mapped here."""
         service = self.rendered[name]
-        target = service.get("build", {}).get("target")
-        env = {**(image_environment(target) if target else {}), **service.get("environment", {})}
+        build = service.get("build", {})
+        image_env = image_environment(build["target"], build.get("args")) if "target" in build else {}
+        env = {**image_env, **service.get("environment", {})}
         env = {key: self._map_hosts(unescape(value)) for key, value in env.items()}
         for key, value in env.items():
             env[key] = (image_paths or {}).get(value, value)

@@ -108,6 +108,8 @@ def runtime_versions(precision: str) -> dict[str, str]:
     import keras
     import numpy as np
 
+    from worker.engine.precision import convolution_arithmetic
+
     backend = backend_name()
     if backend == "jax":
         import jax
@@ -125,5 +127,6 @@ def runtime_versions(precision: str) -> dict[str, str]:
         "keras": keras.__version__,
         "numpy": np.__version__,
         "precision": precision,
+        "convolutions": convolution_arithmetic(precision, gpu_compute_capability()),
         "device": configure_device(),
     }
