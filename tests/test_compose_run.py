@@ -284,6 +284,7 @@ def test_a_worker_becomes_healthy_and_renders_a_job(rendered, stack, baked_weigh
         # Without a GPU here, the GPU image's worker runs on the CPU rather than failing.
         manifest = requests.get(f"http://127.0.0.1:8000/v1/jobs/{job['id']}/manifest.json", timeout=10).json()
         assert manifest["runtime"]["device"] == "CPU"
+        assert manifest["runtime"]["backend"] == {"worker": "tensorflow", "worker-gpu": "jax"}[name]
     finally:
         stack.stop(worker)
     assert worker.returncode == 0, f"{name} did not stop cleanly on SIGTERM"
