@@ -168,7 +168,7 @@ def main() -> None:
 
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
-    records = []
+    records: list[dict] = []
     for method in args.methods.split(","):
         baseline = None
         for precision in args.precisions.split(","):
