@@ -12,7 +12,7 @@ NODE_TOOLS := node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps up down clean-data outdated docker-up docker-down test check-compose bench lint fmt constraints clean
+.PHONY: help install system-deps up down clean-data outdated docker-up docker-down test compose-test wheelhouse check-compose bench lint fmt constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ docker-down: ## stop the compose stack (volumes are kept; `docker compose down -
 
 test: install ## run the whole test suite (starts its own servers and a headless browser), with coverage
 	$(BIN)/python -m pytest --cov --cov-report=term
+
+wheelhouse: $(INSTALLED) ## docker/wheels: every wheel the images install, pinned, for offline builds (WHEELHOUSE_ONLY=1)
+	$(BIN)/python docker/wheelhouse.py
+
+compose-test: $(INSTALLED) ## build every image and run `docker compose up` for real on podman, with no .env (tests/compose)
+	$(BIN)/python -m pytest tests/compose -m compose
 
 check-compose: $(INSTALLED) ## validate docker-compose.yml, alone and with the MinIO override, with Docker Compose v2
 	$(BIN)/docker-compose --profile gpu --profile flower config --quiet

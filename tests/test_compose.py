@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from api import gunicorn_conf
 from api.app import create_app
 from shared.celery_app import QUEUE
-from shared.default_secrets import DefaultSecretsError, refuse_default_secrets
+from provision.default_secrets import DefaultSecretsError, refuse_default_secrets
 from shared.settings import Settings
 from tests.compose_helpers import (
     ROOT,
@@ -262,7 +262,7 @@ def test_the_default_secrets_are_refused_without_the_dev_setting(services, with_
 
 
 def _refused(env: dict) -> list[str]:
-    from shared.default_secrets import defaults_in_use
+    from provision.default_secrets import defaults_in_use
 
     return defaults_in_use(env)
 

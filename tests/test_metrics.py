@@ -23,8 +23,7 @@ WORKER_METRICS_PORT = free_port()
 def stack(tmp_path_factory) -> Iterator[LocalStack]:
     # Two API processes, so the counts must be summed across them (multiprocess mode).
     env = {"FILTERVIZ_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT), "FILTERVIZ_API_WORKERS": "2",
-           "FILTERVIZ_LOG_FORMAT": "json",
-           "FILTERVIZ_ALLOW_DEFAULT_SECRETS": "1"}  # fmt: skip
+           "FILTERVIZ_LOG_FORMAT": "json"}  # fmt: skip
     with running_stack(tmp_path_factory.mktemp("metrics"), ["w1"], chunk_size=8, env=env) as running:
         yield running
 

@@ -59,7 +59,7 @@ class Receiver:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[LocalStack]:
     env = {"FILTERVIZ_WEBHOOK_SECRET": SECRET, "FILTERVIZ_WEBHOOK_ALLOW_PRIVATE": "1",
-           "FILTERVIZ_WEBHOOK_RETRY_SECONDS": "1", "FILTERVIZ_ALLOW_DEFAULT_SECRETS": "1"}  # fmt: skip
+           "FILTERVIZ_WEBHOOK_RETRY_SECONDS": "1"}  # fmt: skip
     with running_stack(tmp_path_factory.mktemp("webhooks"), ["w1"], chunk_size=8, env=env) as running:
         running.start_webhook_worker()
         yield running

@@ -1,7 +1,7 @@
-"""`python -m shared.init_bucket`: the bucket, its expiry rule and the app's S3 user, before anything starts.
+"""`python -m provision.init_bucket`: the bucket, its expiry rule and the app's S3 user, before anything starts.
 
 Compose runs this once before the API and workers start (they wait for it to exit 0):
-1. refuse the documented default secrets unless FILTERVIZ_ALLOW_DEFAULT_SECRETS=1;
+1. refuse the documented default secrets where the stack is exposed (provision/default_secrets.py);
 2. with the storage root's credentials (S3_ROOT_ACCESS_KEY_ID / S3_ROOT_SECRET_ACCESS_KEY, given to
    this service only), create the bucket, waiting for the S3 server to take it;
 3. set the bucket's lifecycle rule: results expire FILTERVIZ_JOB_RECORD_DAYS after they are written,
@@ -15,15 +15,14 @@ It uses the app's own S3 client, so it works with any S3-compatible server.
 """
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.default_secrets import DefaultSecretsError, refuse_default_secrets
-from shared.s3_users import ensure_app_user, iam_client
+from provision.default_secrets import DefaultSecretsError, refuse_default_secrets, settings_secrets
+from provision.s3_users import ensure_app_user, iam_client
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -38,7 +37,7 @@ APP_USER = "filterviz-app"
 
 def root_settings(settings: Settings) -> Settings | None:
     """The settings with the root's credentials in place of the app's, or None when none are given."""
-    key_id, secret = os.environ.get("S3_ROOT_ACCESS_KEY_ID"), os.environ.get("S3_ROOT_SECRET_ACCESS_KEY")
+    key_id, secret = settings.s3_root_access_key_id, settings.s3_root_secret_access_key
     if not key_id or not secret:
         return None
     return settings.model_copy(update={"s3_access_key_id": key_id, "s3_secret_access_key": secret})
@@ -93,12 +92,12 @@ def init_bucket(settings: Settings, wait_seconds: float = WAIT_SECONDS) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
     try:
-        refuse_default_secrets("s3-init")
+        refuse_default_secrets("s3-init", settings_secrets(settings))
     except DefaultSecretsError as error:
         log.error("%s", error)
         return 2
-    settings = Settings()
     try:
         init_bucket(settings)
     except Exception as error:

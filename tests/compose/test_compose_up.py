@@ -1,0 +1,145 @@
+"""`docker compose up` for real, as a new user runs it on a fresh clone: no .env, the images built
+from the Dockerfile, every service in its container, a job through the published port.
+
+Runs on podman's Docker API (tests/compose/engine.sh) with local stand-ins for the images the files
+pull (tests/compose/images.py); the compose file and the Dockerfile are used as they are. Builds take
+the wheelhouse and seeded random weights (TEST_BUILD_ARGS), the GPU image JAX's CPU wheels.
+"""
+
+import io
+import re
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+import requests
+from PIL import Image
+
+from devstack.local import free_port
+from tests.compose.compose_project import ComposeProject, checkout_copy
+from tests.compose.images import build_standins, engine_environment
+from tests.compose_helpers import ROOT
+from tests.service_helpers import SMALL_JOB, wait_for
+
+pytestmark = pytest.mark.compose
+
+PROJECT = "filterviz-compose-test"
+SECRETS = ("REDIS_PASSWORD", "S3_SECRET_ACCESS_KEY", "S3_ROOT_SECRET_ACCESS_KEY", "FLOWER_PASSWORD")
+DOCUMENTED_DEFAULTS = ("filterviz-redis", "filterviz-secret", "filterviz-root-secret", "filterviz-flower")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Iterator[ComposeProject]:
+    """A fresh clone's compose project, its images built, nothing of it running before or after."""
+    subprocess.run(["make", "--no-print-directory", "wheelhouse"], cwd=ROOT, check=True)
+    build_standins()
+    ports = {"FILTERVIZ_API_PORT": str(free_port()), "FILTERVIZ_S3_PORT": str(free_port())}
+    compose = ComposeProject(PROJECT, checkout_copy(tmp_path_factory.mktemp("clone")), ports)
+    compose.down()  # what an interrupted run left
+    compose.build()
+    compose.build("worker-gpu", profiles=("gpu",), extra_args={"WORKER_EXTRA": "jax"})
+    yield compose
+    compose.down()
+    assert compose.containers() == [], "containers left after `docker compose down -v`"
+    assert compose.volumes() == {}, "volumes left after `docker compose down -v`"
+
+
+@pytest.fixture(scope="module")
+def stack(project) -> ComposeProject:
+    """`docker compose up` with no .env: every healthcheck passes."""
+    assert not (project.directory / ".env").exists()
+    project.up()
+    return project
+
+
+def api(project: ComposeProject) -> str:
+    return f"http://127.0.0.1:{project.variables['FILTERVIZ_API_PORT']}"
+
+
+def render_job(project: ComposeProject) -> tuple[dict, dict]:
+    """Submit a job through the published port (cache off: the running worker renders it), poll it to
+    its end, fetch its grid; return the job and its manifest."""
+    response = requests.post(f"{api(project)}/v1/jobs", json={**SMALL_JOB, "cache": False}, timeout=30)
+    assert response.status_code == 202, response.text
+    job = wait_for(api(project), response.json()["id"], {"succeeded", "failed"}, timeout=300)
+    assert job["status"] == "succeeded", f"{job['error']}\n{project.logs()[-6000:]}"
+    grid = requests.get(f"{api(project)}{job['links']['grid']}", timeout=30)
+    assert grid.status_code == 200 and grid.headers["Content-Type"] == "image/png"
+    picture = Image.open(io.BytesIO(grid.content))
+    n, margin, size = SMALL_JOB["grid"]["n"], SMALL_JOB["grid"]["margin"], SMALL_JOB["image_size"]
+    assert picture.size == (n * size + (n - 1) * margin,) * 2
+    assert len(set(picture.getdata())) > 100, "the grid is not a rendered picture"
+    manifest = requests.get(f"{api(project)}{job['links']['manifest']}", timeout=30).json()
+    return job, manifest
+
+
+def test_a_fresh_clone_serves_a_job_with_no_env_file(stack):
+    job, manifest = render_job(stack)
+    assert job["weights"] == manifest["weights"] == "random:1"  # the test build's, and said so
+    assert manifest["runtime"]["backend"] == "tensorflow"
+    page = requests.get(f"{api(stack)}/", timeout=10)
+    assert page.status_code == 200 and "filterviz" in page.text
+
+
+def secret_values(project: ComposeProject) -> dict[str, str]:
+    """The secrets the `secrets` service made, read from their volumes on this machine."""
+    volumes = project.volumes()
+    found = {path.name: path.read_text() for volume in volumes if volume.startswith("secrets-")
+             for path in volumes[volume].iterdir() if path.name in SECRETS}  # fmt: skip
+    assert set(found) == set(SECRETS), found.keys()
+    return found
+
+
+def test_secrets_are_random_per_install_and_nowhere_but_their_files(stack):
+    values = secret_values(stack)
+    for name, value in values.items():
+        assert len(value) >= 40 and value not in DOCUMENTED_DEFAULTS, name
+    assert len(set(values.values())) == len(values)
+    logs = stack.logs()
+    for container in stack.containers():
+        seen = "\n".join([*container["Config"]["Env"], *container["Config"].get("Cmd") or [], *container["Args"]])
+        for name, value in values.items():
+            assert value not in seen, f"{name} in the environment or arguments of {container['Name']}"
+    running = [container["Id"] for container in stack.containers() if container["State"]["Running"]]
+    for container in running:
+        processes = subprocess.run(["podman", "top", container, "args"], env=engine_environment(),
+                                   capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert not any(value in processes for value in values.values()), processes
+    for name, value in values.items():
+        assert value not in logs, f"{name} in the logs"
+    # Redis knows its password by its hash alone.
+    acl = (stack.volumes()["secrets-app"] / "redis.acl").read_text()
+    assert values["REDIS_PASSWORD"] not in acl and re.fullmatch(r"user default on #[0-9a-f]{64} ~\* &\* \+@all\n", acl)
+
+
+def test_the_ports_are_published_on_loopback_only(stack):
+    published = [binding for container in stack.containers() if container["State"]["Running"]
+                 for bindings in (container["NetworkSettings"]["Ports"] or {}).values() for binding in bindings or []]  # fmt: skip
+    assert {binding["HostPort"] for binding in published} == {
+        stack.variables["FILTERVIZ_API_PORT"], stack.variables["FILTERVIZ_S3_PORT"]
+    }
+    assert {binding["HostIp"] for binding in published} == {"127.0.0.1"}
+
+
+def test_a_documented_default_is_refused_where_the_stack_would_be_exposed(stack):
+    exposed = stack.run("run", "--rm", "--no-deps", "-e", "REDIS_PASSWORD=filterviz-redis", "-e",
+                        "FILTERVIZ_BIND_ADDR=0.0.0.0", "secrets", check=False)  # fmt: skip
+    assert exposed.returncode != 0
+    assert "REDIS_PASSWORD still hold the documented default" in exposed.stdout + exposed.stderr
+    assert "published on 0.0.0.0" in exposed.stdout + exposed.stderr
+    # On loopback the same value is allowed (and written: .env wins), then put back.
+    original = secret_values(stack)["REDIS_PASSWORD"]
+    stack.run("run", "--rm", "--no-deps", "-e", "REDIS_PASSWORD=filterviz-redis", "secrets")
+    assert secret_values(stack)["REDIS_PASSWORD"] == "filterviz-redis"
+    stack.run("run", "--rm", "--no-deps", "-e", f"REDIS_PASSWORD={original}", "secrets")
+    assert secret_values(stack)["REDIS_PASSWORD"] == original
+
+
+def test_the_gpu_profile_runs_the_job_on_jax(stack):
+    stack.up("--scale", "worker=0", profiles=("gpu",))
+    running = {container["Config"]["Labels"]["com.docker.compose.service"] for container in stack.containers()
+               if container["State"]["Running"]}  # fmt: skip
+    assert "worker-gpu" in running and "worker" not in running
+    job, manifest = render_job(stack)
+    assert manifest["runtime"]["backend"] == "jax"
+    assert manifest["runtime"]["device"] == "CPU"  # no GPU here: the GPU image's worker runs on the CPU
