@@ -10,7 +10,7 @@ per install (provision/secrets.py): a default there is one somebody put in .env.
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from shared.settings import Settings
 
@@ -33,7 +33,7 @@ def settings_secrets(settings: Settings) -> dict[str, str | None]:
     return {
         "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
         "S3_ROOT_SECRET_ACCESS_KEY": settings.s3_root_secret_access_key,
-        "REDIS_PASSWORD": urlsplit(settings.redis_url).password,
+        "REDIS_PASSWORD": unquote(password) if (password := urlsplit(settings.redis_url).password) else None,
     }
 
 
@@ -62,7 +62,9 @@ def exposure(env: Mapping[str, str], listening: Sequence[str] = ()) -> str | Non
         return "it runs in Kubernetes"
     if published := env.get("FILTERVIZ_BIND_ADDR"):
         return None if _is_loopback(published) else f"its ports are published on {published} (FILTERVIZ_BIND_ADDR)"
-    exposed = [address for address in listening if not _is_loopback(address.rsplit(":", 1)[0])]
+    # A Unix socket (unix:/path) or an inherited descriptor (fd://3) is local to this host.
+    network = [address for address in listening if not address.startswith(("unix:", "fd://"))]
+    exposed = [address for address in network if not _is_loopback(address.rsplit(":", 1)[0])]
     return f"it listens on {', '.join(exposed)}" if exposed else None
 
 

@@ -43,7 +43,7 @@ def running_stack(
         stack.start_service(workers, worker_app)
         yield stack
     finally:
-        stack.stop_all()
+        stack.stop_all(at_once=True)
 
 
 def submit(api: str, job: dict) -> dict:

@@ -145,7 +145,7 @@ def test_s3_that_answers_but_refuses_writes_is_not_ready_and_submissions_get_503
         assert refused.status_code == 503 and refused.headers["Retry-After"]
         assert refused.json()["error"]["code"] == "storage_unavailable"
     finally:
-        reader.stop_all()
+        reader.stop_all(at_once=True)
 
 
 def test_while_redis_is_down_the_api_answers_503_with_retry_after_and_recovers(stack):

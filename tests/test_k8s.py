@@ -183,4 +183,4 @@ def test_the_worker_heartbeat_probe_passes_only_while_this_pod_beats(tmp_path):
         withdraw(client, f"{socket.gethostname()}:7")
         assert not probe_passes()
     finally:
-        stack.stop_all()
+        stack.stop_all(at_once=True)

@@ -198,7 +198,7 @@ def token_api(stack, tmp_path_factory):
     )  # fmt: skip
     api.start_api()
     yield api.api_url
-    api.stop_all()
+    api.stop_all(at_once=True)
 
 
 def test_the_page_asks_for_a_token_keeps_it_in_the_tab_and_works_with_it(browser, token_api):

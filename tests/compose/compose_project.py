@@ -53,7 +53,8 @@ class ComposeProject:
         done = subprocess.run(command, cwd=self.directory, env=self.environment(), capture_output=True, text=True,
                               timeout=timeout)  # fmt: skip
         if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-5000:]}")
+            output = f"{done.stdout[-3000:]}{done.stderr[-5000:]}"
+            raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{output}")
         return done
 
     def build(self, *services: str, profiles: tuple[str, ...] = (), extra_args: dict[str, str] | None = None) -> None:
@@ -102,8 +103,9 @@ class ComposeProject:
             ["podman", "volume", "ls", "--format", "json", "--filter", f"label=com.docker.compose.project={self.name}"],
             env=engine_environment(), capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
-        return {volume["Labels"]["com.docker.compose.volume"]: Path(volume["Mountpoint"]) for volume in json.loads(listed)}
+        volumes = json.loads(listed)
+        return {volume["Labels"]["com.docker.compose.volume"]: Path(volume["Mountpoint"]) for volume in volumes}
 
     def down(self) -> None:
         self.run("--profile", "gpu", "--profile", "flower", "--profile", "monitoring", "down", "--volumes",
-                 "--remove-orphans", "--timeout", "30", check=False)  # fmt: skip
+                 "--remove-orphans", "--timeout", "10", check=False)  # fmt: skip
