@@ -41,6 +41,9 @@ def project(tmp_path_factory) -> Iterator[ComposeProject]:
     compose.build("worker-gpu", profiles=("gpu",), extra_args={"WORKER_EXTRA": "jax"})
     yield compose
     compose.down()
+    # Layers of earlier builds that nothing tags any more: bounded, the last day's kept as build cache.
+    subprocess.run(["podman", "image", "prune", "--force", "--filter", "until=24h"], env=engine_environment(),
+                   capture_output=True, check=True)  # fmt: skip
     assert compose.containers() == [], "containers left after `docker compose down -v`"
     assert compose.volumes() == {}, "volumes left after `docker compose down -v`"
 
