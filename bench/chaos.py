@@ -1,50 +1,74 @@
-"""Fault matrix on a local stack started here (Redis, SeaweedFS, two Celery workers, gunicorn),
-with the production lease and redelivery settings. For each fault, a 4-chunk job is submitted,
-the fault is caused while a chunk runs, and the job is followed to its end:
+"""Faults at any moment, on a local stack started here (Valkey, SeaweedFS, two Celery workers,
+gunicorn) with the production lease and redelivery settings.
 
-    recovery   seconds from the fault until every chunk that was running at that moment is done
-    job        seconds from submission to the end state (the undisturbed job's time for comparison)
-    lost, dup  filters missing from, or listed twice in, the manifest and the stored pictures
+For each fault and each moment, N trials: a job is submitted, the fault is caused at that moment,
+capacity comes back (the worker started again, Redis or S3 back), and the job is followed to its end.
 
-    python bench/chaos.py                      # every fault
-    python bench/chaos.py --faults s3-down,redis-restart
+Moments:
+    random     a time drawn uniformly within an undisturbed job's duration: start, delivery,
+               chunks and finish all get hit
+    startup    the worker is started again just before the submission, so the fault falls while
+               it loads its weights (an OOM kill while loading, a crash loop)
+    delivered  a unit was delivered to a worker that has not begun it (the pool processes are
+               held with SIGSTOP until the fault)
+    finish     the finish step runs
+Faults:
+    worker-killed        the whole worker (Celery parent and pool) SIGKILLed, started again 2 s later
+    pool-process-killed  the pool process SIGKILLed (Celery starts another)
+    redis-killed         Redis SIGKILLed, started again from its append-only file
+    s3-down              the S3 server SIGKILLed, started again after --outage seconds
+
+Columns: trials; how many succeeded; recovery, the seconds from capacity back until the job ended
+(median and worst: the target is 60 s); lost and duplicated filters over all trials (missing from,
+or listed twice in, the manifest and the stored pictures).
+
+    python -m bench.chaos --trials 20
+    python -m bench.chaos --faults worker-killed,redis-killed --moments delivered --trials 3
 """
 
 import argparse
 import collections
+import json
 import os
+import random
 import signal
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import psutil
 import redis
 import requests
 
 from devstack.local import LocalStack, free_port, wait_until
+from shared.deliveries import RECEIVED
 from shared.storage import Storage, job_key
 
 WORKERS = ("alpha", "beta")
-OUTAGE_SECONDS = 30
-FILTERS = 16
-JOB = {"layer": "block4_conv1", "filters": {"start": 0, "stop": FILTERS}, "image_size": 64, "steps": 80,
-       "grid": {"n": 4, "margin": 2}}  # fmt: skip
+FILTERS = 8
+JOB = {"layer": "block3_conv1", "filters": {"start": 0, "stop": FILTERS}, "image_size": 32, "steps": 20,
+       "grid": {"n": 3, "margin": 2}, "cache": False}  # fmt: skip
 ENDED = {"succeeded", "failed", "canceled"}
+TARGET_SECONDS = 60
+RESTART_DELAY = 2.0
+MOMENTS = ("random", "startup", "delivered", "finish")
 
 
 @dataclass
-class Outcome:
+class Trial:
     fault: str
+    moment: str
     status: str
-    recovery: float | None
-    job_seconds: float
+    recovery: float
     lost: int
     duplicated: int
-    note: str = ""
+    note: str
 
 
 def start_stack(workdir: Path) -> LocalStack:
@@ -59,156 +83,224 @@ def start_stack(workdir: Path) -> LocalStack:
     return stack
 
 
-def leases(stack: LocalStack, job_id: str) -> dict[str, str]:
-    """Running units of the job: unit -> lease token ('<worker>:<pid>|<nonce>')."""
-    client = redis.Redis.from_url(stack.env["REDIS_URL"])
-    keys = client.keys(f"filterviz:lease:{job_id}:*")
-    return {k.decode().rsplit(":", 1)[1]: v.decode() for k, v in zip(keys, client.mget(keys), strict=True) if v}
+def redis_client(stack: LocalStack) -> redis.Redis:
+    return redis.Redis.from_url(stack.env["REDIS_URL"], socket_timeout=5)
 
 
-def chunk_done(stack: LocalStack, job_id: str, unit: str) -> bool:
-    if unit == "finish":
-        return requests.get(f"{stack.api_url}/v1/jobs/{job_id}", timeout=10).json()["status"] in ENDED
-    return Storage(stack.settings).get(job_key(job_id, f"chunks/{unit}.json")) is not None
+def job_state(stack: LocalStack, job_id: str) -> dict | None:
+    """The job's resource, or None while the API can't answer (Redis down)."""
+    try:
+        response = requests.get(f"{stack.api_url}/v1/jobs/{job_id}", timeout=10)
+    except requests.RequestException:
+        return None
+    return response.json() if response.status_code == 200 else None
 
 
-def count_filters(stack: LocalStack, job_id: str, expected: list[int]) -> tuple[int, int]:
+def count_filters(stack: LocalStack, job_id: str) -> tuple[int, int]:
     """Lost and duplicated filters: in the manifest, and among the stored pictures."""
     manifest = requests.get(f"{stack.api_url}/v1/jobs/{job_id}/manifest.json", timeout=10)
     listed = [entry["index"] for entry in manifest.json()["filters"]] if manifest.status_code == 200 else []
     stored = {int(Path(k).stem) for k in Storage(stack.settings).list_keys(job_key(job_id, "filters/"))}
-    lost = len(set(expected) - (set(listed) & stored))
+    lost = len(set(range(FILTERS)) - (set(listed) & stored))
     duplicated = sum(n - 1 for n in collections.Counter(listed).values() if n > 1)
     return lost, duplicated
 
 
-def worker_pid(token: str) -> tuple[str, int]:
-    name, pid = token.split("|")[0].rsplit(":", 1)
-    return name, int(pid)
+# --- who to hit --------------------------------------------------------------------------------
 
 
-def run(stack: LocalStack, fault: str, cause: Callable[[LocalStack, dict[str, str]], str], seed: int) -> Outcome:
-    api = stack.api_url
-    expected = list(range(FILTERS))
-    submitted = time.monotonic()
-    job = requests.post(f"{api}/v1/jobs", json={**JOB, "seed": seed}, timeout=10).json()
-    wait_until(lambda: leases(stack, job["id"]), "a chunk running", 120)
-    time.sleep(1.0)  # inside the chunk
-    running = leases(stack, job["id"])
-    caused = time.monotonic()
-    note = cause(stack, running)
-    recovered = None
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if recovered is None and all(chunk_done(stack, job["id"], unit) for unit in running):
-            recovered = time.monotonic() - caused
-        state = requests.get(f"{api}/v1/jobs/{job['id']}", timeout=10).json()
-        if state["status"] in ENDED:
-            break
-        time.sleep(0.5)
-    job_seconds = time.monotonic() - submitted
-    lost, duplicated = count_filters(stack, job["id"], expected)
-    error = state["error"]["code"] if state.get("error") else ""
-    return Outcome(fault, state["status"], recovered, job_seconds, lost, duplicated, f"{note} {error}".strip())
+def pool_processes(stack: LocalStack, worker: str) -> list[psutil.Process]:
+    return psutil.Process(stack.processes[worker].pid).children(recursive=True)
 
 
-def nothing(stack: LocalStack, running: dict[str, str]) -> str:
-    return ""
+def receiver_of(stack: LocalStack, job_id: str) -> str | None:
+    """The worker (its stack name) that received a unit of the job and has not begun it."""
+    for member, value in redis_client(stack).hgetall(RECEIVED).items():
+        if member.decode().startswith(f"{job_id}:"):
+            return json.loads(value)["receiver"].rsplit(":", 1)[0]  # '<worker>:<pid>'
+    return None
+
+
+def holder_of(stack: LocalStack, job_id: str, unit: str = "*") -> str | None:
+    """The worker holding a lease of the job (of `unit`), from the lease token '<worker>:<pid>|<nonce>'."""
+    client = redis_client(stack)
+    for key in client.keys(f"filterviz:lease:{job_id}:{unit}"):
+        token = client.get(key)
+        if token:
+            return token.decode().split("|")[0].rsplit(":", 1)[0]
+    return None
+
+
+@contextmanager
+def pools_held(stack: LocalStack) -> Iterator[None]:
+    """Every pool process stopped (SIGSTOP): messages are received, none begins; resumed on exit."""
+    held = [process for worker in WORKERS if worker in stack.processes for process in pool_processes(stack, worker)]
+    for process in held:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for process in held:
+            if process.is_running():
+                process.send_signal(signal.SIGCONT)
+
+
+# --- faults: each causes its fault on `target` and returns when capacity is back ---------------
 
 
 def restart_worker(stack: LocalStack, name: str) -> None:
     """Start the worker again, keeping the stopped one's log beside the new one."""
     log = stack.workdir / f"{name}.log"
-    log.rename(log.with_suffix(f".{time.strftime('%H%M%S')}.log"))
+    if log.exists():
+        log.rename(log.with_suffix(f".{time.strftime('%H%M%S')}.{random.randrange(1000)}.log"))
     stack.start_worker(name)
 
 
-def kill_pool_process(stack: LocalStack, running: dict[str, str]) -> str:
-    _, pid = worker_pid(next(iter(running.values())))
-    os.kill(pid, signal.SIGKILL)
-    return f"pool process {pid} SIGKILL"
+def kill_worker(stack: LocalStack, target: str) -> str:
+    stack.stop(target, signal.SIGKILL)
+    time.sleep(RESTART_DELAY)
+    restart_worker(stack, target)
+    return f"{target} SIGKILL, restarted"
 
 
-def kill_whole_worker(stack: LocalStack, running: dict[str, str]) -> str:
-    name, _ = worker_pid(next(iter(running.values())))
-    stack.stop(name, signal.SIGKILL)
-    restart_worker(stack, name)
-    return f"{name} SIGKILL, restarted"
+def kill_pool_process(stack: LocalStack, target: str) -> str:
+    for process in pool_processes(stack, target):
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+    return f"{target}'s pool process SIGKILL"
 
 
-def s3_down(stack: LocalStack, running: dict[str, str]) -> str:
+def kill_redis(stack: LocalStack, target: str) -> str:
+    stack.stop("redis", signal.SIGKILL)
+    stack.start_redis()
+    return "Redis SIGKILL, restarted from its append-only file"
+
+
+def s3_down(stack: LocalStack, target: str, outage: float = 30.0) -> str:
     stack.stop("s3", signal.SIGKILL)
-    time.sleep(OUTAGE_SECONDS)
+    time.sleep(outage)
     stack.start_s3()
-    return f"S3 killed, back after {OUTAGE_SECONDS} s"
+    return f"S3 SIGKILL, back after {outage:.0f} s"
 
 
-def s3_hung(stack: LocalStack, running: dict[str, str]) -> str:
-    stack.signal("s3", signal.SIGSTOP)
-    time.sleep(OUTAGE_SECONDS)
-    stack.signal("s3", signal.SIGCONT)
-    return f"S3 SIGSTOP for {OUTAGE_SECONDS} s"
-
-
-def redis_restart(stack: LocalStack, running: dict[str, str]) -> str:
-    started = time.monotonic()
-    stack.restart_redis()
-    return f"Redis down {time.monotonic() - started:.1f} s"
-
-
-def worker_sigterm(stack: LocalStack, running: dict[str, str]) -> str:
-    name, _ = worker_pid(next(iter(running.values())))
-    process = stack.processes[name]
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)  # to the Celery parent only, as `docker stop` does to PID 1
-    code = process.wait(timeout=120)
-    stopped = time.monotonic() - started
-    stack.processes.pop(name)
-    restart_worker(stack, name)
-    return f"{name} exited {code} after {stopped:.1f} s, restarted"
-
-
-FAULTS: dict[str, Callable[[LocalStack, dict[str, str]], str]] = {
-    "none": nothing,
+FAULTS: dict[str, Callable[[LocalStack, str], str]] = {
+    "worker-killed": kill_worker,
     "pool-process-killed": kill_pool_process,
-    "whole-worker-killed": kill_whole_worker,
-    "s3-down-30s": s3_down,
-    "s3-hung-30s": s3_hung,
-    "redis-restart": redis_restart,
-    "worker-sigterm": worker_sigterm,
+    "redis-killed": kill_redis,
+    "s3-down": s3_down,
 }
+
+
+# --- one trial ---------------------------------------------------------------------------------
+
+
+def submit(stack: LocalStack, seed: int) -> str:
+    response = requests.post(f"{stack.api_url}/v1/jobs", json={**JOB, "seed": seed}, timeout=10)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def arrange(stack: LocalStack, moment: str, seed: int, job_seconds: float, exits: ExitStack) -> tuple[str, str]:
+    """Submit the trial's job and wait for its moment; returns the job and the worker to hit.
+    What must be undone right after the fault (held pools) goes on `exits`."""
+    rng = random.Random(seed)
+    if moment == "startup":
+        target = rng.choice(WORKERS)
+        stack.stop(target, signal.SIGKILL)
+        stack.spawn_worker(target)  # not waiting for its weights
+        job_id = submit(stack, seed)
+        time.sleep(rng.uniform(0.0, 8.0))
+        return job_id, target
+    if moment == "delivered":
+        exits.enter_context(pools_held(stack))
+        job_id = submit(stack, seed)
+        wait_until(lambda: receiver_of(stack, job_id), "a unit delivered and not begun", 60)
+        return job_id, receiver_of(stack, job_id) or WORKERS[0]
+    job_id = submit(stack, seed)
+    if moment == "finish":
+        wait_until(lambda: holder_of(stack, job_id, "finish"), "the finish running", 120)
+        return job_id, holder_of(stack, job_id, "finish") or WORKERS[0]
+    time.sleep(rng.uniform(0.0, job_seconds))
+    return job_id, holder_of(stack, job_id) or rng.choice(WORKERS)
+
+
+def trial(stack: LocalStack, fault: str, moment: str, seed: int, job_seconds: float) -> Trial:
+    with ExitStack() as exits:
+        job_id, target = arrange(stack, moment, seed, job_seconds, exits)
+        note = FAULTS[fault](stack, target)
+    back = time.monotonic()
+    state = None
+    while time.monotonic() - back < 600:
+        state = job_state(stack, job_id)
+        if state and state["status"] in ENDED:
+            break
+        time.sleep(0.25)
+    recovery = time.monotonic() - back
+    lost, duplicated = count_filters(stack, job_id)
+    status = state["status"] if state else "unknown"
+    error = f" {state['error']['code']}" if state and state.get("error") else ""
+    return Trial(fault, moment, status, recovery, lost, duplicated, f"{note}{error}")
+
+
+def ensure_workers(stack: LocalStack) -> None:
+    """Both workers up and loaded (a fault may have left one stopped or starting)."""
+    for name in WORKERS:
+        process = stack.processes.get(name)
+        if process is None or process.poll() is not None:
+            restart_worker(stack, name)
+    wait_until(lambda: requests.get(f"{stack.api_url}/readyz", timeout=10).json()["checks"].get("workers"),
+               "workers live", 120)  # fmt: skip
+
+
+def undisturbed_seconds(stack: LocalStack) -> float:
+    started = time.monotonic()
+    job_id = submit(stack, 0)
+    wait_until(lambda: (job_state(stack, job_id) or {}).get("status") in ENDED, "the undisturbed job", 300)
+    return time.monotonic() - started
+
+
+def summary(fault: str, moment: str, trials: list[Trial]) -> str:
+    recoveries = [t.recovery for t in trials]
+    ok = sum(t.status == "succeeded" for t in trials)
+    return (f"{fault:<21}{moment:<11}{len(trials):>7}{ok:>10}{statistics.median(recoveries):>9.1f}"
+            f"{max(recoveries):>8.1f}{sum(t.lost for t in trials):>6}{sum(t.duplicated for t in trials):>5}")  # fmt: skip
+
+
+HEADER = f"{'fault':<21}{'moment':<11}{'trials':>7}{'succeeded':>10}{'median s':>9}{'worst s':>8}{'lost':>6}{'dup':>5}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, from: " + ", ".join(FAULTS))
+    parser.add_argument("--moments", default=",".join(MOMENTS), help="comma-separated, from: " + ", ".join(MOMENTS))
+    parser.add_argument("--trials", type=int, default=3, help="trials per fault and moment (the target: 20)")
+    parser.add_argument("--outage", type=float, default=30.0, help="seconds S3 stays down")
     parser.add_argument("--logs", type=Path, help="keep the stack's logs in this folder (default: a temporary one)")
     args = parser.parse_args()
-    chosen = ["none", *(f for f in args.faults.split(",") if f != "none")]
+    FAULTS["s3-down"] = lambda stack, target: s3_down(stack, target, args.outage)
     with tempfile.TemporaryDirectory(prefix="filterviz-chaos-") as temporary:
         workdir = args.logs or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
         stack = start_stack(workdir)
+        results: dict[tuple[str, str], list[Trial]] = {}
         try:
-            outcomes = []
-            for seed, fault in enumerate(chosen, start=1):
-                outcome = run(stack, fault, FAULTS[fault], seed)
-                outcomes.append(outcome)
-                print(_row(outcome), flush=True)
+            job_seconds = undisturbed_seconds(stack)
+            print(f"undisturbed job: {job_seconds:.1f} s\n{'fault':<21}{'moment':<11}{'status':<11}recovery s  note")
+            for fault in args.faults.split(","):
+                for moment in args.moments.split(","):
+                    for number in range(args.trials):
+                        ensure_workers(stack)
+                        done = trial(stack, fault, moment, seed=1000 + number, job_seconds=job_seconds)
+                        results.setdefault((fault, moment), []).append(done)
+                        print(f"{fault:<21}{moment:<11}{done.status:<11}{done.recovery:>10.1f}  {done.note}",
+                              flush=True)  # fmt: skip
         finally:
-            stack.stop_all()
-    print("\n" + _header())
-    for outcome in outcomes:
-        print(_row(outcome))
-
-
-def _header() -> str:
-    return f"{'fault':<22}{'end state':<11}{'recovery s':>11}{'job s':>8}{'lost':>6}{'dup':>5}  note"
-
-
-def _row(o: Outcome) -> str:
-    recovery = f"{o.recovery:.1f}" if o.recovery is not None else "-"
-    return f"{o.fault:<22}{o.status:<11}{recovery:>11}{o.job_seconds:>8.1f}{o.lost:>6}{o.duplicated:>5}  {o.note}"
+            stack.stop_all(at_once=True)
+    print(f"\n{HEADER}")
+    for (fault, moment), trials in results.items():
+        print(summary(fault, moment, trials))
+    worst = max((t.recovery for trials in results.values() for t in trials), default=0.0)
+    print(f"\nworst recovery {worst:.1f} s (target {TARGET_SECONDS} s)")
 
 
 if __name__ == "__main__":

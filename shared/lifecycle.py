@@ -53,7 +53,10 @@ set, and its slot goes to the next chunk, exactly when it can't run any more:
 - the sweep finds it in flight for a job that ended or vanished.
 A chunk given back or sent again by the sweep keeps its slot (its place). The sweep also:
 - queues again the chunks of a live job that are nowhere (Redis lost a move) and gives the job its turn;
-- sends again a chunk that has been in flight PENDING_SECONDS without starting (a message Redis lost);
+- sends again a unit delivered to a worker that died, or dropped it in a Redis restart, before it
+  began, as soon as the receiver's holdings beat says so (shared/deliveries.py);
+- sends again a chunk that has been in flight PENDING_SECONDS without starting (a message Redis lost
+  before any worker received it);
 - fills the free slots (a worker joined, a release was lost).
 
 Units that never started are the broker's to deliver; the deadline ends a job whose messages
@@ -76,6 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from shared import deliveries
 from shared.jobs import FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job, JobError, JobStore, job_keys
 from shared.scheduling import Scheduler, split_member
 from shared.storage import Storage, chunk_record_name, job_key
@@ -209,6 +213,7 @@ class Lifecycle:
 
     def begin(self, job_id: str, unit: str, worker: str, weights: str, filters: list[int] | None = None) -> Unit | str:
         """Take the unit when it should run now; otherwise say why not (the task then does nothing)."""
+        deliveries.forget(self._redis, job_id, unit)  # from here on its lease, or its end, covers it
         job = self.jobs.get(job_id)
         if job is None or job.status in FINISHED:
             self._leaves_broker(job_id, unit)
@@ -322,13 +327,15 @@ class Lifecycle:
         return bool(self._redis.set("filterviz:sweep-lock", worker, nx=True, ex=sweep_seconds))
 
     def sweep(self) -> None:
-        """Move every live job on: deadlines, lapsed leases, lost results, a missing finish; then
-        the slots: those of ended jobs freed, lost messages sent again, free ones filled."""
+        """Move every live job on: deadlines, lapsed leases, lost results, a missing finish; units
+        delivered to a worker that died (or dropped them) before beginning them; then the slots:
+        those of ended jobs freed, lost messages sent again, free ones filled."""
         for job_id in self.jobs.live():
             try:
                 self._sweep_job(job_id)
             except Exception:  # one job's trouble must not stop the others' recovery
                 log.exception("sweep of job %s failed", job_id)
+        self._sweep_deliveries()
         self._sweep_slots()
 
     def fill(self) -> None:
@@ -368,6 +375,23 @@ class Lifecycle:
         lost = self._scheduler.requeue_lost(job_id, job.chunks)
         if lost:
             log.info("sweep: chunks %s of job %s were nowhere: queued again", ",".join(lost), job_id)
+
+    def _sweep_deliveries(self) -> None:
+        """Send again each unit whose receiver died, or dropped it with a Redis restart, before it began."""
+        for orphan in deliveries.orphaned(self._redis):
+            job_id, name = orphan.job_id, orphan.unit
+            deliveries.forget(self._redis, job_id, name)
+            if self.jobs.status(job_id) in (*FINISHED, None) or self._redis.exists(_lease_key(job_id, name)):
+                continue
+            if name != FINISH and self._redis.sismember(job_keys(job_id).done, name):
+                continue
+            log.info("sweep: %s of job %s was delivered to %s, which %s before beginning it: sent again",
+                     _describe(name), job_id, orphan.receiver, orphan.why)  # fmt: skip
+            self._redis.delete(_pending_key(job_id, name))  # not the timer's: the receiver is known to be gone
+            plan = self._redis.hget(job_keys(job_id).units, f"plan:{name}")
+            self._enqueue(job_id, name, json.loads(plan) if plan else None)
+            if name != FINISH:
+                self._scheduler.restamp(job_id, name)
 
     def _sweep_slots(self) -> None:
         """Free the slots of jobs that ended, send again what never started, fill what is free."""

@@ -8,12 +8,16 @@ POISON_SEED or PAUSE_SEED trigger.
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psutil
 import pytest
 import redis
 import requests
 
 from devstack.local import S3_READER_KEY, S3_READER_SECRET, wait_until
+from shared.deliveries import RECEIVED
 from shared.manifest import filter_file
 from shared.storage import Storage, job_key
 from tests.conftest import TEST_WEIGHTS
@@ -81,6 +85,49 @@ def test_a_whole_worker_killed_mid_chunk_is_replaced_within_a_minute(stack, api)
     listed = requests.get(f"{api}/v1/workers", timeout=10).json()
     assert listed["count"] == 1 and listed["workers"][0]["weights"] == TEST_WEIGHTS
     assert listed["workers"][0]["name"].startswith("alpha:")
+
+
+@contextmanager
+def pool_held(stack, worker: str) -> Iterator[None]:
+    """The worker's pool processes stopped (SIGSTOP): its parent receives messages, none begins."""
+    pool = psutil.Process(stack.processes[worker].pid).children(recursive=True)
+    for process in pool:
+        process.suspend()
+    try:
+        yield
+    finally:
+        for process in pool:
+            if process.is_running():
+                process.resume()
+
+
+def delivered_not_begun(stack, job_id: str) -> bool:
+    return bool(redis_of(stack).hexists(RECEIVED, f"{job_id}:0"))
+
+
+def test_a_chunk_delivered_to_a_worker_killed_before_it_begins_is_sent_again(stack, api):
+    # PENDING_SECONDS (600 s) and the broker's visibility timeout would bring it back; the receipt does, in seconds.
+    with pool_held(stack, "alpha"):
+        job = submit(api, {**FAST_JOB, "seed": 31, "cache": False})
+        wait_until(lambda: delivered_not_begun(stack, job["id"]), "chunk 0 delivered, not begun", 30)
+        stack.stop("alpha", signal.SIGKILL)  # an OOM kill while loading, a node preempted
+    stack.start_worker("alpha", app=FAULT_APP)
+    final = wait_for(api, job["id"], ENDED, timeout=90)
+    assert final["status"] == "succeeded", final["error"]
+    assert_every_filter_once(api, job["id"], list(range(8)))
+    assert log_mentions(stack, "alpha", "was delivered to alpha:") == 1
+
+
+def test_a_chunk_delivered_just_before_redis_is_killed_is_sent_again(stack, api):
+    with pool_held(stack, "alpha"):
+        job = submit(api, {**FAST_JOB, "seed": 32, "cache": False})
+        wait_until(lambda: delivered_not_begun(stack, job["id"]), "chunk 0 delivered, not begun", 30)
+        time.sleep(1.5)  # the append-only file is synced every second
+        stack.stop("redis", signal.SIGKILL)
+        stack.start_redis()  # from its append-only file, on the same port
+    final = wait_for(api, job["id"], ENDED, timeout=90)
+    assert final["status"] == "succeeded", final["error"]
+    assert_every_filter_once(api, job["id"], list(range(8)))
 
 
 def test_s3_down_for_30_s_mid_chunk_and_during_the_finish(stack, api):

@@ -1,4 +1,5 @@
-"""The background threads of a worker process: its heartbeat and its share of the recovery sweep.
+"""The background threads of a worker: each pool process's heartbeat and share of the recovery sweep,
+and the Celery parent's beat of the units it holds.
 
 The heartbeat wakes every second. It renews the lease of the unit the process runs and reads its
 job's status in the same Redis call, so `should_stop` is a plain attribute read: the engine asks
@@ -7,15 +8,22 @@ Every few seconds it also publishes the worker's own heartbeat (shared/workers.p
 
 The sweeper runs shared/lifecycle.py's sweep when this process wins the sweep lock. It has its own
 thread because a sweep may wait on S3 for minutes, and leases must be renewed meanwhile.
+
+The Celery parent receives the messages; its holdings beat publishes which units it holds (reserved
+or running), so that a unit delivered here and never begun is sent again once this parent is gone
+or no longer holds it (shared/deliveries.py).
 """
 
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
+
+from shared.deliveries import publish_holdings
 from shared.lifecycle import Lifecycle, Unit
 from shared.workers import PUBLISH_SECONDS, publish, withdraw
 
@@ -139,3 +147,24 @@ class Sweeper:
             except Exception:  # Redis or S3 down past their retries: the next period tries again
                 log.exception("sweep failed")
             time.sleep(self._seconds)
+
+
+class HoldingsBeat:
+    """In the Celery parent: every PUBLISH_SECONDS, the units of the requests it holds."""
+
+    def __init__(self, client: redis.Redis, name: str, held: Callable[[], list[str]]) -> None:
+        self._client = client
+        self._name = name
+        self._held = held
+
+    def start(self) -> None:
+        """Start the beat thread (daemon: it ends with the process)."""
+        threading.Thread(target=self._beat_forever, name="filterviz-holdings", daemon=True).start()
+
+    def _beat_forever(self) -> None:
+        while True:
+            try:
+                publish_holdings(self._client, self._name, self._held())
+            except Exception:  # Redis down past its retries: the next beat tries again
+                log.exception("holdings beat failed")
+            time.sleep(PUBLISH_SECONDS)

@@ -67,7 +67,7 @@ def start_process(settings: Settings, app: Celery) -> WorkerState:
         jobs, storage, CeleryDispatch(app), lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
         events=events,
     )  # fmt: skip
-    name = f"{os.environ.get('FILTERVIZ_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
+    name = process_name()
     info = {
         "weights": loaded.weights,
         "device": loaded.runtime.get("device"),
@@ -78,6 +78,11 @@ def start_process(settings: Settings, app: Celery) -> WorkerState:
     heartbeat.start()
     Sweeper(lifecycle, name, settings.sweep_seconds).start()
     return WorkerState(loaded, lifecycle, storage, heartbeat, name)
+
+
+def process_name() -> str:
+    """How this process names itself in leases, heartbeats and receipts: `<worker or host>:<pid>`."""
+    return f"{os.environ.get('FILTERVIZ_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
 
 
 def in_pool_process() -> bool:

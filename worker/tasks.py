@@ -17,23 +17,31 @@ from typing import Any
 import redis
 from botocore.exceptions import BotoCoreError, ClientError
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutting_down
+from celery.signals import (
+    task_received,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
+from celery.worker import state as worker_state
 
-from shared import cache
+from shared import cache, deliveries
 from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
 from shared.finish import write_results
-from shared.jobs import now
+from shared.jobs import now, redis_client
 from shared.lifecycle import FINISH, Unit
 from shared.manifest import filter_file
 from shared.settings import Settings
 from shared.storage import PARALLEL_TRANSFERS, MissingObject, chunk_record_name, job_key
 from worker import job_logs, metrics
-from worker.heartbeat import WORKER_STOPPING, Watch
+from worker.heartbeat import WORKER_STOPPING, HoldingsBeat, Watch
 from worker.process import (
     WorkerState,
     ask_pool_to_give_back,
     exit_when_a_pool_process_cannot_start,
     listen_for_give_back,
+    process_name,
     refuse_to_start,
     start_process,
 )
@@ -51,14 +59,44 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 TASK_OPTIONS = {"autoretry_for": REDIS_ERRORS, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
 
 _state: WorkerState | None = None
+# The Celery parent's Redis client, for receipts and its holdings beat (pool processes have their own).
+parent_redis = redis_client(settings)
 
 
 @worker_init.connect
 def watch_pool_starts(**_: Any) -> None:
     """In the Celery parent: a pool process that can't start takes the whole worker down; the pool's
-    metrics are served (before the pool forks: worker/metrics.py)."""
+    metrics are served (before the pool forks: worker/metrics.py); the units it holds are published
+    before it takes any (shared/deliveries.py)."""
     exit_when_a_pool_process_cannot_start()
     metrics.serve(settings.worker_metrics_port)
+    HoldingsBeat(parent_redis, process_name(), held_units).start()
+
+
+def unit_of(request: Any) -> tuple[str, str] | None:
+    """(job id, unit) of a task request of ours, else None."""
+    if request.name == RENDER_CHUNK:
+        return request.args[0], str(request.args[1])
+    if request.name == FINISH_JOB:
+        return request.args[0], FINISH
+    return None
+
+
+def held_units() -> list[str]:
+    """The units of the requests this Celery parent holds, reserved or running."""
+    return [deliveries.member(*unit) for request in list(worker_state.reserved_requests) if (unit := unit_of(request))]
+
+
+@task_received.connect
+def record_receipt(request: Any = None, **_: Any) -> None:
+    """In the Celery parent, as a message arrives: say that this worker has the unit."""
+    unit = unit_of(request)
+    if unit is None:
+        return
+    try:
+        deliveries.received(parent_redis, *unit, process_name())
+    except REDIS_ERRORS:  # the unit is then found by the sweep's timer instead
+        log.warning("could not record the receipt of %s", deliveries.member(*unit))
 
 
 @worker_process_init.connect
