@@ -24,8 +24,8 @@ class Cached:
 
 
 def cached_filters(found: Services, spec: JobSpec) -> Cached:
-    """The request's cache hits; none when it asks for `"cache": false` or the weights are not known
-    (live workers disagree, or none is live and none ever agreed)."""
+    """The request's cache hits whose pictures are in the bucket; none when it asks for `"cache": false`
+    or the weights are not known (live workers disagree, or none is live and none ever agreed)."""
     if not spec.cache:
         return Cached()
     redis = found.jobs.redis
@@ -33,7 +33,8 @@ def cached_filters(found: Services, spec: JobSpec) -> Cached:
     weights = cache.weights_for_lookup(redis, configured)
     if weights is None:
         return Cached()
-    return Cached(weights, cache.lookup(redis, spec, weights, cache.cache_seconds(found.settings)))
+    hits = cache.lookup(redis, spec, weights, cache.cache_seconds(found.settings))
+    return Cached(weights, cache.still_stored(found.storage, redis, hits) if hits else {})
 
 
 def refer_to_hits(found: Services, job_id: str, cached: Cached) -> None:

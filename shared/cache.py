@@ -14,8 +14,12 @@ Where it lives:
   filters in one MGET at submission. Each hit renews the entry's lifetime (FILTERVIZ_CACHE_DAYS).
 
 A job refers to its hits (jobs/<id>/cached.json), and its manifest marks them (`cache` per filter);
-only the filters it misses become chunks. `"cache": false` in a request reads nothing from the
-cache; its freshly rendered filters still replace their entries (a way to refresh a doubtful one).
+only the filters it misses become chunks. The index can outlive an object (a bucket restored, a
+lifecycle rule, a cleanup by hand): a hit counts only once its picture is found in the bucket
+(`still_stored`, at submission), and one that vanished before the finish is rendered there again
+(worker/tasks.py). Either way its stale index entry is dropped, and the rendering refills it.
+`"cache": false` in a request reads nothing from the cache; its freshly rendered filters still
+replace their entries (a way to refresh a doubtful one).
 
 Retention (shared/retention.py): an entry unused for FILTERVIZ_CACHE_DAYS loses its index key; the
 sweep then deletes its objects once they are that old, unless a job still refers to them.
@@ -124,6 +128,16 @@ def lookup(client: redis.Redis, spec: JobSpec, weights: str, ttl_seconds: int) -
                 pipe.expire(INDEX + entry["cache"], ttl_seconds)
             pipe.execute()
     return hits
+
+
+def still_stored(storage: Storage, client: redis.Redis, hits: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The hits whose picture is in the bucket; the index entries of the others are dropped (a miss)."""
+    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
+        found = list(pool.map(storage.exists, [picture_key(hit["cache"]) for hit in hits.values()]))
+    gone = [hit["cache"] for hit, present in zip(hits.values(), found, strict=True) if not present]
+    if gone:
+        client.delete(*[INDEX + digest for digest in gone])
+    return {index: hit for (index, hit), present in zip(hits.items(), found, strict=True) if present}
 
 
 def outcome(entry: dict[str, Any]) -> dict[str, Any]:

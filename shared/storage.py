@@ -158,6 +158,16 @@ class Storage:
                 return None
             raise
 
+    def exists(self, key: str) -> bool:
+        """Whether an object is under key (a HEAD: no bytes read)."""
+        try:
+            self._retrying(lambda: self._client.head_object(Bucket=self.bucket, Key=key))
+        except ClientError as error:
+            if error.response["Error"]["Code"] in _MISSING:
+                return False
+            raise
+        return True
+
     def read(self, key: str) -> bytes:
         """The bytes under key, which should be there; MissingObject names the key when it isn't."""
         data = self.get(key)

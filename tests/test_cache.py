@@ -104,3 +104,28 @@ def test_low_precision_pictures_never_share_an_identity_with_float32_ones():
     bf16 = numerics_identity("random:1", "bfloat16")
     assert float32 == "random:1" and bf16 == "random:1@bfloat16"
     assert cache.entry_hash(spec, float32, 0) != cache.entry_hash(spec, bf16, 0)
+
+
+def test_an_entry_whose_picture_is_gone_is_a_miss_and_is_rendered_again(stack):
+    """Run last: the index outlives its objects when a bucket is restored, expired or cleaned by hand."""
+    api, storage = stack.api_url, Storage(stack.settings)
+    job = {**JOB, "filters": [0, 1, 2, 3], "seed": 12}
+    first = run(api, job)
+    spec = parse_spec(job)
+    picture = {index: cache.picture_key(cache.entry_hash(spec, first["weights"], index)) for index in range(4)}
+    assert storage.delete_prefix(picture[2]) == 1
+
+    again = run(api, job)
+    assert again["cache"]["hits"] == 3 and again["cache"]["rendered"] == 1
+    assert storage.exists(picture[2])  # the rendering put it back
+    for index in range(4):
+        assert requests.get(f"{api}/v1/jobs/{again['id']}/filters/{index}.png", timeout=10).status_code == 200
+
+    # Every picture gone (an old backup restored): was "succeeded" from the grid cache, with four 404s.
+    for key in picture.values():
+        storage.delete_prefix(key)
+    third = run(api, job)
+    assert third["cache"]["hits"] == 0 and third["cache"]["rendered"] == 4
+    for index in range(4):
+        assert requests.get(f"{api}/v1/jobs/{third['id']}/filters/{index}.png", timeout=10).status_code == 200
+    assert grid(api, third["id"]) == grid(api, first["id"])

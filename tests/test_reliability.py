@@ -17,8 +17,10 @@ import redis
 import requests
 
 from devstack.local import S3_READER_KEY, S3_READER_SECRET, wait_until
+from shared import cache
 from shared.deliveries import RECEIVED
 from shared.manifest import filter_file
+from shared.spec import parse_spec
 from shared.storage import Storage, job_key
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import get_job, running_stack, submit, wait_for
@@ -151,6 +153,22 @@ def test_a_picture_gone_before_the_finish_fails_the_job_naming_it(stack, api):
     final = wait_for(api, job["id"], ENDED, timeout=60)
     assert final["status"] == "failed"
     assert final["error"]["code"] == "picture_missing" and gone in final["error"]["message"], final["error"]
+
+
+def test_a_cached_picture_gone_before_the_finish_is_rendered_again(stack, api):
+    cached = {**FAST_JOB, "filters": [0, 1, 2, 3], "seed": PAUSE_SEED}
+    assert wait_for(api, submit(api, cached)["id"], ENDED, timeout=90)["status"] == "succeeded"
+    finishes = log_mentions(stack, "alpha", "fault hook: finish")
+    job = submit(api, {**cached, "filters": list(range(8))})  # 0..3 hits, 4..7 a chunk
+    wait_until(lambda: log_mentions(stack, "alpha", "fault hook: finish") > finishes, "the finish", 90)
+    gone = cache.picture_key(cache.entry_hash(parse_spec(cached), TEST_WEIGHTS, 1))
+    assert Storage(stack.settings).delete_prefix(gone) == 1
+    final = wait_for(api, job["id"], ENDED, timeout=90)
+    assert final["status"] == "succeeded", final["error"]
+    manifest = requests.get(f"{api}/v1/jobs/{job['id']}/manifest.json", timeout=10).json()
+    assert sorted(entry["index"] for entry in manifest["filters"]) == list(range(8))
+    assert sorted(entry["index"] for entry in manifest["filters"] if "cache" in entry) == [0, 2, 3]
+    assert requests.get(f"{api}/v1/jobs/{job['id']}/filters/1.png", timeout=10).status_code == 200
 
 
 def test_redis_restarted_mid_job(stack, api):

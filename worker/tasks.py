@@ -201,22 +201,51 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
     return {"chunk": chunk_index, "worker": current.name}
 
 
-def _store_chunk(current: WorkerState, unit: Unit, rendered: list, seconds: float) -> None:
-    """Upload the chunk's pictures, then its record: the record's presence means the chunk is done."""
+def _store_filters(current: WorkerState, job_id: str, spec: Any, rendered: list, **extra: Any) -> list[dict[str, Any]]:
+    """Upload the job's filter pictures, and the same into the result cache under the weights that made
+    them (shared/cache.py), even for "cache": false; their manifest entries."""
     from worker.imaging import encode_png
     from worker.render import filter_entries
 
     pngs = [encode_png(r.picture) for r in rendered]
-    keys = [job_key(unit.job_id, filter_file(r.index)) for r in rendered]
+    keys = [job_key(job_id, filter_file(r.index)) for r in rendered]
     uploads = [(key, png, "image/png") for key, png in zip(keys, pngs, strict=True)]
     with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:  # S3 round trips dominate: overlap them
         list(pool.map(lambda upload: current.storage.put(*upload), uploads))
-    entries = filter_entries(rendered, chunk=unit.chunk, worker=current.name)
-    # Into the result cache too, under the weights that made them (shared/cache.py), even for "cache": false.
-    cache.store(current.storage, current.lifecycle.jobs.redis, unit.job.spec, current.loaded.weights,
+    entries = filter_entries(rendered, **extra, worker=current.name)
+    cache.store(current.storage, current.lifecycle.jobs.redis, spec, current.loaded.weights,
                 zip(entries, pngs, strict=True), cache.cache_seconds(settings))  # fmt: skip
+    return entries
+
+
+def _store_chunk(current: WorkerState, unit: Unit, rendered: list, seconds: float) -> None:
+    """Upload the chunk's pictures, then its record: the record's presence means the chunk is done."""
+    entries = _store_filters(current, unit.job_id, unit.job.spec, rendered, chunk=unit.chunk)
     record = {"chunk": unit.chunk, "worker": current.name, "seconds": round(seconds, 3), "filters": entries}
     current.storage.put_json(job_key(unit.job_id, chunk_record_name(unit.chunk)), record)
+
+
+def _render_gone_hits(current: WorkerState, unit: Unit, watch: Watch) -> tuple[dict[int, dict], list[dict]] | None:
+    """The job's cache hits still in the bucket, and the entries of those gone since its submission,
+    rendered here again (a missing object is a miss); None when the job ended meanwhile."""
+    from worker.loading import pick_batch_size
+    from worker.render import render_filters
+
+    referred = cache.job_hits(current.storage, unit.job_id)
+    hits = cache.still_stored(current.storage, current.lifecycle.jobs.redis, referred) if referred else {}
+    gone = [index for index in referred if index not in hits]
+    if not gone:
+        return hits, []
+    log.warning("job %s: the cached pictures of filters %s are gone from the bucket: rendering them again",
+                unit.job_id, gone)  # fmt: skip
+    spec = unit.job.spec
+    rendered = render_filters(current.loaded.engine, spec, gone, batch_size=pick_batch_size(spec, len(gone), settings),
+                              should_stop=lambda: watch.reason not in (None, WORKER_STOPPING))  # fmt: skip
+    if len(rendered) < len(gone):
+        return None
+    entries = _store_filters(current, unit.job_id, spec, rendered)
+    cache.record_hits(current.storage, unit.job_id, hits)  # the job refers to what is there
+    return hits, entries
 
 
 @app.task(name=FINISH_JOB, **TASK_OPTIONS)
@@ -239,14 +268,18 @@ def _assemble(current: WorkerState, unit: Unit, watch: Watch) -> dict[str, Any]:
         current.lifecycle.fail(unit, "chunk_missing", f"chunks {missing} left no results")
         return {"failed": "chunk_missing"}
 
+    healed = _render_gone_hits(current, unit, watch)
+    if healed is None:
+        return {"stopped": watch.reason}
+    hits, rendered_again = healed
     records = [finished_chunks[i] for i in range(job.chunks)]
     finished_at = now()
     stored = write_results(
         current.storage,
         job,
         weights=job.weights or current.loaded.weights,
-        entries=[entry for record in records for entry in record["filters"]],
-        hits=cache.job_hits(current.storage, job_id),
+        entries=[*(entry for record in records for entry in record["filters"]), *rendered_again],
+        hits=hits,
         timings={
             "created_at": job.created_at,
             "started_at": job.started_at,
