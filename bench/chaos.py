@@ -262,8 +262,9 @@ def undisturbed_seconds(stack: LocalStack) -> float:
 def summary(fault: str, moment: str, trials: list[Trial]) -> str:
     recoveries = [t.recovery for t in trials]
     ok = sum(t.status == "succeeded" for t in trials)
+    lost, duplicated = sum(t.lost for t in trials), sum(t.duplicated for t in trials)
     return (f"{fault:<21}{moment:<11}{len(trials):>7}{ok:>10}{statistics.median(recoveries):>9.1f}"
-            f"{max(recoveries):>8.1f}{sum(t.lost for t in trials):>6}{sum(t.duplicated for t in trials):>5}")  # fmt: skip
+            f"{max(recoveries):>8.1f}{lost:>6}{duplicated:>5}")  # fmt: skip
 
 
 HEADER = f"{'fault':<21}{'moment':<11}{'trials':>7}{'succeeded':>10}{'median s':>9}{'worst s':>8}{'lost':>6}{'dup':>5}"
