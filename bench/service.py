@@ -9,9 +9,12 @@
    abusive request parsed and validated);
 5. fairness (issue 19): bench/fairness.py's round on a one-worker stack of its own: a big job,
    then a tiny one from another client; the tiny job's latency against its compute time, the big
-   job's slowdown, and the queued tiny job's status polls.
+   job's slowdown, and the queued tiny job's status polls;
+6. throughput of tiny jobs: 1,000 one-step jobs (one filter, 32 px, uncached) submitted at once to a
+   stack of its own with one worker and admission opened; the wall time until every one succeeded,
+   and what that leaves per job besides its compute.
 
-    python -m bench.service [--only fairness] [--fairness-rounds 3]   (from the repository root)
+    python -m bench.service [--only fairness|throughput] [--fairness-rounds 3] [--tiny-jobs 1000]
 """
 
 import argparse
@@ -40,6 +43,8 @@ from shared.spec import parse_spec
 WEIGHTS = "random:0"
 OVERHEAD_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 16}, "image_size": 64, "steps": 20, "seed": 1}
 SMALL_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 4}, "image_size": 64, "steps": 10, "seed": 2}
+TINY_JOB = {"layer": "block1_conv1", "filters": [0], "image_size": 32, "steps": 1, "grid": {"n": 1, "margin": 0},
+            "cache": False, "seed": 3}  # fmt: skip
 POLL_CLIENTS, POLL_SECONDS = 32, 10
 ABUSERS, ABUSE_SECONDS = 32, 10
 # Rounds 1-3 submit many jobs from one address: admission opened for them (round 4 restores it).
@@ -236,15 +241,56 @@ def report_abuse(label: str, rounds: list[AbuseRound]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["fairness"], help="run only this round")
+    parser.add_argument("--only", choices=["fairness", "throughput"], help="run only this round")
     parser.add_argument("--fairness-rounds", type=int, default=ROUNDS)
+    parser.add_argument("--tiny-jobs", type=int, default=1000)
     arguments = parser.parse_args()
     if arguments.only is None:
         service_rounds()
-    print(f"5. fairness: one worker process, a big job then a tiny one from another client "
-          f"({arguments.fairness_rounds} rounds)")  # fmt: skip
-    position_cost()
-    report_fairness(fairness_round(arguments.fairness_rounds), arguments.fairness_rounds)
+    if arguments.only in (None, "fairness"):
+        print(f"5. fairness: one worker process, a big job then a tiny one from another client "
+              f"({arguments.fairness_rounds} rounds)")  # fmt: skip
+        position_cost()
+        report_fairness(fairness_round(arguments.fairness_rounds), arguments.fairness_rounds)
+    if arguments.only in (None, "throughput"):
+        tiny_jobs_round(arguments.tiny_jobs)
+
+
+def tiny_jobs_round(count: int) -> None:
+    """Round 6: `count` one-step jobs at once on one worker, submitted by 16 clients, polled calmly."""
+    engine = statistics.median(engine_seconds(TINY_JOB))
+    with tempfile.TemporaryDirectory() as workdir:
+        stack = LocalStack(Path(workdir), api_port=free_port(),
+                           extra_env={"FILTERVIZ_WEIGHTS": WEIGHTS, "FILTERVIZ_MAX_ACTIVE_JOBS": str(count + 10),
+                                      **OPEN_ADMISSION})  # fmt: skip
+        try:
+            stack.start_service(["w1"])
+            run_job(stack.api_url, TINY_JOB, requests.Session())  # warm the worker's compiled step
+            session = requests.Session()
+            started = time.perf_counter()
+            with ThreadPoolExecutor(16) as pool:
+                ids = list(pool.map(lambda seed: submit_only(stack.api_url, {**TINY_JOB, "seed": seed}), range(count)))
+            submitted = time.perf_counter() - started
+            for job_id in ids:
+                while (status := session.get(f"{stack.api_url}/v1/jobs/{job_id}", timeout=10).json()["status"]) in (
+                    "queued",
+                    "running",
+                ):
+                    time.sleep(0.2)
+                assert status == "succeeded", job_id
+            wall = time.perf_counter() - started
+        finally:
+            stack.stop_all(at_once=True)
+    print(
+        f"6. {count} one-step jobs (1 filter, 32 px, uncached) on one worker: all submitted in {submitted:.1f} s, "
+        f"all succeeded in {wall:.1f} s; {wall / count * 1000:.0f} ms a job, of which {engine * 1000:.0f} ms compute"
+    )
+
+
+def submit_only(api: str, job: dict) -> str:
+    response = requests.post(f"{api}/v1/jobs", json=job, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
 
 
 def service_rounds() -> None:

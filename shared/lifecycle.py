@@ -11,7 +11,8 @@ Celery task. A unit that is delivered to a worker goes through `begin`, then hol
 while it runs, and leaves by exactly one of:
 
 - `chunk_done`: its record is stored; it joins the job's done set, and the chunk that completes
-  the set enqueues the finish (once: guarded by a pending marker set with SET NX);
+  the set runs the finish in the same task (its lease makes it once), or enqueues it (once:
+  guarded by a pending marker set with SET NX);
 - `finish_done`: the manifest is stored; running -> succeeded, an atomic transition that
   happens once however many finish tasks run;
 - `stopped` early: given back (`give_back`) when the worker is stopping, enqueued again with the
@@ -270,15 +271,21 @@ class Lifecycle:
 
     # --- ways out ------------------------------------------------------------------------------
 
-    def chunk_done(self, unit: Unit) -> None:
-        """The chunk's record is stored: mark it done; the chunk that completes the job enqueues the finish."""
+    def chunk_done(self, unit: Unit, finish_here: bool = False) -> bool:
+        """The chunk's record is stored: mark it done. When it completes the job, the finish is enqueued,
+        or with `finish_here` left to the caller (True), which saves a trip through the broker: a
+        one-chunk job then takes one task. Should the caller die before the finish begins, the sweep
+        enqueues it (no lease, no pending mark)."""
         job = self.jobs.get(unit.job_id)
         self._mark_done(unit.job_id, unit.name)
         self.release(unit)
-        if job is not None and job.status == RUNNING:
-            self._finish_when_complete(unit.job_id, job.chunks)
+        keys = job_keys(unit.job_id)
+        complete = job is not None and job.status == RUNNING and self._redis.scard(keys.done) >= job.chunks
+        if complete and not finish_here:
+            self._enqueue(unit.job_id, FINISH, None)
         # After the finish: it goes first, not behind the next chunk. Its seconds feed estimated starts.
         self._scheduler.release(unit.job_id, unit.name, done=True)
+        return complete and finish_here
 
     def finish_done(self, unit: Unit, finished_at: str) -> bool:
         """The manifest is stored: running -> succeeded (True only for the one call that moved it)."""

@@ -196,8 +196,10 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
         if watch.reason is not None or len(rendered) < len(filters):
             return _stopped(current, unit, watch.reason or "stopped", filters)
         _store_chunk(current, unit, rendered, time.perf_counter() - started)
-        current.lifecycle.chunk_done(unit)
+        finish_here = current.lifecycle.chunk_done(unit, finish_here=True)
         metrics.chunk_done(len(rendered), time.perf_counter() - started)
+    if finish_here:  # this chunk completed its job: finish it here, not through the broker
+        return {"chunk": chunk_index, "worker": current.name, "finish": _finish(current, job_id)}
     return {"chunk": chunk_index, "worker": current.name}
 
 
@@ -251,7 +253,10 @@ def _render_gone_hits(current: WorkerState, unit: Unit, watch: Watch) -> tuple[d
 @app.task(name=FINISH_JOB, **TASK_OPTIONS)
 def finish_job(job_id: str) -> dict[str, Any]:
     """Once every chunk is in: stitch the grid from the stored pictures and write the manifest."""
-    current = state()
+    return _finish(state(), job_id)
+
+
+def _finish(current: WorkerState, job_id: str) -> dict[str, Any]:
     unit = current.lifecycle.begin(job_id, FINISH, current.name, current.loaded.weights)
     if not isinstance(unit, Unit):
         return {"skipped": unit}
