@@ -22,7 +22,9 @@ from tests.compose.images import build_standins, engine_environment
 from tests.compose_helpers import ROOT
 from tests.service_helpers import SMALL_JOB, wait_for
 
-pytestmark = pytest.mark.compose
+# The first test's timeout covers the module's setup: on a fresh machine debootstrap, the stand-ins and
+# every image build take about 15 minutes (later runs reuse the layers).
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(2700)]
 
 PROJECT = "filterviz-compose-test"
 SECRETS = ("REDIS_PASSWORD", "S3_SECRET_ACCESS_KEY", "S3_ROOT_SECRET_ACCESS_KEY", "FLOWER_PASSWORD")
