@@ -44,8 +44,7 @@ def run_bench(backend: str, methods: list[str], precisions: list[str], out: Path
 def runs(tmp_path_factory) -> dict[str, Path]:
     tf_out, jax_out = tmp_path_factory.mktemp("tensorflow"), tmp_path_factory.mktemp("jax")
     run_bench("tensorflow", ["seed"], [FLOAT32, BFLOAT16], tf_out)
-    run_bench("jax", list(METHODS), [FLOAT32], jax_out)
-    run_bench("jax", list(METHODS), [BFLOAT16], jax_out)
+    run_bench("jax", list(METHODS), [FLOAT32, BFLOAT16], jax_out)
     return {"tensorflow": tf_out, "jax": jax_out}
 
 

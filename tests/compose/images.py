@@ -26,6 +26,9 @@ ENGINE_DIR = Path(
     / "filterviz" / "engine"
 )  # fmt: skip
 HOST_CERTIFICATES = Path("/usr/local/share/ca-certificates")
+# Installed by debootstrap into the one base every stand-in builds on, so that no stand-in runs apt:
+# Python and pip's wheel (python), valkey-cli (redis), wget (the s3 healthcheck).
+BASE_PACKAGES = ("python3", "python3-pip-whl", "ca-certificates", "valkey-tools", "wget")
 
 
 def engine_environment() -> dict[str, str]:
@@ -70,23 +73,24 @@ def _apt_uri(name: str) -> str:
 
 
 def debian_base(suite: str) -> str:
-    """localhost/debian:<suite>, made with debootstrap from this machine's mirror (once)."""
-    name = f"localhost/debian:{suite}"
+    """localhost/filterviz-standin-base:<suite>: Debian's minimal root with what the stand-ins need
+    (BASE_PACKAGES), made with debootstrap from this machine's mirror, once."""
+    name = f"localhost/filterviz-standin-base:{suite}"
     if image_exists(name):
         return name
     rootfs = ENGINE_DIR / f"rootfs-{suite}"
     mirror, security = _apt_uri("/debian"), _apt_uri("/debian-security")
-    if not (rootfs / "bin" / "bash").exists():
-        shutil.rmtree(rootfs, ignore_errors=True)
-        subprocess.run(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror], check=True,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-    # The point release's updates and the security archive, as the official images have them.
+    shutil.rmtree(rootfs, ignore_errors=True)
+    subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", suite, str(rootfs),
+                    mirror], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    # The point release's updates and the security archive, for whoever builds on it.
     (rootfs / "etc/apt/sources.list").write_text(
         f"deb {mirror} {suite} main\ndeb {mirror} {suite}-updates main\ndeb {security} {suite}-security main\n"
     )
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     podman("import", "--change", 'CMD ["/bin/bash"]', "-", name, stdin=tar.stdout, stdout=subprocess.DEVNULL)
     assert tar.wait() == 0
+    shutil.rmtree(rootfs)
     return name
 
 
