@@ -1,0 +1,40 @@
+"""Failed logins: wrong tokens counted per address in Redis, with `limits` (the library under
+flask-limiter), so a guesser gets a 429 after a few tries rather than an answer per guess."""
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from api.errors import ApiError
+
+NAMESPACE = "filterviz:failed-auth"
+
+
+class FailedLogins:
+    """At most `limit` wrong tokens per address a window (flask-limiter's notation, e.g. "20 per minute")."""
+
+    def __init__(self, redis_url: str, limit: str) -> None:
+        self._item: RateLimitItem = parse(limit)
+        storage = storage_from_string(redis_url, socket_timeout=5, socket_connect_timeout=3)
+        self._limiter = FixedWindowRateLimiter(storage)
+
+    def check(self, address: str) -> None:
+        """429 with Retry-After while the address is over the limit."""
+        if self._limiter.test(self._item, NAMESPACE, address):
+            return
+        reset = self._limiter.get_window_stats(self._item, NAMESPACE, address).reset_time
+        retry_after = max(1, math.ceil(reset - time.time()))
+        message = f"too many wrong tokens from {address}; try again in {retry_after} s"
+        raise ApiError(429, "too_many_failed_logins", message, retry_after=retry_after)
+
+    def count(self, address: str) -> None:
+        """One more wrong token from the address."""
+        self._limiter.hit(self._item, NAMESPACE, address)
+
+
+def failed_logins(redis_url: str, limit: str) -> FailedLogins | None:
+    """The throttle, or None when the limit is "off" (or empty)."""
+    return None if limit.strip().lower() in {"", "off"} else FailedLogins(redis_url, limit)
