@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         tokens,
     )
     # First, so that its clock starts before any other check can answer the request.
-    init_metrics(app, store.redis)
+    init_metrics(app, store.redis, settings.metrics_cache_seconds)
     app.register_blueprint(jobs)
     app.register_blueprint(atlas)
     app.register_blueprint(meta)

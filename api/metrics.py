@@ -8,7 +8,8 @@
   no series.
 - Jobs by status, queue lengths, chunks waiting for a slot and live workers: gauges read from Redis
   at scrape time (a custom collector), so they can't drift from the truth as counters kept by hand
-  would; at most once per GAUGE_SECONDS in a process, since counting the jobs reads every record.
+  would; at most once per FILTERVIZ_METRICS_CACHE_SECONDS in a process, since counting the jobs
+  reads every record.
 - With tokens on, only metrics and admin tokens read them (api/access.py).
 """
 
@@ -38,16 +39,13 @@ LATENCY = Histogram("filterviz_http_request_duration_seconds", "Time to answer a
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 # Job records are read this many at a time (one pipeline each).
 BATCH = 1000
-# The gauges read from Redis are this old at most: a scrape every few seconds (or many scrapers)
-# reads Redis once per process and period, not once per scrape.
-GAUGE_SECONDS = 5.0
 # HTTP's methods (RFC 9110, and PATCH): any other is counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
 
 
-def recent(read: Callable[[], T]) -> Callable[[], T]:
-    """`read`, its answer kept for GAUGE_SECONDS (one reader at a time; the others wait for its answer)."""
-    return cached(TTLCache(maxsize=1, ttl=GAUGE_SECONDS), key=lambda: "", lock=threading.Lock())(read)
+def recent(read: Callable[[], T], seconds: float) -> Callable[[], T]:
+    """`read`, its answer kept for `seconds` (one reader at a time; the others wait for its answer)."""
+    return cached(TTLCache(maxsize=1, ttl=seconds), key=lambda: "", lock=threading.Lock())(read)
 
 
 def method_label(method: str) -> str:
@@ -58,12 +56,12 @@ def method_label(method: str) -> str:
 
 class RedisCollector(Collector):
     """Jobs by status (those Redis holds a record of), queue lengths and live workers, read from Redis
-    at most once per GAUGE_SECONDS in a process (counting the jobs reads every record)."""
+    at most once per `seconds` in a process (counting the jobs reads every record)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, seconds: float) -> None:
         self._redis = client
         # One scrape reads Redis; those that come meanwhile take what it read.
-        self._gauges = recent(self._read_redis)
+        self._gauges = recent(self._read_redis, seconds)
 
     def collect(self) -> Iterator[Metric]:
         yield from self._gauges()
@@ -128,11 +126,11 @@ class _Default(Collector):
         yield from REGISTRY.collect()
 
 
-def init_metrics(app: Flask, client: redis.Redis) -> None:
+def init_metrics(app: Flask, client: redis.Redis, cache_seconds: float) -> None:
     """Count every request, and serve GET /metrics and GET /metrics/backlog (with tokens on, to metrics
     and admin tokens only: api/access.py)."""
-    gauges = RedisCollector(client)
-    read_backlog = recent(lambda: chunk_backlog(client))
+    gauges = RedisCollector(client, cache_seconds)
+    read_backlog = recent(lambda: chunk_backlog(client), cache_seconds)
 
     @app.before_request
     def _start_clock() -> None:
@@ -156,5 +154,5 @@ def init_metrics(app: Flask, client: redis.Redis) -> None:
     @app.get("/metrics/backlog")
     def backlog() -> dict[str, int]:
         """The chunks that want a worker process, as JSON for an autoscaler (KEDA's metrics-api
-        trigger, deploy/k8s): a few Redis calls, at most once per GAUGE_SECONDS in a process."""
+        trigger, deploy/k8s): a few Redis calls, at most once per `cache_seconds` in a process."""
         return read_backlog()

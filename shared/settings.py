@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     precision: str = Field(
         "float32", pattern="^(float32|bfloat16|float16|auto)$", validation_alias="FILTERVIZ_PRECISION"
     )
+    # The API's gauges read from Redis (jobs by status, queues, workers, the backlog) are this old at most:
+    # a scrape reads Redis once per API process and period, however many scrapers ask.
+    metrics_cache_seconds: float = Field(5.0, ge=0, le=60, validation_alias="FILTERVIZ_METRICS_CACHE_SECONDS")
     # A worker's Prometheus metrics on this port (0: none); compose sets 9808.
     worker_metrics_port: int = Field(0, ge=0, le=65535, validation_alias="FILTERVIZ_WORKER_METRICS_PORT")
     # Log lines as JSON objects (with the job id and chunk) instead of text: `json` or `text`.

@@ -87,6 +87,67 @@ def test_submit_says_unavailable_once_retries_are_spent_and_when_nothing_answers
     assert "could not be reached" in capsys.readouterr().err
 
 
+@contextmanager
+def serving(answer) -> Iterator[dict]:
+    """A local server whose GETs are answered by answer(path, base url) -> JSON; it records each
+    request's path and Authorization header."""
+    seen: dict = {"requests": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen["requests"].append((self.path, self.headers.get("Authorization")))
+            body = json.dumps(answer(self.path, seen["url"])).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    seen["url"] = f"http://127.0.0.1:{http.server_port}"
+    try:
+        yield seen
+    finally:
+        http.shutdown()
+        http.server_close()
+
+
+def test_the_token_goes_to_the_apis_own_origin_only(tmp_path):
+    # A server (or whoever controls its answers) names links on another origin: they get no token.
+    with serving(lambda path, url: {"filters": []}) as elsewhere:
+
+        def api(path: str, url: str) -> dict:
+            if path.endswith("manifest.json"):
+                return {"filters": []}
+            links = {"manifest": f"{elsewhere['url']}/m/manifest.json", "grid": f"{url}/v1/jobs/{JOB_ID}/grid.png",
+                     "filter": f"{url}/v1/jobs/{JOB_ID}/filters/{{index}}.png"}  # fmt: skip
+            return {**QUEUED, "status": "succeeded", "links": links}
+
+        with serving(api) as own, Client(own["url"], token="secret-token") as client:
+            client.download(JOB_ID, tmp_path)
+    assert elsewhere["requests"] and all(auth is None for _, auth in elsewhere["requests"])
+    assert own["requests"] and all(auth == "Bearer secret-token" for _, auth in own["requests"])
+
+
+@pytest.mark.parametrize("index", ["../../escaped", "/tmp/escaped", -1, 1.5, True])
+def test_download_writes_nothing_outside_its_folder(tmp_path, index):
+    def api(path: str, url: str) -> dict:
+        if path.endswith("manifest.json"):
+            return {"filters": [{"index": index, "loss": 1.0, "dead": False}]}
+        links = {"manifest": f"/v1/jobs/{JOB_ID}/manifest.json", "grid": f"/v1/jobs/{JOB_ID}/grid.png",
+                 "filter": f"/v1/jobs/{JOB_ID}/filters/{{index}}.png"}  # fmt: skip
+        return {**QUEUED, "status": "succeeded", "links": links}
+
+    out = tmp_path / "out"
+    with serving(api) as own, Client(own["url"]) as client, pytest.raises(ApiError, match="filter index"):
+        client.download(JOB_ID, out)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written, in the folder or beside it
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     env = {"FILTERVIZ_SUBMIT_RATE_LIMIT": "off"}
