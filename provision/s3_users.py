@@ -3,7 +3,8 @@
 SeaweedFS (4.47, `-s3.iam.readOnly=false`) serves AWS' IAM API on its S3 port: the bucket init
 creates the user, gives it the access key and secret the app is configured with (SeaweedFS takes
 caller-supplied keys, AWS does not), and puts an inline policy allowing only the object and listing
-actions the app uses, on its bucket only. The app's containers get these credentials, never the root's. Every step can run again.
+actions the app uses, on its bucket only. The app's containers get these credentials, never the
+root's. Every step can run again.
 """
 
 import json
