@@ -150,7 +150,7 @@ def test_a_non_finite_method_parameter_is_a_422_not_a_500(path, number):
 def tokens_app(tmp_path, **overrides):
     tokens = tmp_path / "tokens"
     tokens.write_text(f"alice user {token_digest('alice-token')}\nboss admin {token_digest('boss-token')}\n")
-    return app_with(api_tokens_file=str(tokens), failed_auth_limit="off", **overrides)
+    return app_with(api_tokens_file=str(tokens), **{"failed_auth_limit": "off", **overrides})
 
 
 def test_a_user_token_starting_an_atlas_is_refused_before_its_body_is_read(tmp_path):
@@ -212,3 +212,11 @@ def test_each_owner_reads_its_own_webhook_secret_and_it_verifies_only_its_delive
         Webhook(secrets["boss"]).verify("{}", headers)  # one tenant's secret can't vouch for another's
     off = app_with().test_client().get("/v1/webhook-secret")
     assert (off.status_code, off.json["error"]["code"]) == (422, "webhooks_disabled")
+
+
+def test_while_redis_is_down_wrong_tokens_are_not_throttled_and_what_needs_no_redis_still_answers(tmp_path):
+    client = tokens_app(tmp_path, failed_auth_limit="2 per minute").test_client()
+    for _ in range(4):
+        wrong = client.get("/v1/models", headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer alice-token"}).status_code == 200

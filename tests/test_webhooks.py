@@ -312,3 +312,16 @@ def test_an_empty_secret_signs_nothing():
         signed_headers("whsec_", "msg", 1, "{}")
     with pytest.raises(ValidationError):
         Settings(webhook_secret="whsec_")
+
+
+def test_an_event_tells_a_failure_without_its_internals():
+    from shared.jobs import Job, JobError
+    from shared.spec import parse_spec
+    from shared.webhooks import event_body
+
+    raw = "chunk 2 failed: ConnectionError: redis://10.0.0.5:6379 worker-7:4242"
+    job = Job("j1", "failed", parse_spec({"filters": [0]}), None, "t0", "t1", "t2", JobError("render_failed", raw),
+              0, 1, None)  # fmt: skip
+    error = json.loads(event_body(job, "completed", "t2"))["data"]["error"]
+    assert error["code"] == "render_failed" and "submit the job again" in error["message"]
+    assert "10.0.0.5" not in json.dumps(error) and "worker-7" not in json.dumps(error)

@@ -45,8 +45,9 @@ job_logs.install(settings.log_format, set())
 slots = OwnerSlots(redis_client(settings), settings.webhook_owner_concurrency, settings.webhook_timeout_seconds + 30)
 
 MAX_BACKOFF_SECONDS = 3600
-# A delivery whose owner has every slot taken comes back after up to this long (jittered).
-OWNER_BUSY_SECONDS = 2.0
+# A delivery whose owner has every slot taken comes back after about this long, doubled at each
+# wait up to MAX_BUSY_SECONDS (jittered): a tenant with many deliveries queued doesn't spin the queue.
+OWNER_BUSY_SECONDS, MAX_BUSY_SECONDS = 2.0, 30.0
 
 
 @worker_init.connect
@@ -78,12 +79,13 @@ def attempt_once(url: str, body: str, message_id: str, owner: str | None) -> int
 
 @app.task(name=DELIVER_WEBHOOK, bind=True, max_retries=None, acks_late=False, reject_on_worker_lost=False)
 def deliver_webhook(
-    self: Task, url: str, body: str, message_id: str, owner: str | None = None, attempt: int = 1
+    self: Task, url: str, body: str, message_id: str, owner: str | None = None, attempt: int = 1, waits: int = 0
 ) -> dict[str, Any]:
     """One delivery attempt; schedules the next when this one fails and attempts are left."""
     slot = slots.take(owner)
     if slot is None:  # this owner's receivers hold their share of the threads: come back shortly
-        raise self.retry(countdown=random.uniform(OWNER_BUSY_SECONDS / 2, OWNER_BUSY_SECONDS))
+        wait = min(MAX_BUSY_SECONDS, OWNER_BUSY_SECONDS * 2**waits) * random.uniform(0.5, 1)
+        raise self.retry(kwargs={**self.request.kwargs, "waits": waits + 1}, countdown=wait)
     try:
         status = attempt_once(url, body, message_id, owner)
     except UnsafeWebhook as error:  # the name now points somewhere private: never call it
