@@ -3,16 +3,22 @@
 none of these reaches a dependency; the ones that do get a 503, never a 500."""
 
 import base64
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from api.app import create_app
 from api.headers import SECURITY_HEADERS
+from devstack.local import free_port
 from shared.auth import TokenFileError, token_digest
 from shared.settings import Settings
 
 NOWHERE = "127.0.0.1:9"  # the discard port: nothing listens there
+ROOT = Path(__file__).resolve().parent.parent
 LARGEST = {"layer": "block5_conv3", "filters": {"start": 0, "stop": 512}, "image_size": 512, "steps": 200,
            "grid": {"n": 7, "margin": 64}}  # fmt: skip
 
@@ -220,3 +226,13 @@ def test_while_redis_is_down_wrong_tokens_are_not_throttled_and_what_needs_no_re
         wrong = client.get("/v1/models", headers={"Authorization": "Bearer guess"})
         assert wrong.status_code == 401
     assert client.get("/v1/models", headers={"Authorization": "Bearer alice-token"}).status_code == 200
+
+
+def test_gunicorn_in_kubernetes_without_tokens_exits_saying_why():
+    env = {**os.environ, "KUBERNETES_SERVICE_HOST": "10.96.0.1", "S3_SECRET_ACCESS_KEY": "not-a-documented-default",
+           "REDIS_URL": f"redis://{NOWHERE}/0", "FILTERVIZ_API_TOKENS_FILE": ""}  # fmt: skip
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "--bind", f"127.0.0.1:{free_port()}",
+               "api.wsgi:app"]  # fmt: skip
+    finished = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert "runs in Kubernetes without tokens" in finished.stderr and "Traceback" not in finished.stderr
