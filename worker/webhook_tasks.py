@@ -13,8 +13,10 @@ not followed.
   a delivery that finds them all taken waits a moment and comes back, without spending an attempt.
 - Deliveries are acked when they start, not when they end, and never requeued when their worker is
   lost: a receiver that brings the worker down can't bring it down again and again.
-- A worker without FILTERVIZ_WEBHOOK_SECRET refuses to start: it would have nothing to sign with,
-  and the deliveries wait in the queue for one that has it.
+- A worker without FILTERVIZ_WEBHOOK_SECRET signs nothing: it starts (compose and `make up` run
+  one whether webhooks are configured or not; the API refuses webhooks then), and any delivery it
+  takes goes back to wait NO_SECRET_SECONDS, unsigned and without spending an attempt, for a
+  worker that has the secret.
 - Logs name the receiver by scheme, host and port: a URL's path or query may hold its secret.
 """
 
@@ -24,7 +26,7 @@ import time
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_init
+from celery.signals import worker_ready
 from celery.utils.time import get_exponential_backoff_interval
 
 from shared.celery_app import DELIVER_WEBHOOK, create_celery
@@ -33,7 +35,6 @@ from shared.settings import Settings
 from shared.webhook_signing import owner_secret, signed_headers
 from shared.webhooks import UnsafeWebhook, WebhookPolicy, redacted, resolve_destination
 from worker import job_logs
-from worker.process import refuse_to_start
 from worker.webhook_post import DeliveryFailed, post
 from worker.webhook_slots import OwnerSlots
 
@@ -48,13 +49,16 @@ MAX_BACKOFF_SECONDS = 3600
 # A delivery whose owner has every slot taken comes back after about this long, doubled at each
 # wait up to MAX_BUSY_SECONDS (jittered): a tenant with many deliveries queued doesn't spin the queue.
 OWNER_BUSY_SECONDS, MAX_BUSY_SECONDS = 2.0, 30.0
+# A delivery taken by a worker without a secret is put back for this long.
+NO_SECRET_SECONDS = 60
+NO_SECRET = "FILTERVIZ_WEBHOOK_SECRET is not set: this worker signs nothing"
 
 
-@worker_init.connect
-def refuse_without_a_secret(**_: Any) -> None:
-    """Before the pool starts: no secret, no worker (an empty key would sign everything alike)."""
+@worker_ready.connect
+def say_when_nothing_can_be_signed(**_: Any) -> None:
+    """A worker without a secret says so once it is up (an empty key would sign everything alike)."""
     if not settings.webhook_secret:
-        refuse_to_start(ValueError("FILTERVIZ_WEBHOOK_SECRET is not set: there is nothing to sign deliveries with"))
+        log.warning("%s; deliveries it takes wait for a worker that has it", NO_SECRET)
 
 
 def backoff_seconds(retries: int) -> int:
@@ -66,8 +70,8 @@ def backoff_seconds(retries: int) -> int:
 
 def attempt_once(url: str, body: str, message_id: str, owner: str | None) -> int | str:
     """One signed POST: the status code, or why there was none."""
-    if not settings.webhook_secret:
-        raise RuntimeError("FILTERVIZ_WEBHOOK_SECRET is not set: refusing to sign")
+    if not settings.webhook_secret:  # checked by the task first; never sign with an empty key
+        raise RuntimeError(NO_SECRET)
     destination = resolve_destination(url, WebhookPolicy.of(settings))
     secret = owner_secret(settings.webhook_secret, owner)
     headers = signed_headers(secret, message_id, int(time.time()), body)
@@ -82,6 +86,10 @@ def deliver_webhook(
     self: Task, url: str, body: str, message_id: str, owner: str | None = None, attempt: int = 1, waits: int = 0
 ) -> dict[str, Any]:
     """One delivery attempt; schedules the next when this one fails and attempts are left."""
+    if not settings.webhook_secret:
+        log.error("webhook %s not sent: %s; it waits %d s for a worker that has it", message_id, NO_SECRET,
+                  NO_SECRET_SECONDS)  # fmt: skip
+        raise self.retry(countdown=NO_SECRET_SECONDS)
     slot = slots.take(owner)
     if slot is None:  # this owner's receivers hold their share of the threads: come back shortly
         wait = min(MAX_BUSY_SECONDS, OWNER_BUSY_SECONDS * 2**waits) * random.uniform(0.5, 1)
