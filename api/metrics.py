@@ -45,7 +45,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
 
 def recent(read: Callable[[], T], seconds: float) -> Callable[[], T]:
     """`read`, its answer kept for `seconds` (one reader at a time; the others wait for its answer)."""
-    return cached(TTLCache(maxsize=1, ttl=seconds), key=lambda: "", lock=threading.Lock())(read)
+    return cached(TTLCache(maxsize=1, ttl=seconds), key=lambda: "", condition=threading.Condition())(read)
 
 
 def method_label(method: str) -> str:
