@@ -1,5 +1,7 @@
 """The Flask app factory."""
 
+import os
+
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
@@ -13,9 +15,11 @@ from api.meta import meta
 from api.metrics import init_metrics
 from api.readiness import WriteProbe
 from api.services import Services
+from api.throttle import failed_logins
 from api.web import web
+from api.webhooks import webhooks
 from api.workers import workers
-from shared.auth import Tokens
+from shared.auth import load_tokens
 from shared.celery_app import create_celery
 from shared.jobs import job_store, redis_client
 from shared.settings import Settings
@@ -25,12 +29,15 @@ from shared.storage import Storage
 def create_app(settings: Settings | None = None) -> Flask:
     """An API app wired to the configured Redis, S3 and Celery broker (nothing is contacted here).
 
-    With FILTERVIZ_API_TOKENS_FILE set, the file is read now: a missing or malformed one stops the start.
+    With FILTERVIZ_API_TOKENS_FILE set, the file is read now: a missing or malformed one stops the start,
+    as does its absence in Kubernetes (shared/auth.py).
     """
     settings = settings or Settings()
-    tokens = Tokens.load(settings.api_tokens_file) if settings.api_tokens_file else None
+    tokens = load_tokens(settings.api_tokens_file, settings.allow_no_tokens, os.environ)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Werkzeug answers any other Host with a 400: a rebound DNS name can't aim a browser at this API.
+    app.config["TRUSTED_HOSTS"] = settings.trusted_hosts
     app.json = DefaultJSONProvider(app)
     app.json.sort_keys = False  # keys in the order the code writes them
     # The API answers at once while Redis is down (503 with Retry-After) rather than holding a
@@ -46,14 +53,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         tokens,
     )
     # First, so that its clock starts before any other check can answer the request.
-    init_metrics(app, store.redis)
+    init_metrics(app, store.redis, settings.metrics_cache_seconds)
     app.register_blueprint(jobs)
     app.register_blueprint(atlas)
     app.register_blueprint(meta)
     app.register_blueprint(web)
     app.register_blueprint(workers)
+    app.register_blueprint(webhooks)
     register_error_handlers(app)
-    require_tokens(app, tokens)
+    require_tokens(app, tokens, failed_logins(settings.redis_url, settings.failed_auth_limit))
     init_rate_limit(app, settings, "jobs.submit_job")
     add_security_headers(app)
     return app

@@ -82,6 +82,9 @@ def _page(record: dict[str, Any], *path: str) -> str:
 def start_atlas():
     """Start an atlas, or resume the one with the same parameters (its failed, canceled or forgotten jobs
     are submitted anew, and take what was rendered from the cache); 202 either way."""
+    caller = current_caller()
+    if caller is not None and not caller.admin:  # before the body is read: a user token learns nothing of it
+        raise ApiError(403, "admin_only", "an atlas occupies the workers for hours: only an admin token may start one")
     found = services()
     body = request_body()
     try:
@@ -97,9 +100,6 @@ def start_atlas():
         reason = over_budget(spec, found.settings.budget)
         if reason is not None:
             raise _problem(422, "over_budget", "body", f"{spec.layer}: {reason}")
-    caller = current_caller()
-    if caller is not None and not caller.admin:
-        raise ApiError(403, "admin_only", "an atlas occupies the workers for hours: only an admin token may start one")
     if found.storage_probe.problem() is not None:
         raise unavailable("storage", "it can't take writes now")
     atlas_id = atlases.atlas_id(asked)

@@ -73,6 +73,8 @@ def register_error_handlers(app: Flask) -> None:
         body, status, headers = ApiError(error.code or 500, code, error.description or error.name).response()
         # Keep what the exception says in headers (e.g. Allow on a 405), not its HTML content type.
         kept = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+        if status == 413:  # the body was not read: the connection can't carry another request
+            kept["Connection"] = "close"
         return body, status, {**kept, **headers}
 
     @app.errorhandler(Exception)

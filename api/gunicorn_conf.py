@@ -9,6 +9,7 @@ empty value (which compose renders for `${WEB_CONCURRENCY:-}`) crashes it on eve
 
 import os
 import sys
+from functools import cache
 
 from shared.cpus import available_cpus
 from shared.logs import gunicorn_json_config
@@ -38,18 +39,38 @@ if os.environ.get("FILTERVIZ_LOG_FORMAT") == "json":
 
 def on_starting(server) -> None:
     """Before any worker forks: refuse a documented default secret where this API would be exposed with
-    it (gunicorn's bind is where it listens); an empty folder for prometheus_client's multiprocess
-    mode (api/metrics.py)."""
+    it (gunicorn's bind is where it listens), and a missing or malformed tokens file, or none in
+    Kubernetes (shared/auth.py), with one line each rather than a boot loop of tracebacks; an empty
+    folder for prometheus_client's multiprocess mode (api/metrics.py)."""
     from provision.default_secrets import DefaultSecretsError, refuse_default_secrets, settings_secrets
+    from shared.auth import TokenFileError, load_tokens
     from shared.metrics_dir import VARIABLE, fresh_multiprocess_dir
     from shared.settings import Settings
 
+    settings = Settings()
     try:
-        refuse_default_secrets("the API", settings_secrets(Settings()), listening=server.cfg.bind)
-    except DefaultSecretsError as error:
+        refuse_default_secrets("the API", settings_secrets(settings), listening=server.cfg.bind)
+        load_tokens(settings.api_tokens_file, settings.allow_no_tokens, os.environ)
+    except (DefaultSecretsError, TokenFileError) as error:
         server.log.error("%s", error)
         sys.exit(2)
     fresh_multiprocess_dir(os.environ.get(VARIABLE))
+
+
+@cache
+def _max_body_bytes() -> int:
+    from shared.settings import Settings
+
+    return Settings().max_body_bytes
+
+
+def pre_request(worker, req) -> None:
+    """A body the app will refuse unread (413 over FILTERVIZ_MAX_BODY_BYTES) leaves the connection
+    unusable: its answer says `Connection: close` (gunicorn drops a Connection header the app sets)."""
+    worker.log.debug("%s %s", req.method, req.path)
+    length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), None)
+    if length is not None and length.isdigit() and int(length) > _max_body_bytes():
+        req.force_close()
 
 
 def child_exit(server, worker) -> None:

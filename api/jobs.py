@@ -1,13 +1,14 @@
 """Job endpoints: submit, look up, list, cancel, and fetch results by job id."""
 
 import uuid
+from contextlib import closing
 from typing import Any, overload
 
 from flask import Blueprint, Response, request
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from api.access import check_priority, current_caller, listed_owner, may_see
+from api.access import check_priority, current_caller, is_admin, listed_owner, may_see
 from api.admission import client_identity
 from api.cached import cached_filters, finish_from_cache, refer_to_hits
 from api.errors import ApiError, unavailable
@@ -29,6 +30,8 @@ from shared.webhooks import take_request_fields
 jobs = Blueprint("jobs", __name__, url_prefix="/v1")
 
 MAX_LISTED = 100
+# Results are sent in pieces of this size as they come from storage: never whole in memory.
+STREAM_CHUNK_BYTES = 64 * 1024
 MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE = 16, 1024
 
 
@@ -57,7 +60,7 @@ def _resource(job_id: str) -> dict[str, Any]:
     if job is not None:
         if not may_see(job.owner):
             raise _not_found(job_id)
-        return job_resource(job, found.storage, found.jobs.redis)
+        return job_resource(job, found.storage, found.jobs.redis, detailed=is_admin())
     # The manifest names no owner: a job Redis forgot is shown only where every job may be seen.
     if listed_owner() is not None:
         raise _not_found(job_id)
@@ -155,7 +158,8 @@ def list_jobs():
     limit = query_int("limit", 1, MAX_LISTED, default=20)
     found = services()
     listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit, owner=listed_owner())]
-    return {"jobs": [job_resource(job, found.storage, found.jobs.redis) for job in listed if job is not None]}
+    detailed = is_admin()
+    return {"jobs": [job_resource(job, found.storage, found.jobs.redis, detailed) for job in listed if job is not None]}
 
 
 @jobs.get("/jobs/<job_id>")
@@ -203,13 +207,21 @@ def _stored_file(resource: dict[str, Any], name: str, content_type: str, shrink_
 
 
 def stored_file(key: str, what: str, status: str, content_type: str, shrink_to: int | None = None) -> Response:
-    """The object under `key` (shrunk to fit shrink_to, if given), or 404 naming `what`."""
-    data = services().storage.get(key)
-    if data is None:
+    """The object under `key`, streamed from storage as the client reads it (a grid can be tens of MB;
+    a filter's picture shrunk to fit shrink_to is read whole: at most max_image_size a side), or 404
+    naming `what`."""
+    found = services().storage.open(key)
+    if found is None:
         raise ApiError(404, "not_ready", f"{what} is not there (status {status})")
+    headers = {"Cache-Control": "private, max-age=3600"}
     if shrink_to is not None:
-        data = png_thumbnail(data, shrink_to)
-    return Response(data, content_type=content_type, headers={"Cache-Control": "private, max-age=3600"})
+        with closing(found.body):
+            return Response(png_thumbnail(found.body.read(), shrink_to), content_type=content_type, headers=headers)
+    response = Response(found.body.iter_chunks(STREAM_CHUNK_BYTES), content_type=content_type, headers=headers)
+    response.content_length = found.length
+    # Closed however the response ends, even when the client goes away before the first piece.
+    response.call_on_close(found.body.close)
+    return response
 
 
 @overload

@@ -4,17 +4,24 @@
   method and status, and a latency histogram by route and method. Counted in every gunicorn process
   and summed at scrape time: prometheus_client's multiprocess mode, whose folder
   (PROMETHEUS_MULTIPROC_DIR) api/gunicorn_conf.py creates empty when gunicorn starts.
+- Requests count their method as one of HTTP's own, any other as "other": a made-up method makes
+  no series.
 - Jobs by status, queue lengths, chunks waiting for a slot and live workers: gauges read from Redis
-  at scrape time (a custom
-  collector), so they can't drift from the truth as counters kept by hand would.
+  at scrape time (a custom collector), so they can't drift from the truth as counters kept by hand
+  would; at most once per FILTERVIZ_METRICS_CACHE_SECONDS in a process, since counting the jobs
+  reads every record.
+- With tokens on, only metrics and admin tokens read them (api/access.py).
 """
 
 import os
+import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import redis
+from cachetools import TTLCache, cached
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,30 +33,48 @@ from shared.jobs import JOB_LIST, job_keys
 from shared.scheduling import chunk_backlog, queued_chunks
 from shared.workers import count_live
 
+T = TypeVar("T")
 REQUESTS = Counter("filterviz_http_requests", "HTTP requests answered", ["route", "method", "status"])
 LATENCY = Histogram("filterviz_http_request_duration_seconds", "Time to answer a request", ["route", "method"])
 STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 # Job records are read this many at a time (one pipeline each).
 BATCH = 1000
+# HTTP's methods (RFC 9110, and PATCH): any other is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+
+
+def recent(read: Callable[[], T], seconds: float) -> Callable[[], T]:
+    """`read`, its answer kept for `seconds` (one reader at a time; the others wait for its answer)."""
+    return cached(TTLCache(maxsize=1, ttl=seconds), key=lambda: "", condition=threading.Condition())(read)
+
+
+def method_label(method: str) -> str:
+    """The request's method as a label: one of HTTP's own, else "other" (a made-up method must not
+    make a series, nor grow the multiprocess files)."""
+    return method if method in METHODS else "other"
 
 
 class RedisCollector(Collector):
-    """Jobs by status (those Redis holds a record of), queue lengths and live workers, read when scraped."""
+    """Jobs by status (those Redis holds a record of), queue lengths and live workers, read from Redis
+    at most once per `seconds` in a process (counting the jobs reads every record)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, seconds: float) -> None:
         self._redis = client
+        # One scrape reads Redis; those that come meanwhile take what it read.
+        self._gauges = recent(self._read_redis, seconds)
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._gauges()
+
+    def _read_redis(self) -> list[Metric]:
         up = GaugeMetricFamily("filterviz_redis_up", "1 when Redis answered this scrape")
         try:
             metrics = [self._jobs(), self._queues(), self._waiting(), self._workers()]
         except redis.RedisError:
             up.add_metric([], 0)
-            yield up
-            return
+            return [up]
         up.add_metric([], 1)
-        yield up
-        yield from metrics
+        return [up, *metrics]
 
     def _jobs(self) -> Metric:
         tally: Tally[str] = Tally(dict.fromkeys(STATUSES, 0))
@@ -83,14 +108,14 @@ class RedisCollector(Collector):
         return family
 
 
-def _registry(client: redis.Redis) -> CollectorRegistry:
+def _registry(gauges: RedisCollector) -> CollectorRegistry:
     """What one scrape reads: every process's counters (multiprocess mode) or this one's, and Redis."""
     registry = CollectorRegistry(auto_describe=True)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:  # one process (flask run, tests): its own counters
         registry.register(_Default())
-    registry.register(RedisCollector(client))
+    registry.register(gauges)
     return registry
 
 
@@ -101,8 +126,11 @@ class _Default(Collector):
         yield from REGISTRY.collect()
 
 
-def init_metrics(app: Flask, client: redis.Redis) -> None:
-    """Count every request, and serve GET /metrics and GET /metrics/backlog."""
+def init_metrics(app: Flask, client: redis.Redis, cache_seconds: float) -> None:
+    """Count every request, and serve GET /metrics and GET /metrics/backlog (with tokens on, to metrics
+    and admin tokens only: api/access.py)."""
+    gauges = RedisCollector(client, cache_seconds)
+    read_backlog = recent(lambda: chunk_backlog(client), cache_seconds)
 
     @app.before_request
     def _start_clock() -> None:
@@ -112,18 +140,19 @@ def init_metrics(app: Flask, client: redis.Redis) -> None:
     def _count(response: Response) -> Response:
         started = g.pop("metrics_started", None)
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        method = method_label(request.method)
+        REQUESTS.labels(route, method, str(response.status_code)).inc()
         if started is not None:
-            LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+            LATENCY.labels(route, method).observe(time.perf_counter() - started)
         return response
 
     @app.get("/metrics")
     def metrics() -> Response:
         """Prometheus' text format."""
-        return Response(generate_latest(_registry(client)), content_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_registry(gauges)), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/metrics/backlog")
     def backlog() -> dict[str, int]:
         """The chunks that want a worker process, as JSON for an autoscaler (KEDA's metrics-api
-        trigger, deploy/k8s): open like /metrics, and as cheap (a few Redis calls)."""
-        return chunk_backlog(client)
+        trigger, deploy/k8s): a few Redis calls, at most once per `cache_seconds` in a process."""
+        return read_backlog()

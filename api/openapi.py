@@ -304,10 +304,27 @@ def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
         "/v1/workers": {
             "get": {
                 "operationId": "listWorkers",
-                "summary": "Live worker processes, from their heartbeats",
+                "summary": "Live worker processes, from their heartbeats (host names, pids and units for admins)",
                 "responses": {
                     "200": _json("The workers", {"type": "object", "required": ["count", "workers"]}),
                     **_UNAVAILABLE,
+                },
+            }
+        },
+        "/v1/webhook-secret": {
+            "get": {
+                "operationId": "getWebhookSecret",
+                "summary": "The secret this token's webhooks are signed with (Standard Webhooks)",
+                "responses": {
+                    "200": _json(
+                        "The owner and its secret",
+                        {
+                            "type": "object",
+                            "required": ["owner", "secret"],
+                            "properties": {"owner": {"type": ["string", "null"]}, "secret": {"type": "string"}},
+                        },
+                    ),
+                    "422": _error_response("Webhooks are off here (no FILTERVIZ_WEBHOOK_SECRET)"),
                 },
             }
         },

@@ -4,7 +4,8 @@ from typing import Any
 
 import redis
 
-from shared.jobs import QUEUED, SUCCEEDED, Job
+from shared.job_errors import public_error
+from shared.jobs import QUEUED, SUCCEEDED, Job, JobError
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE
 from shared.scheduling import queue_position
 from shared.storage import Storage, job_key
@@ -33,8 +34,20 @@ def queue_place(client: redis.Redis | None, job: Job) -> dict[str, Any] | None:
     return {"chunks_ahead": place.chunks_ahead, "estimated_start_seconds": place.estimated_start_seconds}
 
 
-def job_resource(job: Job, storage: Storage, client: redis.Redis | None = None) -> dict[str, Any]:
-    """The resource of a job that Redis still knows; with `client`, a queued job's place in the queue."""
+def error_view(error: JobError | None, detailed: bool) -> dict[str, str] | None:
+    """A failed job's error: its code and a message without internals (shared/job_errors.py); with
+    `detailed` (admins), the failure's own words too."""
+    if error is None:
+        return None
+    view = {"code": error.code, "message": public_error(error).message}
+    return {**view, "detail": error.message} if detailed else view
+
+
+def job_resource(
+    job: Job, storage: Storage, client: redis.Redis | None = None, detailed: bool = False
+) -> dict[str, Any]:
+    """The resource of a job that Redis still knows; with `client`, a queued job's place in the queue;
+    with `detailed` (for admins), the failure's own message in `error.detail`."""
     return {
         "id": job.id,
         "status": job.status,
@@ -44,7 +57,7 @@ def job_resource(job: Job, storage: Storage, client: redis.Redis | None = None) 
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
-        "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
+        "error": error_view(job.error, detailed),
         "queue": queue_place(client, job),
         "links": links(job.id, job.status, storage),
     }

@@ -1,17 +1,40 @@
-"""The API's side of webhooks (shared/webhooks.py): check the one a request asks for, and tell a
-job's webhook that the API canceled it (the workers' lifecycle tells every other move)."""
+"""The API's side of webhooks (shared/webhooks.py): check the one a request asks for, tell a job's
+webhook that the API canceled it (the workers' lifecycle tells every other move), and hand a token's
+owner the secret its deliveries are signed with (GET /v1/webhook-secret)."""
 
 from typing import Any
 
-from flask import current_app
+from flask import Blueprint, current_app
 from pydantic import ValidationError
 
+from api.access import current_caller
 from api.errors import ApiError
-from api.services import Services
+from api.services import Services, services
 from shared.celery_app import send_webhook
 from shared.jobs import CANCELED
 from shared.spec import describe_problems
-from shared.webhooks import JobEvents, WebhookRequest, stored_form
+from shared.webhook_signing import owner_secret
+from shared.webhooks import JobEvents, WebhookPolicy, WebhookRequest, stored_form
+
+webhooks = Blueprint("webhooks", __name__, url_prefix="/v1")
+
+
+def _disabled() -> ApiError:
+    reason = "webhooks are off here: the operator has not set FILTERVIZ_WEBHOOK_SECRET"
+    return ApiError(422, "webhooks_disabled", reason, [{"field": "webhook", "reason": reason}])
+
+
+@webhooks.get("/webhook-secret")
+def get_webhook_secret():
+    """The secret this token's webhooks are signed with (Standard Webhooks: whsec_ and base64), for its
+    receiver to verify them. Each owner has its own, derived from the master secret: it verifies
+    this owner's deliveries and no one else's. Readable whenever the token asks (README: Webhooks)."""
+    master = services().settings.webhook_secret
+    if not master:
+        raise _disabled()
+    caller = current_caller()
+    owner = caller.name if caller else None
+    return {"owner": owner, "secret": owner_secret(master, owner)}, 200, {"Cache-Control": "no-store"}
 
 
 def admissible_webhook(fields: dict[str, Any], found: Services) -> str | None:
@@ -20,10 +43,9 @@ def admissible_webhook(fields: dict[str, Any], found: Services) -> str | None:
     if not fields:
         return None
     if not found.settings.webhook_secret:
-        reason = "webhooks are off here: the operator has not set FILTERVIZ_WEBHOOK_SECRET"
-        raise ApiError(422, "webhooks_disabled", reason, [{"field": "webhook", "reason": reason}])
+        raise _disabled()
     try:
-        hook = WebhookRequest.model_validate(fields, context={"allow_private": found.settings.webhook_allow_private})
+        hook = WebhookRequest.model_validate(fields, context={"policy": WebhookPolicy.of(found.settings)})
     except ValidationError as error:
         problems = describe_problems(error)
         raise ApiError(422, "invalid_webhook", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None

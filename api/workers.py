@@ -1,15 +1,29 @@
 """GET /v1/workers: the live workers, from their heartbeats in Redis."""
 
+from typing import Any
+
 from flask import Blueprint
 
+from api.access import listed_owner
 from api.services import services
 from shared.workers import live_workers
 
 workers = Blueprint("workers", __name__, url_prefix="/v1")
+# What any token sees of a worker: what it runs on, not who it is nor whose job it runs.
+PUBLIC_FIELDS = ("weights", "device", "started_at", "seen_at")
+
+
+def public_view(worker: dict[str, Any]) -> dict[str, Any]:
+    """A worker as a user token sees it: weights, device, times, and whether it is busy; no host
+    name, pid or job id (another owner's)."""
+    return {**{name: worker.get(name) for name in PUBLIC_FIELDS}, "busy": worker.get("unit") is not None}
 
 
 @workers.get("/workers")
 def list_workers():
-    """Each live worker process: name, weights, device, pid, start time, last heartbeat, unit it runs."""
+    """Each live worker process: weights, device, start time, last heartbeat and whether it is busy; for
+    admins (and with tokens off) also its name, pid and the unit it runs."""
     found = live_workers(services().jobs.redis)
+    if listed_owner() is not None:  # a user token: its view of everyone's workers
+        found = [public_view(worker) for worker in found]
     return {"count": len(found), "workers": found}

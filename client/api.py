@@ -2,7 +2,10 @@
 
 Retries (urllib3's Retry under requests): a connection that could not be made, and answers 429
 (too many jobs or submissions) and 503 (Redis or storage down), are retried for every method,
-POST included, after the server's `Retry-After` (else an exponential backoff). That is safe for
+POST included, after the server's `Retry-After` (else an exponential backoff).
+
+The token goes only to the API's own origin (scheme, host and port of `base_url`): a link the server
+answers with that points elsewhere is fetched without it. `download` writes only inside its folder. That is safe for
 POST because the API gives 429 and 503 before it records a job, and a refused connection sent
 nothing. Read errors (timeouts, dropped answers) are not retried: a POST whose answer was lost
 may have created a job, and a second POST would make a duplicate.
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -88,8 +92,8 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        # Sent with requests to base_url's origin only, never to a link that points elsewhere.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         retry = Retry(
             total=retries,
             connect=retries,
@@ -173,10 +177,13 @@ class Client:
         (the layout of `filterviz render`); returns the manifest."""
         links = self.get(job_id).resource["links"]
         manifest = self._json("GET", links["manifest"], 200)
+        # An index names a file here: anything but a whole number could name one outside the folder.
+        indexes = [entry["index"] for entry in manifest["filters"]]
+        if not all(type(index) is int and index >= 0 for index in indexes):
+            raise ApiError(None, "bad_manifest", f"the manifest of job {job_id} has a filter index that isn't one")
         (folder / "filters").mkdir(parents=True, exist_ok=True)
         (folder / "grid.png").write_bytes(self._bytes(links["grid"]))
-        for entry in manifest["filters"]:
-            index = entry["index"]
+        for index in indexes:
             (folder / "filters" / f"{index}.png").write_bytes(self._bytes(links["filter"].format(index=index)))
         (folder / "manifest.json").write_bytes(self._bytes(links["manifest"]))
         return manifest
@@ -190,8 +197,9 @@ class Client:
     def _call(self, method: str, path: str, expected: int, **kwargs: Any) -> requests.Response:
         """One request, retried by the adapter; ApiError unless the status is `expected`."""
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+        headers = self._auth if _origin(url) == _origin(self.base_url) else {}
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            response = self.session.request(method, url, timeout=self.timeout, headers=headers, **kwargs)
         except requests.ConnectionError as error:
             raise ApiError(None, "unreachable", f"{self.base_url} could not be reached: {error}") from None
         except requests.Timeout as error:
@@ -199,6 +207,12 @@ class Client:
         if response.status_code != expected:
             raise _api_error(response)
         return response
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port: what must match for a request to carry the token."""
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
 
 
 def _api_error(response: requests.Response) -> ApiError:

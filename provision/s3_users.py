@@ -2,8 +2,9 @@
 
 SeaweedFS (4.47, `-s3.iam.readOnly=false`) serves AWS' IAM API on its S3 port: the bucket init
 creates the user, gives it the access key and secret the app is configured with (SeaweedFS takes
-caller-supplied keys, AWS does not), and puts an inline policy allowing s3:* on the bucket and its
-objects only. The app's containers get these credentials, never the root's. Every step can run again.
+caller-supplied keys, AWS does not), and puts an inline policy allowing only the object and listing
+actions the app uses, on its bucket only. The app's containers get these credentials, never the
+root's. Every step can run again.
 """
 
 import json
@@ -24,10 +25,23 @@ log = logging.getLogger("filterviz.s3_users")
 POLICY_NAME = "filterviz-bucket"
 
 
+# What shared/storage.py does with the app's key, and nothing more: list the bucket (head_bucket,
+# list_objects_v2), read, write and delete its objects (get_object and presigned GETs, put_object,
+# copy_object, delete_object, delete_objects). Not the bucket itself (create, delete, its policy or
+# lifecycle rule: the bucket init does those with the root's key), not ACLs, not other buckets.
+BUCKET_ACTIONS = ["s3:ListBucket"]
+OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+
+
 def bucket_policy(bucket: str) -> dict[str, Any]:
-    """Everything on the bucket and its objects, nothing else (no other bucket, no IAM)."""
-    resources = [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
-    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": resources}]}
+    """The actions the app uses on its bucket and its objects, nothing else (no other bucket, no IAM)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": BUCKET_ACTIONS, "Resource": [f"arn:aws:s3:::{bucket}"]},
+            {"Effect": "Allow", "Action": OBJECT_ACTIONS, "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+        ],
+    }
 
 
 def iam_client(settings: Settings, access_key: str, secret_key: str) -> "IAMClient":

@@ -1,7 +1,9 @@
 """API tokens: who a bearer token names, read from FILTERVIZ_API_TOKENS_FILE.
 
-The file holds one token a line, `<name> <scope> <sha256 hex of the token>`, scope `user` or
-`admin`; blank lines and lines starting with `#` are skipped. Only hashes are stored, so the file
+The file holds one token a line, `<name> <scope> <sha256 hex of the token>`, scope `user`, `admin`
+or `metrics` (reads /metrics and nothing else: for Prometheus and an autoscaler); blank lines and
+lines starting with `#` are skipped. A hash may appear once: the same token under two names would
+make the later line win, silently. Only hashes are stored, so the file
 gives nothing away, and a presented token is hashed and compared with every entry in constant time
 (hmac.compare_digest), so the time taken says nothing about how close a guess came.
 """
@@ -11,11 +13,12 @@ import hmac
 import re
 import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-USER, ADMIN = "user", "admin"
-SCOPES = frozenset({USER, ADMIN})
+USER, ADMIN, METRICS = "user", "admin", "metrics"
+SCOPES = frozenset({USER, ADMIN, METRICS})
 _NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -26,10 +29,20 @@ class TokenFileError(ValueError):
 
 @dataclass(frozen=True)
 class Caller:
-    """Whose token came with a request: its name and whether it may see every job."""
+    """Whose token came with a request: its name and scope."""
 
     name: str
-    admin: bool
+    scope: str
+
+    @property
+    def admin(self) -> bool:
+        """May see and manage every job, and read the metrics."""
+        return self.scope == ADMIN
+
+    @property
+    def reads_metrics(self) -> bool:
+        """May read /metrics and /metrics/backlog."""
+        return self.scope in (ADMIN, METRICS)
 
 
 @dataclass(frozen=True)
@@ -54,17 +67,21 @@ class Tokens:
         """Tokens from the file's text; TokenFileError naming the first bad line."""
         entries: list[_Entry] = []
         names: set[str] = set()
+        digests: set[str] = set()
         for number, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             fields = line.split()
-            problem = _problem(fields, names)
+            problem = _problem(fields, names, digests)
             if problem:
-                raise TokenFileError(f"{source} line {number}: {problem} (want `<name> <user|admin> <sha256 hex>`)")
+                raise TokenFileError(
+                    f"{source} line {number}: {problem} (want `<name> <user|admin|metrics> <sha256 hex>`)"
+                )
             name, scope, digest = fields
             names.add(name)
-            entries.append(_Entry(Caller(name, scope == ADMIN), bytes.fromhex(digest)))
+            digests.add(digest)
+            entries.append(_Entry(Caller(name, scope), bytes.fromhex(digest)))
         if not entries:
             raise TokenFileError(f"{source} names no token: no API call could be made")
         return cls(entries)
@@ -88,7 +105,7 @@ class Tokens:
         return found
 
 
-def _problem(fields: list[str], names: set[str]) -> str | None:
+def _problem(fields: list[str], names: set[str], digests: set[str]) -> str | None:
     if len(fields) != 3:
         return f"{len(fields)} fields"
     name, scope, digest = fields
@@ -97,16 +114,33 @@ def _problem(fields: list[str], names: set[str]) -> str | None:
     if name in names:
         return f"name {name!r} appears twice"
     if scope not in SCOPES:
-        return f"scope {scope[:20]!r} is neither user nor admin"
+        return f"scope {scope[:20]!r} is not user, admin or metrics"
     if not _SHA256.match(digest):
         return "the hash is not 64 lowercase hex digits (sha256)"
+    if digest in digests:
+        return "this hash is on an earlier line too: one token would be two callers"
+    return None
+
+
+def load_tokens(path: str | None, allow_open: bool, environ: Mapping[str, str]) -> Tokens | None:
+    """The API's tokens from the file at `path`; None (an open API) when there is no file, except in
+    Kubernetes (KUBERNETES_SERVICE_HOST set), where any pod could then list and delete every job:
+    there the start is refused unless the operator opted out (`allow_open`, FILTERVIZ_ALLOW_NO_TOKENS)."""
+    if path:
+        return Tokens.load(path)
+    if environ.get("KUBERNETES_SERVICE_HOST") and not allow_open:
+        raise TokenFileError(
+            "the API refuses to start: it runs in Kubernetes without tokens, so anything that reaches it could "
+            "read, cancel and delete every job: set FILTERVIZ_API_TOKENS_FILE (deploy/k8s mounts it from the "
+            "Secret filterviz-api-tokens), or FILTERVIZ_ALLOW_NO_TOKENS=1 to run it open on purpose"
+        )
     return None
 
 
 def main(argv: list[str]) -> int:
-    """`python -m shared.auth NAME [user|admin]`: a new random token, and its line for the tokens file."""
+    """`python -m shared.auth NAME [user|admin|metrics]`: a new random token, and its line for the tokens file."""
     if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] not in SCOPES) or not _NAME.match(argv[0]):
-        print("usage: python -m shared.auth NAME [user|admin]", file=sys.stderr)
+        print("usage: python -m shared.auth NAME [user|admin|metrics]", file=sys.stderr)
         return 2
     token = secrets.token_urlsafe(32)
     scope = argv[1] if len(argv) == 2 else USER

@@ -74,9 +74,11 @@ class CeleryDispatch:
         self._app.send_task(FINISH_JOB, args=(job_id,))
 
 
-def send_webhook(app: Celery) -> Callable[[str, str, str], None]:
-    """A function that queues one webhook delivery: (url, body, message id)."""
-    return lambda url, body, message_id: app.send_task(DELIVER_WEBHOOK, args=(url, body, message_id))
+def send_webhook(app: Celery) -> Callable[[str, str, str, str | None], None]:
+    """A function that queues one webhook delivery: (url, body, message id, owner)."""
+    return lambda url, body, message_id, owner: app.send_task(
+        DELIVER_WEBHOOK, args=(url, body, message_id), kwargs={"owner": owner}
+    )
 
 
 def enqueue_job(

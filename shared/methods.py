@@ -7,6 +7,7 @@ of the method's optimiser. Everything else a method takes is one of its `params`
 Sources of the numbers: research/feature-visualization.md.
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,10 +41,11 @@ class MethodParam:
         # bool is an int in Python: a JSON `true` is not a number here.
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{self.name} must be a number, got {value!r}")
+        # Before the whole-number check: int() of an infinity raises OverflowError.
+        if not math.isfinite(value):
+            raise ValueError(f"{self.name} must be finite")
         if self.kind is int and value != int(value):
             raise ValueError(f"{self.name} must be a whole number, got {value!r}")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{self.name} must be finite")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{self.name} {value} is below the minimum of {self.minimum:g}")
         if self.maximum is not None and value > self.maximum:

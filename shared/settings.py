@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     precision: str = Field(
         "float32", pattern="^(float32|bfloat16|float16|auto)$", validation_alias="FILTERVIZ_PRECISION"
     )
+    # The API's gauges read from Redis (jobs by status, queues, workers, the backlog) are this old at most:
+    # a scrape reads Redis once per API process and period, however many scrapers ask.
+    metrics_cache_seconds: float = Field(5.0, ge=0, le=60, validation_alias="FILTERVIZ_METRICS_CACHE_SECONDS")
     # A worker's Prometheus metrics on this port (0: none); compose sets 9808.
     worker_metrics_port: int = Field(0, ge=0, le=65535, validation_alias="FILTERVIZ_WORKER_METRICS_PORT")
     # Log lines as JSON objects (with the job id and chunk) instead of text: `json` or `text`.
@@ -120,12 +123,22 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = Field(False, validation_alias="FILTERVIZ_WEBHOOK_ALLOW_PRIVATE")
     webhook_max_attempts: int = Field(10, ge=1, validation_alias="FILTERVIZ_WEBHOOK_MAX_ATTEMPTS")
     webhook_retry_seconds: int = Field(5, ge=1, validation_alias="FILTERVIZ_WEBHOOK_RETRY_SECONDS")
+    # One delivery attempt ends this long after it starts, whatever the receiver does (connect, send,
+    # the status line and headers; the body is never read).
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=60, validation_alias="FILTERVIZ_WEBHOOK_TIMEOUT_SECONDS")
+    # Ports a webhook URL may name (comma-separated), or `any`.
+    webhook_ports: str = Field(
+        "80,443", pattern=r"^(any|\d{1,5}(,\d{1,5})*)$", validation_alias="FILTERVIZ_WEBHOOK_PORTS"
+    )
+    # Deliveries of one owner's webhooks under way at once (in all the webhook workers): a tenant's slow
+    # receiver holds at most this many of the delivery threads.
+    webhook_owner_concurrency: int = Field(2, ge=1, validation_alias="FILTERVIZ_WEBHOOK_OWNER_CONCURRENCY")
 
     max_filters: int = Field(512, ge=1, validation_alias="FILTERVIZ_MAX_FILTERS")
     max_image_size: int = Field(512, ge=16, validation_alias="FILTERVIZ_MAX_IMAGE_SIZE")
     max_steps: int = Field(200, ge=1, validation_alias="FILTERVIZ_MAX_STEPS")
     max_grid_n: int = Field(16, ge=1, validation_alias="FILTERVIZ_MAX_GRID_N")
+    max_grid_side: int = Field(4096, ge=16, validation_alias="FILTERVIZ_MAX_GRID_SIDE")
 
     # The cost model (shared/cost.py): a job's FLOPs are checked against a budget that, by default,
     # one worker of this class gets through within one chunk time limit (with headroom).
@@ -142,6 +155,13 @@ class Settings(BaseSettings):
     # Access (shared/auth.py): a file of `<name> <user|admin> <sha256 hex>` lines turns bearer tokens on;
     # unset, the API is open (the local stack).
     api_tokens_file: str | None = Field(None, validation_alias="FILTERVIZ_API_TOKENS_FILE")
+    # In Kubernetes the API refuses to start without tokens unless this says it may (shared/auth.py).
+    allow_no_tokens: bool = Field(False, validation_alias="FILTERVIZ_ALLOW_NO_TOKENS")
+    # Requests with a wrong token from one address (flask-limiter's notation); past it, 429. "off": no limit.
+    failed_auth_limit: str = Field("20 per minute", validation_alias="FILTERVIZ_FAILED_AUTH_LIMIT")
+    # Host names the API answers to (comma-separated; `.example.org` takes its subdomains too), or `*`:
+    # a page on another site can't reach it through DNS rebinding.
+    allowed_hosts: str = Field("localhost,127.0.0.1,api", validation_alias="FILTERVIZ_ALLOWED_HOSTS")
 
     @classmethod
     def settings_customise_sources(
@@ -171,6 +191,17 @@ class Settings(BaseSettings):
             secret_bytes(secret)  # a bad secret stops the start, not every delivery
         return secret
 
+    @property
+    def webhook_port_list(self) -> frozenset[int] | None:
+        """The ports a webhook may name; None: any."""
+        return None if self.webhook_ports == "any" else frozenset(int(port) for port in self.webhook_ports.split(","))
+
+    @property
+    def trusted_hosts(self) -> list[str] | None:
+        """The Host names the API answers to; None: any."""
+        hosts = [host.strip() for host in self.allowed_hosts.split(",") if host.strip()]
+        return None if "*" in hosts else hosts
+
     @cached_property
     def budget(self) -> Budget:
         """What one job may cost on the configured worker class."""
@@ -184,4 +215,5 @@ class Settings(BaseSettings):
             max_image_size=self.max_image_size,
             max_steps=self.max_steps,
             max_grid_n=self.max_grid_n,
+            max_grid_side=self.max_grid_side,
         )

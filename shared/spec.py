@@ -11,6 +11,7 @@ All take numbers strictly: JSON `true` is not 1, `"20"` is not 20, `64.0` is not
 
 import secrets
 from functools import cache
+from math import isqrt
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -46,6 +47,9 @@ class Limits(BaseModel):
     max_image_size: int = 512
     max_steps: int = 200
     max_grid_n: int = 16
+    # Pixels a side of the grid picture (n*image_size + (n-1)*margin): a 4096 px grid is 50 MB of raw
+    # RGB, and stitching one holds it and its PNG at once.
+    max_grid_side: int = 4096
 
 
 class FilterRange(BaseModel):
@@ -107,7 +111,7 @@ class JobSpecInput(BaseModel):
     image_size: int = Field(128, ge=1)
     steps: int = Field(20, ge=1)
     step_size: float = Field(1.0, gt=0, le=1000, allow_inf_nan=False)
-    grid: Grid = Field(default_factory=Grid)
+    grid: Grid = Field(default_factory=Grid, validate_default=True)
     # False: nothing is taken from the result cache (shared/cache.py); every filter is rendered.
     cache: bool = True
     # Its weight in fair dispatch (shared/scheduling.py): a chunk is charged 2^-priority of its cost.
@@ -173,6 +177,23 @@ class JobSpecInput(BaseModel):
             raise ValueError(f"filter {max(filters)} is out of range: {name} has filters 0..{count - 1}")
         return filters
 
+    @field_validator("grid")
+    @classmethod
+    def _grid_fits(cls, grid: Grid, info: ValidationInfo) -> Grid:
+        # The public form only: a stored job keeps the grid it was accepted with.
+        if cls.limits is None or "filters" not in info.data or "image_size" not in info.data:
+            return grid
+        # Cells past the filters asked for would always be black: n is taken down to the smallest
+        # grid that holds them all, so a cheap job can't ask for a huge empty picture.
+        n = min(grid.n, isqrt(len(info.data["filters"]) - 1) + 1)
+        side = grid_side(n, info.data["image_size"], grid.margin)
+        if side > cls.limits.max_grid_side:
+            raise ValueError(
+                f"the grid would be {side} px a side (n*image_size + (n-1)*margin with n={n}), above the "
+                f"limit of {cls.limits.max_grid_side}; ask for a smaller grid.n, grid.margin or image_size"
+            )
+        return grid if n == grid.n else grid.model_copy(update={"n": n})
+
     @field_validator("image_size")
     @classmethod
     def _image_size_fits(cls, size: int, info: ValidationInfo) -> int:
@@ -214,7 +235,7 @@ def limited_spec_model(limits: Limits) -> type[JobSpecInput]:
         filters=(filter_list | None, FieldInfo.merge_field_infos(filters)),
         image_size=_bounded(JobSpecInput, "image_size", le=limits.max_image_size),
         steps=_bounded(JobSpecInput, "steps", le=limits.max_steps),
-        grid=(grid, Field(default_factory=grid)),
+        grid=(grid, Field(default_factory=grid, validate_default=True)),
     )
     model.limits = limits
     return model

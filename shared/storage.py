@@ -6,6 +6,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +20,7 @@ from shared.retrying import call_with_retry, transient_s3_error
 from shared.settings import Settings
 
 if TYPE_CHECKING:  # the boto3-stubs types (a dev dependency): a misspelt S3 call fails the type check
+    from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CopySourceTypeDef, DeleteTypeDef, LifecycleRuleTypeDef
 
@@ -51,6 +53,14 @@ class MissingObject(LookupError):
     def __init__(self, key: str) -> None:
         super().__init__(f"{key} is not in the bucket")
         self.key = key
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object being read: its size, and its body, read in pieces (`iter_chunks`) and closed after."""
+
+    length: int
+    body: "StreamingBody"
 
 
 class Storage:
@@ -151,12 +161,25 @@ class Storage:
 
     def get(self, key: str) -> bytes | None:
         """The bytes under key, or None when there is no such object."""
+        return self._retrying(lambda: self._read_whole(key))
+
+    def open(self, key: str) -> StoredObject | None:
+        """The object under key with its body not read yet (to be streamed, then closed), or None when
+        there is no such object."""
+        return self._retrying(lambda: self._open(key))
+
+    def _read_whole(self, key: str) -> bytes | None:
+        found = self._open(key)
+        return None if found is None else found.body.read()
+
+    def _open(self, key: str) -> StoredObject | None:
         try:
-            return self._retrying(lambda: self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if error.response["Error"]["Code"] in _MISSING:
                 return None
             raise
+        return StoredObject(response["ContentLength"], response["Body"])
 
     def exists(self, key: str) -> bool:
         """Whether an object is under key (a HEAD: no bytes read)."""

@@ -2,15 +2,25 @@
 (Flask's test client; both point at closed ports). Refusals that need no service come first, so
 none of these reaches a dependency; the ones that do get a 503, never a 500."""
 
+import base64
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from api.app import create_app
 from api.headers import SECURITY_HEADERS
+from devstack.local import free_port
+from shared.auth import TokenFileError, token_digest
 from shared.settings import Settings
 
 NOWHERE = "127.0.0.1:9"  # the discard port: nothing listens there
+ROOT = Path(__file__).resolve().parent.parent
 LARGEST = {"layer": "block5_conv3", "filters": {"start": 0, "stop": 512}, "image_size": 512, "steps": 200,
-           "grid": {"n": 16, "margin": 64}}  # fmt: skip
+           "grid": {"n": 7, "margin": 64}}  # fmt: skip
 
 
 def app_with(**overrides):
@@ -44,6 +54,7 @@ def post_raw(client, body: str | bytes):
         ('{"step_size": NaN}', 422, "step_size", "finite number"),
         ('{"layer": "' + "x" * 60000 + '"}', 422, "layer", "at most 64 characters"),
         ('{"method": {}}', 422, "method", "Input should be"),
+        ('{"image_size": 512, "grid": {"n": 8, "margin": 64}}', 422, "grid", "4544 px a side"),
     ],
 )
 def test_hostile_bodies_are_refused_naming_the_problem(client, body, status, field, words):
@@ -130,3 +141,98 @@ def test_healthz_says_which_version_answers(client):
     from shared.version import package_version
 
     assert client.get("/healthz").get_json() == {"status": "ok", "version": package_version()}
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/atlas"])
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_a_non_finite_method_parameter_is_a_422_not_a_500(path, number):
+    admin = app_with(api_tokens_file=None).test_client()  # tokens off: anyone may start an atlas here
+    response = admin.post(path, data=f'{{"method": "fourier", "method_params": {{"pad": {number}}}}}',
+                          content_type="application/json")  # fmt: skip
+    assert response.status_code == 422, response.json
+    assert response.json["error"]["problems"][0]["reason"] == "pad must be finite"
+
+
+def tokens_app(tmp_path, **overrides):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice user {token_digest('alice-token')}\nboss admin {token_digest('boss-token')}\n")
+    return app_with(api_tokens_file=str(tokens), **{"failed_auth_limit": "off", **overrides})
+
+
+def test_a_user_token_starting_an_atlas_is_refused_before_its_body_is_read(tmp_path):
+    client = tokens_app(tmp_path).test_client()
+    for body in ("{not json", '{"method": "fourier", "method_params": {"pad": 1e999}}', '{"layers": ["nope"]}'):
+        response = client.post("/v1/atlas", data=body, content_type="application/json",
+                               headers={"Authorization": "Bearer alice-token"})  # fmt: skip
+        assert (response.status_code, response.json["error"]["code"]) == (403, "admin_only"), body
+
+
+@pytest.mark.parametrize("host", ["evil.example", "rebound.attacker.test:8000", "10.0.0.7"])
+def test_a_host_not_configured_is_a_400_whatever_the_path(client, host):
+    # DNS rebinding: a page on another site resolves its own name to this API and calls it.
+    for path in ("/healthz", "/v1/jobs", "/"):
+        assert client.get(path, headers={"Host": host}).status_code == 400, (host, path)
+    for allowed in ("localhost:8000", "127.0.0.1:8000", "api:8000"):
+        assert client.get("/healthz", headers={"Host": allowed}).status_code == 200
+
+
+def test_configured_hosts_and_their_subdomains_are_answered():
+    client = app_with(allowed_hosts="filterviz.example.org,.svc").test_client()
+    for host in ("filterviz.example.org", "api.default.svc:8000"):
+        assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+    assert client.get("/healthz", headers={"Host": "localhost"}).status_code == 400
+    assert app_with(allowed_hosts="*").test_client().get("/healthz", headers={"Host": "x.test"}).status_code == 200
+
+
+def test_a_413_says_the_connection_closes(client):
+    response = post_raw(client, '{"filters": [' + "1," * 40000 + "1]}")
+    assert response.status_code == 413 and response.headers["Connection"] == "close"
+
+
+def test_in_kubernetes_the_api_refuses_to_start_without_tokens_unless_told_it_may(monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    with pytest.raises(TokenFileError, match="FILTERVIZ_ALLOW_NO_TOKENS=1"):
+        app_with()
+    assert app_with(allow_no_tokens=True).test_client().get("/healthz").status_code == 200
+    assert tokens_app(tmp_path).test_client().get("/v1/models").status_code == 401  # with tokens, it starts
+
+
+def test_each_owner_reads_its_own_webhook_secret_and_it_verifies_only_its_deliveries(tmp_path):
+    from standardwebhooks.webhooks import Webhook
+
+    from shared.webhook_signing import signed_headers
+
+    master = "whsec_" + base64.b64encode(b"m" * 32).decode()
+    client = tokens_app(tmp_path, webhook_secret=master).test_client()
+    secrets = {}
+    for name in ("alice", "boss"):
+        response = client.get("/v1/webhook-secret", headers={"Authorization": f"Bearer {name}-token"})
+        assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+        assert response.json["owner"] == name
+        secrets[name] = response.json["secret"]
+    assert secrets["alice"] != secrets["boss"] and master not in secrets.values()
+    assert client.get("/v1/webhook-secret").status_code == 401
+    headers = signed_headers(secrets["alice"], "msg_1", int(time.time()), "{}")
+    assert Webhook(secrets["alice"]).verify("{}", headers) == {}
+    with pytest.raises(Exception, match="signature"):
+        Webhook(secrets["boss"]).verify("{}", headers)  # one tenant's secret can't vouch for another's
+    off = app_with().test_client().get("/v1/webhook-secret")
+    assert (off.status_code, off.json["error"]["code"]) == (422, "webhooks_disabled")
+
+
+def test_while_redis_is_down_wrong_tokens_are_not_throttled_and_what_needs_no_redis_still_answers(tmp_path):
+    client = tokens_app(tmp_path, failed_auth_limit="2 per minute").test_client()
+    for _ in range(4):
+        wrong = client.get("/v1/models", headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer alice-token"}).status_code == 200
+
+
+def test_gunicorn_in_kubernetes_without_tokens_exits_saying_why():
+    env = {**os.environ, "KUBERNETES_SERVICE_HOST": "10.96.0.1", "S3_SECRET_ACCESS_KEY": "not-a-documented-default",
+           "REDIS_URL": f"redis://{NOWHERE}/0", "FILTERVIZ_API_TOKENS_FILE": ""}  # fmt: skip
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "--bind", f"127.0.0.1:{free_port()}",
+               "api.wsgi:app"]  # fmt: skip
+    finished = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert "runs in Kubernetes without tokens" in finished.stderr and "Traceback" not in finished.stderr

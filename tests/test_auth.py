@@ -147,7 +147,9 @@ def test_presigned_urls_can_not_be_configured_to_last_over_an_hour():
     ("text", "words"),
     [
         ("alice user abc", "the hash is not 64"),
-        (f"alice root {token_digest('x')}", "neither user nor admin"),
+        (f"alice root {token_digest('x')}", "is not user, admin or metrics"),
+        # A copy-pasted hash under a second name: the later line would silently win.
+        (f"alice user {token_digest('x')}\nbob admin {token_digest('x')}", "line 2: this hash is on an earlier line"),
         (f"alice user {token_digest('x')}\nalice admin {token_digest('y')}", "appears twice"),
         (f"alice user {token_digest('x')} extra", "4 fields"),
         ("# only a comment\n", "names no token"),
@@ -163,3 +165,9 @@ def test_a_token_names_its_caller_and_nothing_else_does():
     assert (tokens.who("a-token").name, tokens.who("a-token").admin) == ("alice", False)
     assert tokens.who("b-token").admin
     assert tokens.who("a-toke") is None and tokens.who("") is None
+
+
+def test_a_metrics_token_reads_the_metrics_and_nothing_else():
+    tokens = Tokens.parse(f"prometheus metrics {token_digest('m-token')}")
+    caller = tokens.who("m-token")
+    assert caller.reads_metrics and not caller.admin

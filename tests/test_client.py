@@ -39,22 +39,25 @@ QUEUED = {"id": JOB_ID, "status": "queued", "progress": {"done": 0, "total": 4},
 
 
 @contextmanager
-def answering(*answers: tuple[int, dict[str, str]]) -> Iterator[dict]:
-    """A local API whose POST /v1/jobs gives each (status, headers) in turn, the last one for good."""
-    seen: dict = {"posts": []}
+def local_api(respond) -> Iterator[dict]:
+    """A local server: respond(method, path, seen) -> (status, headers, JSON body) answers each request;
+    `seen` has its url and every request's (method, path, Authorization header)."""
+    seen: dict = {"requests": []}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+        def _answer(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            seen["posts"].append(time.monotonic())
-            status, headers = answers[min(len(seen["posts"]), len(answers)) - 1]
-            body = json.dumps(QUEUED if status == 202 else {"error": {"code": "busy", "message": "try later"}})
+            seen["requests"].append((self.command, self.path, self.headers.get("Authorization")))
+            status, headers, answer = respond(self.command, self.path, seen)
+            body = json.dumps(answer).encode()
             self.send_response(status)
             for name, value in {**headers, "Content-Type": "application/json"}.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body.encode())
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
 
         def log_message(self, *args: object) -> None:
             pass
@@ -67,6 +70,21 @@ def answering(*answers: tuple[int, dict[str, str]]) -> Iterator[dict]:
     finally:
         http.shutdown()
         http.server_close()
+
+
+@contextmanager
+def answering(*answers: tuple[int, dict[str, str]]) -> Iterator[dict]:
+    """A local API whose POST /v1/jobs gives each (status, headers) in turn, the last one for good."""
+    posts: list[float] = []
+
+    def respond(method: str, path: str, seen: dict) -> tuple[int, dict[str, str], dict]:
+        posts.append(time.monotonic())
+        status, headers = answers[min(len(posts), len(answers)) - 1]
+        return status, headers, QUEUED if status == 202 else {"error": {"code": "busy", "message": "try later"}}
+
+    with local_api(respond) as seen:
+        seen["posts"] = posts
+        yield seen
 
 
 def test_a_429_is_retried_after_its_retry_after():
@@ -85,6 +103,40 @@ def test_submit_says_unavailable_once_retries_are_spent_and_when_nothing_answers
     unreachable = f"http://127.0.0.1:{free_port()}"
     assert main(["submit", "--api", unreachable, "--retries", "1", *SMALL_ARGS]) == UNAVAILABLE
     assert "could not be reached" in capsys.readouterr().err
+
+
+def links_to(base: str, manifest: str) -> dict:
+    """A succeeded job's resource whose links are under `base`, its manifest's at `manifest`."""
+    links = {"manifest": manifest, "grid": f"{base}/v1/jobs/{JOB_ID}/grid.png",
+             "filter": f"{base}/v1/jobs/{JOB_ID}/filters/{{index}}.png"}  # fmt: skip
+    return {**QUEUED, "status": "succeeded", "links": links}
+
+
+def test_the_token_goes_to_the_apis_own_origin_only(tmp_path):
+    # A server (or whoever controls its answers) names links on another origin: they get no token.
+    with local_api(lambda method, path, seen: (200, {}, {"filters": []})) as elsewhere:
+
+        def api(method: str, path: str, seen: dict) -> tuple[int, dict, dict]:
+            manifest = f"{elsewhere['url']}/m/manifest.json"
+            return 200, {}, {"filters": []} if path.endswith("manifest.json") else links_to(seen["url"], manifest)
+
+        with local_api(api) as own, Client(own["url"], token="secret-token") as client:
+            client.download(JOB_ID, tmp_path)
+    assert elsewhere["requests"] and all(auth is None for _, _, auth in elsewhere["requests"])
+    assert own["requests"] and all(auth == "Bearer secret-token" for _, _, auth in own["requests"])
+
+
+@pytest.mark.parametrize("index", ["../../escaped", "/tmp/escaped", -1, 1.5, True])
+def test_download_writes_nothing_outside_its_folder(tmp_path, index):
+    def api(method: str, path: str, seen: dict) -> tuple[int, dict, dict]:
+        if path.endswith("manifest.json"):
+            return 200, {}, {"filters": [{"index": index, "loss": 1.0, "dead": False}]}
+        return 200, {}, links_to("", f"/v1/jobs/{JOB_ID}/manifest.json")
+
+    out = tmp_path / "out"
+    with local_api(api) as own, Client(own["url"]) as client, pytest.raises(ApiError, match="filter index"):
+        client.download(JOB_ID, out)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written, in the folder or beside it
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,13 @@
 import re
 
 from shared.cost import Budget, filter_flops, job_cost, over_budget, split_by_cost
-from shared.spec import Limits, parse_spec
+from shared.spec import JobSpec, Limits, parse_spec
 
 # One CPU worker of two cores (FILTERVIZ_WORKER_GFLOPS's default) and the default chunk time limit.
 DEFAULT_BUDGET = Budget.for_workers(worker_gflops=80, chunk_time_limit=3600, job_tflop=0, output_mb=512)
+# The largest job the default limits admit (the widest grid under FILTERVIZ_MAX_GRID_SIDE at 512 px).
 LARGEST = {"layer": "block5_conv3", "filters": {"start": 0, "stop": 512}, "image_size": 512, "steps": 200,
-           "grid": {"n": 16, "margin": 64}}  # fmt: skip
+           "grid": {"n": 7, "margin": 64}}  # fmt: skip
 
 
 def test_flops_are_counted_from_the_layer_shapes():
@@ -45,9 +46,11 @@ def test_a_filter_that_cannot_finish_within_a_chunk_is_refused_even_under_a_larg
 
 
 def test_a_grid_too_large_to_decode_is_refused():
-    raised = Limits(max_image_size=2048, max_grid_n=16)
+    raised = Limits(max_image_size=2048, max_grid_n=16, max_grid_side=32768)
     spec = parse_spec({"layer": "block1_conv1", "filters": [0], "image_size": 2048, "steps": 1,
                        "grid": {"n": 16, "margin": 0}}, raised)  # fmt: skip
+    assert spec.grid.n == 1  # the grid that holds one filter
+    spec = JobSpec.model_validate({**spec.model_dump(), "grid": {"n": 16, "margin": 0}})  # as stored before 0.2.0
     assert "the grid would be 32768 px a side" in over_budget(spec, DEFAULT_BUDGET)
 
 

@@ -4,6 +4,7 @@ kubernetes-validate against Kubernetes' schemas, and checked against the code th
 KEDA's ScaledObject and TriggerAuthentication are custom resources kubernetes-validate has no
 schema for: they are checked field by field instead (target, the backlog they read)."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import redis
 import yaml
 from kubernetes_validate.utils import latest_version
 
+from api.app import create_app
 from devstack.local import LocalStack
+from shared.auth import TokenFileError, Tokens, load_tokens
 from shared.celery_app import QUEUE
 from shared.settings import Settings
 from shared.workers import publish, withdraw
@@ -113,13 +116,80 @@ def test_every_pod_runs_non_root_read_only_with_probes_limits_and_a_budget(rende
         assert len(covering) == 1, f"{name(deployment)}: one PodDisruptionBudget, not {len(covering)}"
 
 
+def environment(rendered: list[dict], deployment: str) -> set[str]:
+    """The variables a Deployment's container gets from its ConfigMaps and Secrets, and its own env."""
+    (container,) = containers(find(rendered, "Deployment", deployment))
+    names = {item["name"] for item in container.get("env", [])}
+    for source in container["envFrom"]:
+        kind, ref = (
+            ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
+        )
+        values = find(rendered, kind, ref["name"])
+        names |= set(values.get("data") or values.get("stringData"))
+    return names
+
+
 def test_configuration_names_only_variables_the_code_reads(rendered):
-    config = find(rendered, "ConfigMap", "filterviz-config")["data"]
-    secret = find(rendered, "Secret", "filterviz-secrets")["stringData"]
     read = {field.validation_alias for field in Settings.model_fields.values()}
-    assert set(config) | set(secret) <= read
-    assert {"REDIS_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} <= set(secret)
-    assert {"S3_ENDPOINT_URL", "S3_PUBLIC_ENDPOINT_URL", "S3_BUCKET"} <= set(config)
+    deployments = [name(r) for r in rendered if r["kind"] == "Deployment"]
+    for deployment in deployments:
+        assert environment(rendered, deployment) - {"HOME"} <= read, deployment
+    assert {"REDIS_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL", "S3_BUCKET",
+            "FILTERVIZ_WEBHOOK_SECRET", "FILTERVIZ_API_TOKENS_FILE"} <= environment(rendered, "api")  # fmt: skip
+    assert {"REDIS_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} <= environment(rendered, "worker")
+
+
+def test_each_pod_gets_only_its_own_secrets(rendered):
+    webhooks = environment(rendered, "webhooks")
+    assert {"REDIS_URL", "FILTERVIZ_WEBHOOK_SECRET"} <= webhooks
+    assert not {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} & webhooks  # deliveries never touch storage
+    assert "FILTERVIZ_WEBHOOK_SECRET" not in environment(rendered, "worker")
+
+
+def test_the_api_reads_its_tokens_from_a_secret_and_refuses_to_start_until_one_is_there(rendered, monkeypatch):
+    api = find(rendered, "Deployment", "api")["spec"]["template"]["spec"]
+    (container,) = api["containers"]
+    path = next(item["value"] for item in container["env"] if item["name"] == "FILTERVIZ_API_TOKENS_FILE")
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in api["volumes"] if v["name"] == mount["name"])
+    secret = find(rendered, "Secret", volume["secret"]["secretName"])["stringData"]
+    shipped = secret[path.removeprefix(mount["mountPath"] + "/")]
+    with pytest.raises(TokenFileError, match="names no token"):
+        Tokens.parse(shipped)  # as shipped: the API refuses to start until the operator adds tokens
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    with pytest.raises(TokenFileError, match="runs in Kubernetes without tokens"):
+        load_tokens(None, allow_open=False, environ=os.environ)
+
+
+def test_the_api_answers_the_hosts_its_probes_and_keda_send(rendered):
+    allowed = find(rendered, "ConfigMap", "filterviz-config")["data"]["FILTERVIZ_ALLOWED_HOSTS"]
+    app = create_app(Settings(redis_url="redis://127.0.0.1:9/0", allowed_hosts=allowed, allow_no_tokens=True))
+    (container,) = containers(find(rendered, "Deployment", "api"))
+    probe_hosts = {header["value"] for probe in ("livenessProbe", "readinessProbe")
+                   for header in container[probe]["httpGet"]["httpHeaders"] if header["name"] == "Host"}  # fmt: skip
+    keda_hosts = {urlparse(s["spec"]["triggers"][0]["metadata"]["url"]).netloc
+                  for s in rendered if s["kind"] == "ScaledObject"}  # fmt: skip
+    client = app.test_client()
+    for host in probe_hosts | keda_hosts:
+        assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+    assert client.get("/healthz", headers={"Host": "10.1.2.3:8000"}).status_code == 400  # a pod's address
+
+
+def test_network_policies_deny_by_default_and_keep_webhooks_off_private_addresses(rendered):
+    policies = {name(r): r["spec"] for r in rendered if r["kind"] == "NetworkPolicy"}
+    deny = policies["filterviz-default-deny"]
+    assert deny["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "filterviz"}}
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny and "egress" not in deny
+    for deployment in (r for r in rendered if r["kind"] == "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "filterviz", name(deployment)  # under the default deny
+    (to_receivers,) = policies["webhooks-receivers"]["egress"]
+    blocked = {cidr for block in to_receivers["to"] for cidr in block["ipBlock"]["except"]}
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8", "fc00::/7"} <= blocked
+    assert {port["port"] for port in to_receivers["ports"]} == {80, 443}
+    # Only the API takes connections from outside the cluster; nothing reaches the webhooks pod.
+    ingress = {n for n, spec in policies.items() if "Ingress" in spec["policyTypes"] and spec.get("ingress")}
+    assert ingress == {"api", "worker-metrics"}
 
 
 def test_workers_stop_within_their_grace_period(rendered):
@@ -144,6 +214,14 @@ def test_keda_scales_each_worker_on_the_chunk_backlog_down_to_zero(rendered):
         url = urlparse(trigger["metadata"]["url"])
         assert trigger["type"] == "metrics-api" and url.hostname.split(".")[0] == "api" and url.port == api_port
         assert url.path == "/metrics/backlog" and trigger["metadata"]["valueLocation"] == "chunks"
+        # The backlog takes a metrics token: KEDA sends the one TriggerAuthentication names.
+        assert trigger["metadata"]["authMode"] == "bearer"
+        auth = find(rendered, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        (reference,) = auth["spec"]["secretTargetRef"]
+        assert (
+            reference["parameter"] == "token"
+            and reference["key"] in find(rendered, "Secret", reference["name"])["stringData"]
+        )
         assert trigger["metadata"]["activationTargetValue"] == "0"  # one chunk wakes a worker from zero
         assert all(isinstance(value, str) for value in trigger["metadata"].values())  # KEDA takes strings
 

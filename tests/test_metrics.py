@@ -22,8 +22,9 @@ WORKER_METRICS_PORT = free_port()
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[LocalStack]:
     # Two API processes, so the counts must be summed across them (multiprocess mode).
+    # Gauges read afresh at every scrape here (by default they are kept 5 s: tests/test_security.py).
     env = {"FILTERVIZ_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT), "FILTERVIZ_API_WORKERS": "2",
-           "FILTERVIZ_LOG_FORMAT": "json"}  # fmt: skip
+           "FILTERVIZ_LOG_FORMAT": "json", "FILTERVIZ_METRICS_CACHE_SECONDS": "0"}  # fmt: skip
     with running_stack(tmp_path_factory.mktemp("metrics"), ["w1"], chunk_size=8, env=env) as running:
         yield running
 
@@ -78,6 +79,16 @@ def test_api_metrics_move_after_a_job(stack):
     assert value(after, "filterviz_queue_length", queue="filterviz.render") == 0
     assert value(after, "filterviz_workers_live") == 1
     assert value(after, "filterviz_redis_up") == 1
+
+
+def test_a_made_up_method_is_counted_as_other_and_makes_no_series(stack):
+    for n in range(5):
+        response = requests.request(f"BREW{n}", f"{stack.api_url}/v1/jobs", timeout=10)
+        assert response.status_code == 405
+    samples = scrape(f"{stack.api_url}/metrics")
+    methods = {dict(labels).get("method") for _, labels in samples}
+    assert not any(str(method).startswith("BREW") for method in methods)
+    assert value(samples, "filterviz_http_requests_total", route="unmatched", method="other", status="405") >= 5
 
 
 def test_queue_depth_counts_waiting_chunks(stack):

@@ -94,10 +94,36 @@ def test_a_range_longer_than_the_limit_is_refused_before_it_is_built():
 
 
 def test_a_spec_accepted_under_raised_limits_loads_back_without_them():
-    raised = Limits(max_steps=1000, max_image_size=1024, max_grid_n=20)
-    spec = parse_spec({"steps": 300, "image_size": 1024, "grid": {"n": 20}, "filters": [0]}, raised)
+    raised = Limits(max_steps=1000, max_image_size=1024, max_grid_n=20, max_grid_side=20 * 1024 + 19 * 5)
+    spec = parse_spec({"steps": 300, "image_size": 1024, "grid": {"n": 20}, "filters": list(range(400))}, raised)
     stored = JobSpec.model_validate_json(spec.model_dump_json())
     assert stored == spec and (stored.steps, stored.image_size, stored.grid.n) == (300, 1024, 20)
+
+
+def test_a_grid_wider_than_the_limit_is_refused_naming_the_grid():
+    found = problems({"filters": {"start": 0, "stop": 64}, "image_size": 512, "grid": {"n": 8, "margin": 64}})
+    assert found == [
+        {
+            "field": "grid",
+            "reason": "the grid would be 4544 px a side (n*image_size + (n-1)*margin "
+            "with n=8), above the limit of 4096; ask for a smaller grid.n, grid.margin or image_size",
+        }
+    ]
+    assert parse_spec({"filters": {"start": 0, "stop": 64}, "image_size": 512, "grid": {"n": 8, "margin": 64}},
+                      Limits(max_grid_side=4544)).grid_side == 4544  # fmt: skip
+
+
+@pytest.mark.parametrize(("count", "asked", "kept"), [(3, 16, 2), (4, 8, 2), (5, 3, 3), (64, 8, 8), (65, 16, 9)])
+def test_grid_n_is_at_most_the_grid_that_holds_every_filter(count, asked, kept):
+    # Rows past the filters asked for would always be black: a 1-filter job can't make a 16 x 16 grid.
+    spec = parse_spec({"layer": "block3_conv1", "filters": list(range(count)), "grid": {"n": asked}})
+    assert spec.grid.n == kept
+    assert parse_spec({"layer": "block3_conv1", "filters": list(range(count))}).grid.n == min(8, kept)
+
+
+def test_a_stored_grid_loads_as_it_was_accepted():
+    stored = JobSpec.model_validate({**parse_spec({"filters": [0]}).model_dump(), "grid": {"n": 8, "margin": 5}})
+    assert stored.grid.n == 8
 
 
 def test_the_validated_form_holds_the_list_a_range_was_expanded_to():
