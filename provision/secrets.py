@@ -6,12 +6,14 @@ secret sits in an image, a process' arguments, `docker inspect` or a log. For ea
 - else the file already there is kept, so an install keeps its secrets across restarts;
 - else a random one is made.
 The secrets are split into folders by who may read them, each folder a volume mounted read-only
-into those services alone: `app` (Redis' password and the app's S3 key: every app service and
-Redis), `s3-root` (the storage root's key: the S3 server and the bucket init) and `flower`.
+into those services alone: `app` (Redis' password, the app's S3 key and the webhooks' master
+signing key: every app service and Redis), `s3-root` (the storage root's key: the S3 server and the
+bucket init) and `flower`.
 Redis gets an ACL file holding the SHA-256 of its password, not the password.
 A documented default is refused here where the stack is exposed (provision/default_secrets.py).
 """
 
+import base64
 import hashlib
 import logging
 import os
@@ -21,12 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from provision.default_secrets import DefaultSecretsError, refuse_default_secrets
+from shared.webhook_signing import SECRET_PREFIX
 
 log = logging.getLogger("filterviz.secrets")
 
 # Folder (a volume in compose) -> the secrets in it, by variable name.
 FOLDERS = {
-    "app": ("REDIS_PASSWORD", "S3_SECRET_ACCESS_KEY"),
+    "app": ("REDIS_PASSWORD", "S3_SECRET_ACCESS_KEY", "FILTERVIZ_WEBHOOK_SECRET"),
     "s3-root": ("S3_ROOT_SECRET_ACCESS_KEY",),
     "flower": ("FLOWER_PASSWORD",),
 }
@@ -35,6 +38,13 @@ REDIS_ACL = ("app", "redis.acl")
 RANDOM_BYTES = 32
 # Readable by the services that mount the folder (each image runs as its own user), writable by none.
 MODE = 0o444
+
+
+def random_secret(name: str) -> str:
+    """A new secret in the form its reader takes: Standard Webhooks' whsec_ and base64 for the webhooks' key."""
+    if name == "FILTERVIZ_WEBHOOK_SECRET":
+        return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(RANDOM_BYTES)).decode()
+    return secrets.token_urlsafe(RANDOM_BYTES)
 
 
 def redis_acl(password: str) -> str:
@@ -56,11 +66,7 @@ def resolve(root: Path, env: Mapping[str, str]) -> dict[str, str]:
     for folder, names in FOLDERS.items():
         for name in names:
             existing = root / folder / name
-            values[name] = (
-                env.get(name)
-                or (existing.read_text() if existing.is_file() else "")
-                or secrets.token_urlsafe(RANDOM_BYTES)
-            )
+            values[name] = env.get(name) or (existing.read_text() if existing.is_file() else "") or random_secret(name)
     return values
 
 

@@ -17,6 +17,7 @@ import requests
 from PIL import Image
 
 from devstack.local import free_port
+from shared.webhook_signing import owner_secret
 from tests.compose.compose_project import ComposeProject, checkout_copy
 from tests.compose.images import build_standins, engine_environment
 from tests.compose_helpers import ROOT
@@ -27,7 +28,8 @@ from tests.service_helpers import SMALL_JOB, wait_for
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2700)]
 
 PROJECT = "filterviz-compose-test"
-SECRETS = ("REDIS_PASSWORD", "S3_SECRET_ACCESS_KEY", "S3_ROOT_SECRET_ACCESS_KEY", "FLOWER_PASSWORD")
+SECRETS = ("REDIS_PASSWORD", "S3_SECRET_ACCESS_KEY", "S3_ROOT_SECRET_ACCESS_KEY", "FLOWER_PASSWORD",
+           "FILTERVIZ_WEBHOOK_SECRET")  # fmt: skip
 DOCUMENTED_DEFAULTS = ("filterviz-redis", "filterviz-secret", "filterviz-root-secret", "filterviz-flower")
 
 
@@ -114,6 +116,10 @@ def test_secrets_are_random_per_install_and_nowhere_but_their_files(stack):
         assert not any(value in processes for value in values.values()), processes
     for name, value in values.items():
         assert value not in logs, f"{name} in the logs"
+    # Webhooks are on, signed with the install's key: a receiver reads its owner's secret from the API.
+    answer = requests.get(f"{api(stack)}/v1/webhook-secret", timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["secret"] == owner_secret(values["FILTERVIZ_WEBHOOK_SECRET"], None)
     # Redis knows its password by its hash alone.
     acl = (stack.volumes()["secrets-app"] / "redis.acl").read_text()
     assert values["REDIS_PASSWORD"] not in acl and re.fullmatch(r"user default on #[0-9a-f]{64} ~\* &\* \+@all\n", acl)
