@@ -160,6 +160,8 @@ class LocalStack:
         config = self.workdir / "s3.json"
         reader = {"name": "reader", "credentials": [{"accessKey": S3_READER_KEY, "secretKey": S3_READER_SECRET}],
                   "actions": ["Read", "List"]}  # fmt: skip
+        config.touch(mode=0o600)  # it holds S3 keys: its owner's alone
+        config.chmod(0o600)
         config.write_text(json.dumps({"identities": [identity, reader]}))
         self.s3_side_ports = self.s3_side_ports or [free_port() for _ in range(7)]
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = self.s3_side_ports
