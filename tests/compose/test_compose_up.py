@@ -19,7 +19,7 @@ from PIL import Image
 from devstack.local import free_port
 from shared.webhook_signing import owner_secret
 from tests.compose.compose_project import ComposeProject, checkout_copy
-from tests.compose.images import build_standins, engine_environment
+from tests.compose.images import ENGINE, build_standins, engine_environment
 from tests.compose_helpers import ROOT
 from tests.service_helpers import SMALL_JOB, wait_for
 
@@ -48,6 +48,8 @@ def project(tmp_path_factory) -> Iterator[ComposeProject]:
     # Layers of earlier builds that nothing tags any more: bounded, the last day's kept as build cache.
     subprocess.run(["podman", "image", "prune", "--force", "--filter", "until=24h"], env=engine_environment(),
                    capture_output=True, check=True)  # fmt: skip
+    # The engine's API service and healthcheck ticker would go on using CPU beside the other tests.
+    subprocess.run([str(ENGINE), "down"], check=True)
     assert compose.containers() == [], "containers left after `docker compose down -v`"
     assert compose.volumes() == {}, "volumes left after `docker compose down -v`"
 
