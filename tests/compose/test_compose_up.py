@@ -37,21 +37,23 @@ DOCUMENTED_DEFAULTS = ("filterviz-redis", "filterviz-secret", "filterviz-root-se
 def project(tmp_path_factory) -> Iterator[ComposeProject]:
     """A fresh clone's compose project, its images built, nothing of it running before or after."""
     subprocess.run(["make", "--no-print-directory", "wheelhouse"], cwd=ROOT, check=True)
-    build_standins()
-    ports = {"FILTERVIZ_API_PORT": str(free_port()), "FILTERVIZ_S3_PORT": str(free_port())}
-    compose = ComposeProject(PROJECT, checkout_copy(tmp_path_factory.mktemp("clone")), ports)
-    compose.down()  # what an interrupted run left
-    compose.build()
-    compose.build("worker-gpu", profiles=("gpu",), extra_args={"WORKER_EXTRA": "jax"})
-    yield compose
-    compose.down()
-    # Layers of earlier builds that nothing tags any more: bounded, the last day's kept as build cache.
-    subprocess.run(["podman", "image", "prune", "--force", "--filter", "until=24h"], env=engine_environment(),
-                   capture_output=True, check=True)  # fmt: skip
-    # The engine's API service and healthcheck ticker would go on using CPU beside the other tests.
-    subprocess.run([str(ENGINE), "down"], check=True)
-    assert compose.containers() == [], "containers left after `docker compose down -v`"
-    assert compose.volumes() == {}, "volumes left after `docker compose down -v`"
+    try:
+        build_standins()
+        ports = {"FILTERVIZ_API_PORT": str(free_port()), "FILTERVIZ_S3_PORT": str(free_port())}
+        compose = ComposeProject(PROJECT, checkout_copy(tmp_path_factory.mktemp("clone")), ports)
+        compose.down()  # what an interrupted run left
+        compose.build()
+        compose.build("worker-gpu", profiles=("gpu",), extra_args={"WORKER_EXTRA": "jax"})
+        yield compose
+        compose.down()
+        assert compose.containers() == [], "containers left after `docker compose down -v`"
+        assert compose.volumes() == {}, "volumes left after `docker compose down -v`"
+    finally:
+        # Layers of earlier builds that nothing tags any more: bounded, the last day's kept as build cache.
+        subprocess.run(["podman", "image", "prune", "--force", "--filter", "until=24h"], env=engine_environment(),
+                       capture_output=True)  # fmt: skip
+        # The engine's API service and healthcheck ticker would go on using CPU beside the other tests.
+        subprocess.run([str(ENGINE), "down"], check=True)
 
 
 @pytest.fixture(scope="module")
