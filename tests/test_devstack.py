@@ -31,7 +31,7 @@ def test_the_local_s3_takes_a_gigabyte_of_png_sized_objects(tmp_path):
         assert len(storage.list_keys("load/")) == count
         assert storage.get(f"load/{count - 1}.png") == body
     finally:
-        stack.stop_all()
+        stack.stop_all(at_once=True)
 
 
 def test_compose_and_make_up_give_seaweedfs_the_same_volume_settings():

@@ -42,8 +42,12 @@ def project(tmp_path_factory) -> Iterator[ComposeProject]:
         ports = {"FILTERVIZ_API_PORT": str(free_port()), "FILTERVIZ_S3_PORT": str(free_port())}
         compose = ComposeProject(PROJECT, checkout_copy(tmp_path_factory.mktemp("clone")), ports)
         compose.down()  # what an interrupted run left
-        compose.build()
+        # The three images: the other services run one of them (each build sends the whole context).
+        compose.build("api", "worker")
         compose.build("worker-gpu", profiles=("gpu",), extra_args={"WORKER_EXTRA": "jax"})
+        assert {spec["image"] for spec in compose.config(("gpu",))["services"].values() if "build" in spec} == {
+            compose.config(("gpu",))["services"][name]["image"] for name in ("api", "worker", "worker-gpu")
+        }
         yield compose
         compose.down()
         assert compose.containers() == [], "containers left after `docker compose down -v`"
