@@ -13,6 +13,9 @@ while it runs, and leaves by exactly one of:
 - `chunk_done`: its record is stored; it joins the job's done set, and the chunk that completes
   the set runs the finish in the same task (its lease makes it once), or enqueues it (once:
   guarded by a pending marker set with SET NX);
+- `yield_rest`, then `chunk_done`: it stopped at a batch boundary because another client's work
+  waits and its fair slice is spent: it keeps the filters it finished, and the rest become the
+  job's newest chunk, first in its queue (shared/scheduling.py);
 - `finish_done`: the manifest is stored; running -> succeeded, an atomic transition that
   happens once however many finish tasks run;
 - `stopped` early: given back (`give_back`) when the worker is stopping, enqueued again with the
@@ -286,6 +289,18 @@ class Lifecycle:
         # After the finish: it goes first, not behind the next chunk. Its seconds feed estimated starts.
         self._scheduler.release(unit.job_id, unit.name, done=True)
         return complete and finish_here
+
+    def others_waiting(self, unit: Unit) -> bool:
+        """Another client's chunks wait for a slot: a running chunk yields at its next batch boundary."""
+        return self._scheduler.others_waiting(unit.job_id)
+
+    def yield_rest(self, unit: Unit, kept: list[int], rest: list[int]) -> None:
+        """The chunk stopped at a batch boundary for another client's work: it keeps the filters it
+        finished (then stored and done as usual), and the rest become the job's newest chunk, first
+        in its queue. Before `chunk_done`: the job then counts the new chunk."""
+        index = self._scheduler.split(unit.job_id, unit.name, kept, rest)
+        log.info("job %s: chunk %s yields after %d filters; the other %d are chunk %d",
+                 unit.job_id, unit.name, len(kept), len(rest), index)  # fmt: skip
 
     def finish_done(self, unit: Unit, finished_at: str) -> bool:
         """The manifest is stored: running -> succeeded (True only for the one call that moved it)."""

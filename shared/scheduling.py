@@ -181,6 +181,22 @@ for i = #lost, 1, -1 do redis.call('LPUSH', KEYS[1], lost[i]) end
 return lost
 """
 
+# A running chunk stops at a batch boundary to let another client in: it keeps the filters it
+# finished (ARGV[2]); the rest (ARGV[3]) become the job's newest chunk, at the front of its queue,
+# and what its client was charged for them is given back (ARGV[4], to its score, or to its score
+# kept while it had nothing queued). Returns the new chunk's index.
+_SPLIT = """
+local index = redis.call('HINCRBY', KEYS[1], 'chunks', 1) - 1
+redis.call('HSET', KEYS[2], 'plan:' .. ARGV[1], ARGV[2], 'plan:' .. index, ARGV[3])
+redis.call('LPUSH', KEYS[3], index)
+if redis.call('ZSCORE', KEYS[4], ARGV[5]) then
+  redis.call('ZINCRBY', KEYS[4], -tonumber(ARGV[4]), ARGV[5])
+else
+  redis.call('SET', KEYS[5], tonumber(redis.call('GET', KEYS[5]) or '0') - tonumber(ARGV[4]), 'KEEPTTL')
+end
+return index
+"""
+
 
 class SendChunk(Protocol):
     """Sends one chunk to the broker (shared/celery_app.py's CeleryDispatch)."""
@@ -246,6 +262,7 @@ class Scheduler:
         self._pick = client.register_script(_PICK)
         self._join = client.register_script(_JOIN)
         self._requeue_lost = client.register_script(_REQUEUE_LOST)
+        self._split = client.register_script(_SPLIT)
 
     def submit(self, job_id: str, client: str, chunks: list[list[int]], filter_flops: float, priority: int = 0) -> None:
         """Queue a new job's chunks (its record exists) for `client`, and send what free slots allow."""
@@ -319,6 +336,25 @@ class Scheduler:
             client = self._redis.hget(keys.units, "client")
             self._enter(job_id, client.decode() if client else "unknown")
         return lost
+
+    def others_waiting(self, job_id: str) -> bool:
+        """Another client than the job's has chunks queued."""
+        mine = self._redis.hget(job_keys(job_id).units, "client")
+        return any(client != mine for client in self._redis.zrange(CLIENTS, 0, 1))
+
+    def split(self, job_id: str, chunk: str, kept: list[int], rest: list[int]) -> int:
+        """Chunk `chunk` keeps the filters `kept`; `rest` become the job's next chunk, first in its queue
+        (it keeps its place), and its client gets back what it was charged for them. The new index."""
+        keys = job_keys(job_id)
+        client, gflop, priority = (v.decode() if v else None for v in self._redis.hmget(
+            keys.units, "client", "filter_gflop", "priority"))  # fmt: skip
+        refund = len(rest) * float(gflop or 1) * 2 ** -int(priority or 0)
+        index = self._split(
+            keys=[keys.record, keys.units, keys.queued, CLIENTS, SERVED + (client or "unknown")],
+            args=[chunk, json.dumps(kept), json.dumps(rest), refund, client or "unknown"],
+        )
+        self._enter(job_id, client or "unknown")
+        return int(index)
 
     def restamp(self, job_id: str, chunk: str) -> None:
         """The chunk was sent again now (by the sweep)."""

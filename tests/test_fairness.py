@@ -91,6 +91,27 @@ def test_a_small_job_submitted_after_a_big_one_is_sent_next(jobs):
     assert run_next(scheduler, sent, 2) == ["small", "big"]
 
 
+def test_a_chunk_that_yields_keeps_what_it_finished_and_the_rest_keeps_its_place(jobs):
+    sent = Sent()
+    scheduler = Scheduler(jobs, sent)
+    spec = parse_spec({"layer": "block1_conv1", "filters": list(range(8))})
+    jobs.create("big", spec, 1)
+    scheduler.submit("big", "alice", [list(range(8))], 10e9)  # one chunk of 8 filters, 10 GFLOP each
+    create(jobs, scheduler, "small", "bob", chunks=1, gflop=0.1)
+    assert sent.chunks == [("big", 0)] and scheduler.others_waiting("big") and not scheduler.others_waiting("small")
+    charged = jobs.redis.get("filterviz:sched:served:alice")
+    assert float(charged) == 80  # all 8 filters, when the chunk was sent
+
+    assert scheduler.split("big", "0", kept=[0, 1, 2], rest=[3, 4, 5, 6, 7]) == 1
+    units = jobs.redis.hgetall(job_keys("big").units)
+    assert json.loads(units[b"plan:0"]) == [0, 1, 2] and json.loads(units[b"plan:1"]) == [3, 4, 5, 6, 7]
+    assert jobs.get("big").chunks == 2 and jobs.redis.lrange(job_keys("big").queued, 0, -1) == [b"1"]
+    # Charged for the 3 filters that ran: the 5 given back (50 GFLOP) are charged again when they are sent.
+    assert jobs.redis.zscore("filterviz:sched:clients", "alice") == 30
+    # The yielding chunk's slot goes to the other client's job first, then the rest of the big one.
+    assert run_next(scheduler, sent, 2) == ["small", "big"] and sent.chunks[-1] == ("big", 1)
+
+
 def test_clients_share_by_compute_and_a_clients_jobs_take_turns(jobs):
     sent = Sent()
     scheduler = Scheduler(jobs, sent)
@@ -231,3 +252,31 @@ def test_two_clients_big_jobs_progress_together(api):
     assert wait_for(api, second["id"], ENDED, timeout=60)["status"] == "succeeded"
     manifest = requests.get(f"{api}/v1/jobs/{first['id']}/manifest.json", timeout=10).json()
     assert json.dumps(manifest["filters"])  # the jobs' results are whole
+
+
+# --- a running chunk yields at a batch boundary ---------------------------------------------------
+
+ONE_CHUNK = 32  # the big job is a single chunk: only yielding lets another client in before it ends
+
+
+@pytest.fixture(scope="module")
+def sliced(tmp_path_factory):
+    """One worker process; a chunk yields after 1 s (its batches sized to about that) when others wait."""
+    env = {"FILTERVIZ_FAIR_SLICE_SECONDS": "1"}
+    with running_stack(tmp_path_factory.mktemp("sliced"), ["solo"], ONE_CHUNK, env=env) as stack:
+        yield stack
+
+
+def test_a_running_chunk_yields_to_another_clients_job_and_keeps_its_place(sliced):
+    api = sliced.api_url
+    big = submit_as(client("127.0.0.1"), api, {**BIG_JOB, "seed": 7})
+    wait_until(lambda: get_job(api, big["id"])["progress"]["done"] > 0, "the big job's first batch", 60)
+    tiny = submit_as(client("127.0.0.2"), api, TINY_JOB)
+    assert wait_for(api, tiny["id"], ENDED, timeout=60)["status"] == "succeeded"
+    during = get_job(api, big["id"])
+    assert during["status"] == "running" and during["progress"]["done"] < 24  # it went first, not after
+    assert wait_for(api, big["id"], ENDED, timeout=180)["status"] == "succeeded"
+    manifest = requests.get(f"{api}/v1/jobs/{big['id']}/manifest.json", timeout=10).json()
+    assert sorted(entry["index"] for entry in manifest["filters"]) == list(range(24))  # each once
+    assert len(manifest["timings"]["chunks"]) >= 2  # the chunk kept what it finished; the rest ran after
+    assert "yields after" in (sliced.workdir / "solo.log").read_text()

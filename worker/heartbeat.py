@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 BEAT_SECONDS = 1.0
 # Why a unit stops when its worker shuts down (it is then given back, not dropped).
 WORKER_STOPPING = "worker stopping"
+# Why a chunk stops at a batch boundary for another client's work (it keeps what it finished).
+YIELDING = "yielding to another client"
 
 
 class Watch:

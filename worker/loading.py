@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from shared.cost import filter_flops
 from shared.numerics import numerics_identity
 from shared.settings import Settings
 from shared.spec import JobSpec
@@ -57,6 +58,15 @@ def pick_batch_size(spec: JobSpec, filter_count: int, settings: Settings) -> int
         return settings.batch_size
     budget = settings.batch_memory_mb or default_batch_memory_mb()
     return auto_batch_size(spec.layer, spec.image_size, filter_count, budget)
+
+
+def slice_batch_size(spec: JobSpec, settings: Settings) -> int:
+    """The most filters a batch may hold and still end within FILTERVIZ_FAIR_SLICE_SECONDS at the worker
+    class's speed: a chunk can yield to another client's work only between batches."""
+    if not settings.fair_slice_seconds:
+        return 2**31
+    seconds_a_filter = filter_flops(spec) / (settings.worker_gflops * 1e9)
+    return max(1, int(settings.fair_slice_seconds / seconds_a_filter))
 
 
 @functools.cache

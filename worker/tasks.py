@@ -35,7 +35,7 @@ from shared.manifest import filter_file
 from shared.settings import Settings
 from shared.storage import PARALLEL_TRANSFERS, MissingObject, chunk_record_name, job_key
 from worker import job_logs, metrics
-from worker.heartbeat import WORKER_STOPPING, HoldingsBeat, Watch
+from worker.heartbeat import WORKER_STOPPING, YIELDING, HoldingsBeat, Watch
 from worker.process import (
     WorkerState,
     ask_pool_to_give_back,
@@ -168,7 +168,7 @@ def _stopped(current: WorkerState, unit: Unit, reason: str, filters: list[int] |
 @app.task(name=RENDER_CHUNK, **TASK_OPTIONS)
 def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str, Any]:
     """Render one chunk of a job's filters and store their pictures and losses."""
-    from worker.loading import pick_batch_size
+    from worker.loading import pick_batch_size, slice_batch_size
     from worker.render import render_filters
 
     current = state()
@@ -177,23 +177,26 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
         return {"chunk": chunk_index, "skipped": unit}
     spec = unit.job.spec
     done = 0
+    started = time.perf_counter()
 
     def advance(count: int) -> None:
+        """A batch is done: count it, and yield here when the fair slice is spent and another client waits."""
         nonlocal done
         done += count
         current.lifecycle.progress(unit, done)
+        spent = settings.fair_slice_seconds and time.perf_counter() - started >= settings.fair_slice_seconds
+        if spent and done < len(filters) and current.lifecycle.others_waiting(unit):
+            watch.stop(YIELDING)
 
-    started = time.perf_counter()
+    batch_size = min(pick_batch_size(spec, len(filters), settings), slice_batch_size(spec, settings))
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, f"chunk {chunk_index}"):
         rendered = render_filters(
-            current.loaded.engine,
-            spec,
-            filters,
-            batch_size=pick_batch_size(spec, len(filters), settings),
-            on_progress=advance,
+            current.loaded.engine, spec, filters, batch_size=batch_size, on_progress=advance,
             should_stop=watch.should_stop,
-        )
-        if watch.reason is not None or len(rendered) < len(filters):
+        )  # fmt: skip
+        if watch.reason == YIELDING and rendered:
+            current.lifecycle.yield_rest(unit, [r.index for r in rendered], list(filters[len(rendered) :]))
+        elif watch.reason is not None or len(rendered) < len(filters):
             return _stopped(current, unit, watch.reason or "stopped", filters)
         _store_chunk(current, unit, rendered, time.perf_counter() - started)
         finish_here = current.lifecycle.chunk_done(unit, finish_here=True)
