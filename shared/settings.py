@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     chunk_time_limit: int = Field(3600, ge=1, validation_alias="FILTERVIZ_CHUNK_TIME_LIMIT")
     visibility_timeout: int = Field(7200, ge=1, validation_alias="FILTERVIZ_VISIBILITY_TIMEOUT")
     # A running chunk yields at a batch boundary once it ran this long and another client's work
-    # waits; batches are sized to end within it (at FILTERVIZ_WORKER_GFLOPS). 0: chunks never yield.
+    # waits; batches are sized to end within it (worker/loading.py). 0: chunks never yield.
     fair_slice_seconds: float = Field(5.0, ge=0, validation_alias="FILTERVIZ_FAIR_SLICE_SECONDS")
     job_record_days: int = Field(7, ge=1, validation_alias="FILTERVIZ_JOB_RECORD_DAYS")
     # The result cache (shared/cache.py): an entry unused this long is deleted (never while a job refers to it).

@@ -60,12 +60,15 @@ def pick_batch_size(spec: JobSpec, filter_count: int, settings: Settings) -> int
     return auto_batch_size(spec.layer, spec.image_size, filter_count, budget)
 
 
-def slice_batch_size(spec: JobSpec, settings: Settings) -> int:
-    """The most filters a batch may hold and still end within FILTERVIZ_FAIR_SLICE_SECONDS at the worker
-    class's speed: a chunk can yield to another client's work only between batches."""
+def slice_batch_size(spec: JobSpec, settings: Settings, measured_gflops: float | None = None) -> int:
+    """The most filters a batch may hold and still end within FILTERVIZ_FAIR_SLICE_SECONDS: a chunk can
+    yield to another client's work only between batches. At this process's measured speed where it
+    has one (a CPU often beats FILTERVIZ_WORKER_GFLOPS, and smaller batches cost throughput), else
+    at the worker class's."""
     if not settings.fair_slice_seconds:
         return 2**31
-    seconds_a_filter = filter_flops(spec) / (settings.worker_gflops * 1e9)
+    gflops = max(measured_gflops or 0.0, settings.worker_gflops)
+    seconds_a_filter = filter_flops(spec) / (gflops * 1e9)
     return max(1, int(settings.fair_slice_seconds / seconds_a_filter))
 
 

@@ -51,6 +51,8 @@ class WorkerState:
     storage: Storage
     heartbeat: Heartbeat
     name: str
+    # GFLOP/s of the last chunk this process rendered (the cost model's count over its seconds).
+    measured_gflops: float | None = None
 
 
 def start_process(settings: Settings, app: Celery) -> WorkerState:

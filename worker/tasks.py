@@ -28,6 +28,7 @@ from celery.worker import state as worker_state
 
 from shared import cache, deliveries
 from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
+from shared.cost import filter_flops
 from shared.finish import write_results
 from shared.jobs import now, redis_client
 from shared.lifecycle import FINISH, Unit
@@ -188,7 +189,9 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
         if spent and done < len(filters) and current.lifecycle.others_waiting(unit):
             watch.stop(YIELDING)
 
-    batch_size = min(pick_batch_size(spec, len(filters), settings), slice_batch_size(spec, settings))
+    batch_size = min(
+        pick_batch_size(spec, len(filters), settings), slice_batch_size(spec, settings, current.measured_gflops)
+    )
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, f"chunk {chunk_index}"):
         rendered = render_filters(
             current.loaded.engine, spec, filters, batch_size=batch_size, on_progress=advance,
@@ -198,7 +201,9 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
             current.lifecycle.yield_rest(unit, [r.index for r in rendered], list(filters[len(rendered) :]))
         elif watch.reason is not None or len(rendered) < len(filters):
             return _stopped(current, unit, watch.reason or "stopped", filters)
-        _store_chunk(current, unit, rendered, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        current.measured_gflops = filter_flops(spec) * len(rendered) / seconds / 1e9
+        _store_chunk(current, unit, rendered, seconds)
         finish_here = current.lifecycle.chunk_done(unit, finish_here=True)
         metrics.chunk_done(len(rendered), time.perf_counter() - started)
     if finish_here:  # this chunk completed its job: finish it here, not through the broker
