@@ -12,8 +12,9 @@ bench/service.py runs all this as its fairness round.
 
     python bench/fairness.py [--rounds 3]
 
-Targets: the tiny job finishes within one chunk's duration plus its own compute; the big job's
-slowdown is at most 5%.
+Targets: the tiny job finishes within one batch of the big job's running chunk plus its own compute
+(the chunk yields: FILTERVIZ_FAIR_SLICE_SECONDS); its estimated start is within 2x of its real wait;
+the big job's slowdown is at most 5%.
 """
 
 import argparse
@@ -62,17 +63,25 @@ def client(address: str) -> requests.Session:
 
 
 def run_job(
-    api: str, session: requests.Session, job: dict, poll_every: float = 0.1, queued_polls: list[float] | None = None
-) -> tuple[float, dict]:
+    api: str, session: requests.Session, job: dict, poll_every: float = 0.1, queued_polls: list[float] | None = None,
+    starts: list[tuple[float, float]] | None = None,
+) -> tuple[float, dict]:  # fmt: skip
     """Submit and poll until the job ends: (seconds from submission to seeing it succeed, its manifest).
-    The seconds of each poll answered while the job was queued (it says its place then) go to queued_polls."""
+    The seconds of each poll answered while the job was queued (it says its place then) go to queued_polls;
+    for a job queued behind others, its estimated start and the seconds it really waited go to starts."""
     started = time.perf_counter()
-    job_id = session.post(f"{api}/v1/jobs", json=job, timeout=10).json()["id"]
+    submitted = session.post(f"{api}/v1/jobs", json=job, timeout=10).json()
+    job_id, estimate = submitted["id"], (submitted.get("queue") or {}).get("estimated_start_seconds")
+    waited = None
     while True:
         asked = time.perf_counter()
         resource = session.get(f"{api}/v1/jobs/{job_id}", timeout=10).json()
         if resource["status"] == "queued" and queued_polls is not None:
             queued_polls.append(time.perf_counter() - asked)
+        if resource["status"] != "queued" and waited is None:
+            waited = asked - started
+            if starts is not None and estimate is not None:
+                starts.append((estimate, waited))
         if resource["status"] in ENDED:
             break
         time.sleep(poll_every)
@@ -85,13 +94,13 @@ def chunk_seconds(manifest: dict) -> list[float]:
     return [chunk["seconds"] for chunk in manifest["timings"]["chunks"]]
 
 
-def contended(api: str, queued_polls: list[float]) -> tuple[float, float, dict]:
+def contended(api: str, queued_polls: list[float], starts: list[tuple[float, float]]) -> tuple[float, float, dict]:
     """The big job from 127.0.0.1, the tiny one from 127.0.0.2 a second later: (big s, tiny s, big manifest)."""
     result: dict[str, tuple[float, dict]] = {}
     big = threading.Thread(target=lambda: result.update(big=run_job(api, client("127.0.0.1"), BIG_JOB, 0.5)))
     big.start()
     time.sleep(1)
-    tiny_seconds, _ = run_job(api, client("127.0.0.2"), TINY_JOB, 0.05, queued_polls)
+    tiny_seconds, _ = run_job(api, client("127.0.0.2"), TINY_JOB, 0.05, queued_polls, starts)
     big.join()
     return result["big"][0], tiny_seconds, result["big"][1]
 
@@ -109,6 +118,7 @@ class Fairness:
     # the big job's seconds not spent in its chunks
     outside: dict[str, list[float]] = field(default_factory=lambda: {"alone": [], "shared": []})
     queued_polls: list[float] = field(default_factory=list)  # GET of the tiny job while queued
+    starts: list[tuple[float, float]] = field(default_factory=list)  # the queued tiny job: (estimated, waited) s
 
 
 def fairness_round(rounds: int) -> Fairness:
@@ -127,7 +137,7 @@ def fairness_round(rounds: int) -> Fairness:
                 measured.tiny_compute.append(sum(chunk_seconds(manifest)))
                 big_alone, big_manifest = run_job(api, client("127.0.0.1"), BIG_JOB, 0.5)
                 measured.alone.append(big_alone)
-                big_shared, tiny_shared, shared_manifest = contended(api, measured.queued_polls)
+                big_shared, tiny_shared, shared_manifest = contended(api, measured.queued_polls, measured.starts)
                 measured.outside["alone"].append(big_alone - sum(chunk_seconds(big_manifest)))
                 measured.outside["shared"].append(big_shared - sum(chunk_seconds(shared_manifest)))
                 measured.shared.append(big_shared)
@@ -157,6 +167,10 @@ def report(measured: Fairness, rounds: int) -> None:
     print(f"tiny job: 2 filters of block1_conv1, 2 steps: compute {compute:.2f} s, {tiny_idle:.2f} s end to end "
           f"on an idle stack, {tiny:.2f} s submitted 1 s after the big job (target: within one chunk "
           f"{chunk:.1f} s + its own {tiny_idle:.2f} s = {chunk + tiny_idle:.1f} s)")  # fmt: skip
+    for estimated, waited in measured.starts:
+        ratio = max(estimated, waited) / max(min(estimated, waited), 0.1)
+        print(f"the tiny job's estimated start {estimated:.1f} s, its real wait {waited:.1f} s: {ratio:.1f}x apart "
+              f"(target within 2x)")  # fmt: skip
     if measured.queued_polls:
         polls = sorted(measured.queued_polls)
         print(f"status polls of the queued tiny job (its place computed; Python client): {len(polls)}, "
