@@ -52,7 +52,7 @@ docker-down: ## stop the compose stack (volumes are kept; `docker compose down -
 	docker compose --profile gpu --profile flower down
 
 test: install ## run the whole test suite (starts its own servers and a headless browser), with coverage
-	$(BIN)/python -m pytest --cov --cov-report=term
+	$(BIN)/python -m pytest --cov --cov-report=term --durations=25
 
 wheelhouse: $(INSTALLED) ## docker/wheels: every wheel the images install, pinned, for offline builds (WHEELHOUSE_ONLY=1)
 	$(BIN)/python docker/wheelhouse.py
