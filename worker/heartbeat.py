@@ -36,6 +36,21 @@ WORKER_STOPPING = "worker stopping"
 YIELDING = "yielding to another client"
 
 
+def run_every(seconds: float, step: Callable[[], None], name: str, failure: str) -> None:
+    """Run `step` every `seconds` in a daemon thread (it ends with the process). A failure is logged and
+    the next period tries again: Redis or S3 down past their retries is no reason to stop beating."""
+
+    def forever() -> None:
+        while True:
+            try:
+                step()
+            except Exception:
+                log.exception(failure)
+            time.sleep(seconds)
+
+    threading.Thread(target=forever, name=name, daemon=True).start()
+
+
 class Watch:
     """The stop flag of one running unit, set by the heartbeat thread."""
 
@@ -62,10 +77,11 @@ class Heartbeat:
         self._running: tuple[Unit, Watch] | None = None
         self._stopping = False  # the worker shuts down: give running units back
         self._lock = threading.Lock()
+        self._published = 0.0
 
     def start(self) -> None:
         """Start the heartbeat thread (daemon: it ends with the process)."""
-        threading.Thread(target=self._beat_forever, name="filterviz-heartbeat", daemon=True).start()
+        run_every(BEAT_SECONDS, self._beat, "filterviz-heartbeat", "heartbeat failed")
 
     @contextmanager
     def holding(self, unit: Unit) -> Iterator[Watch]:
@@ -98,17 +114,11 @@ class Heartbeat:
         """Stop counting this worker as live (on a clean exit)."""
         withdraw(self._lifecycle.jobs.redis, self._name)
 
-    def _beat_forever(self) -> None:
-        published = 0.0
-        while True:
-            try:
-                self._renew()
-                if time.monotonic() - published >= PUBLISH_SECONDS:
-                    self._publish()
-                    published = time.monotonic()
-            except Exception:  # Redis down past its retries: try again next beat
-                log.exception("heartbeat failed")
-            time.sleep(BEAT_SECONDS)
+    def _beat(self) -> None:
+        self._renew()
+        if time.monotonic() - self._published >= PUBLISH_SECONDS:
+            self._publish()
+            self._published = time.monotonic()
 
     def _renew(self) -> None:
         with self._lock:
@@ -139,16 +149,11 @@ class Sweeper:
 
     def start(self) -> None:
         """Start the sweeper thread (daemon)."""
-        threading.Thread(target=self._sweep_forever, name="filterviz-sweeper", daemon=True).start()
+        run_every(self._seconds, self._sweep, "filterviz-sweeper", "sweep failed")
 
-    def _sweep_forever(self) -> None:
-        while True:
-            try:
-                if self._lifecycle.try_sweep_lock(self._name, self._seconds):
-                    self._lifecycle.sweep()
-            except Exception:  # Redis or S3 down past their retries: the next period tries again
-                log.exception("sweep failed")
-            time.sleep(self._seconds)
+    def _sweep(self) -> None:
+        if self._lifecycle.try_sweep_lock(self._name, self._seconds):
+            self._lifecycle.sweep()
 
 
 class HoldingsBeat:
@@ -161,12 +166,7 @@ class HoldingsBeat:
 
     def start(self) -> None:
         """Start the beat thread (daemon: it ends with the process)."""
-        threading.Thread(target=self._beat_forever, name="filterviz-holdings", daemon=True).start()
+        run_every(PUBLISH_SECONDS, self._beat, "filterviz-holdings", "holdings beat failed")
 
-    def _beat_forever(self) -> None:
-        while True:
-            try:
-                publish_holdings(self._client, self._name, self._held())
-            except Exception:  # Redis down past its retries: the next beat tries again
-                log.exception("holdings beat failed")
-            time.sleep(PUBLISH_SECONDS)
+    def _beat(self) -> None:
+        publish_holdings(self._client, self._name, self._held())
