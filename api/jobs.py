@@ -60,7 +60,8 @@ def _resource(job_id: str) -> dict[str, Any]:
     if job is not None:
         if not may_see(job.owner):
             raise _not_found(job_id)
-        return job_resource(job, found.storage, found.jobs.redis, detailed=is_admin())
+        slices = found.settings.fair_slice_seconds
+        return job_resource(job, found.storage, found.jobs.redis, detailed=is_admin(), slice_seconds=slices)
     # The manifest names no owner: a job Redis forgot is shown only where every job may be seen.
     if listed_owner() is not None:
         raise _not_found(job_id)
@@ -159,7 +160,8 @@ def list_jobs():
     found = services()
     listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit, owner=listed_owner())]
     detailed = is_admin()
-    return {"jobs": [job_resource(job, found.storage, found.jobs.redis, detailed) for job in listed if job is not None]}
+    slices = found.settings.fair_slice_seconds
+    return {"jobs": [job_resource(job, found.storage, found.jobs.redis, detailed, slices) for job in listed if job]}
 
 
 @jobs.get("/jobs/<job_id>")

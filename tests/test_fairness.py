@@ -150,6 +150,12 @@ def test_a_queued_jobs_position_counts_the_chunks_sent_before_its_next_one(jobs)
     place = queue_position(jobs.redis, "first")
     assert place.chunks_ahead == 2  # big's chunks 2 and 3 (bob was charged for second:0)
     assert jobs.redis.llen(RECENT_SECONDS) == 2 and place.estimated_start_seconds is not None
+    # Chunks of 20 s that yield after 5 s to waiting work: each ahead, and the running one, holds a slot
+    # about a slice; without yielding, half a chunk is left of the running one.
+    jobs.redis.delete(RECENT_SECONDS)
+    jobs.redis.lpush(RECENT_SECONDS, 20.0, 20.0)
+    assert queue_position(jobs.redis, "first").estimated_start_seconds == (2 + 0.5) * 20.0
+    assert queue_position(jobs.redis, "first", slice_seconds=5).estimated_start_seconds == (2 + 1) * 5.0
     run_next(scheduler, sent, 7)  # every chunk sent, the last in flight: its job's is "next"
     assert queue_position(jobs.redis, sent.chunks[-1][0]).chunks_ahead == 0
     run_next(scheduler, sent, 1)
