@@ -248,7 +248,7 @@ def ensure_workers(stack: LocalStack) -> None:
         process = stack.processes.get(name)
         if process is None or process.poll() is not None:
             restart_worker(stack, name)
-    wait_until(lambda: requests.get(f"{stack.api_url}/readyz", timeout=10).json()["checks"].get("workers"),
+    wait_until(lambda: (requests.get(f"{stack.api_url}/readyz", timeout=10).json()["workers"] or 0) >= len(WORKERS),
                "workers live", 120)  # fmt: skip
 
 
