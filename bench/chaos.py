@@ -218,7 +218,12 @@ def arrange(stack: LocalStack, moment: str, seed: int, job_seconds: float, exits
         return job_id, receiver_of(stack, job_id) or WORKERS[0]
     job_id = submit(stack, seed)
     if moment == "finish":
-        wait_until(lambda: holder_of(stack, job_id, "finish"), "the finish running", 120)
+        # The finish takes tens of milliseconds: catch its lease at once, and hold it mid-way.
+        lease, client, deadline = f"filterviz:lease:{job_id}:finish", redis_client(stack), time.monotonic() + 120
+        while not client.exists(lease):
+            assert time.monotonic() < deadline, f"job {job_id}: no finish within 120 s"
+            time.sleep(0.001)
+        exits.enter_context(pools_held(stack))
         return job_id, holder_of(stack, job_id, "finish") or WORKERS[0]
     time.sleep(rng.uniform(0.0, job_seconds))
     return job_id, holder_of(stack, job_id) or rng.choice(WORKERS)
