@@ -28,14 +28,13 @@ sweep then deletes its objects once they are that old, unless a job still refers
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
 
 from shared.manifest import filter_file
 from shared.spec import JobSpec
-from shared.storage import PARALLEL_TRANSFERS, Storage, job_key
+from shared.storage import TRANSFERS, Storage, Upload, job_key
 from shared.workers import live_workers
 
 # Bump when the engine's output changes for the same key (worker/engine, worker/imaging, shared/pictures):
@@ -132,8 +131,7 @@ def lookup(client: redis.Redis, spec: JobSpec, weights: str, ttl_seconds: int) -
 
 def still_stored(storage: Storage, client: redis.Redis, hits: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The hits whose picture is in the bucket; the index entries of the others are dropped (a miss)."""
-    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
-        found = list(pool.map(storage.exists, [picture_key(hit["cache"]) for hit in hits.values()]))
+    found = list(TRANSFERS.map(storage.exists, [picture_key(hit["cache"]) for hit in hits.values()]))
     gone = [hit["cache"] for hit, present in zip(hits.values(), found, strict=True) if not present]
     if gone:
         client.delete(*[INDEX + digest for digest in gone])
@@ -147,11 +145,12 @@ def outcome(entry: dict[str, Any]) -> dict[str, Any]:
 
 def store(
     storage: Storage, client: redis.Redis, spec: JobSpec, weights: str, rendered: Iterable[tuple[dict, bytes]],
-    ttl_seconds: int,
+    ttl_seconds: int, alongside: Iterable[Upload] = (),
 ) -> dict[int, str]:  # fmt: skip
     """Store freshly rendered filters (manifest entry, PNG) as entries: objects first, then the index
-    (an index entry always has its objects). Returns {index: hash}."""
-    uploads, index = [], {}
+    (an index entry always has its objects). `alongside`: the caller's own objects, stored in the
+    same round as the entries' (the job's copies). Returns {index: hash}."""
+    uploads, index = list(alongside), {}
     for entry, png in rendered:
         digest = entry_hash(spec, weights, entry["index"])
         kept = outcome(entry)
@@ -159,8 +158,7 @@ def store(
         described = {**kept, "weights": weights, "pixels_version": PIXELS_VERSION, "spec": spec.model_dump(mode="json")}
         uploads.append((outcome_key(digest), json.dumps(described).encode(), "application/json"))
         index[digest] = kept
-    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
-        list(pool.map(lambda upload: storage.put(*upload), uploads))
+    storage.put_all(uploads)
     with client.pipeline(transaction=False) as pipe:
         for digest, kept in index.items():
             pipe.set(INDEX + digest, json.dumps(kept), ex=ttl_seconds)
@@ -187,8 +185,7 @@ def picture_of(job_id: str, index: int, hits: dict[int, dict[str, Any]]) -> str:
 def referenced(storage: Storage) -> set[str]:
     """Every hash some job still refers to (for the retention sweep)."""
     keys = [key for key in storage.list_keys("jobs/") if key.endswith(f"/{CACHED_FILE}")]
-    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
-        stored = list(pool.map(storage.get_json, keys))
+    stored = list(TRANSFERS.map(storage.get_json, keys))
     return {entry["cache"] for record in stored if record for entry in record["filters"]}
 
 

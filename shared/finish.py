@@ -6,19 +6,14 @@ for its hits.
 """
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.cache import PIXELS_VERSION, grid_keys, picture_of
 from shared.jobs import Job
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE, THUMBNAIL_SIDE, build_manifest
 from shared.pictures import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid
-from shared.storage import PICTURE_READS, Storage, job_key
+from shared.storage import TRANSFERS, Storage, job_key
 from shared.thumbnails import png_thumbnail
-
-# One pool per process, its threads started on first use (after any fork) and kept: a job answered
-# from the cache is on the clock, and starting threads per request cost more than the reads.
-_transfers = ThreadPoolExecutor(PICTURE_READS, thread_name_prefix="filterviz-finish")
 
 
 def stitch(
@@ -28,7 +23,7 @@ def stitch(
     spec = job.spec
     order = grid_order([FilterOutcome(e["index"], e["loss"], e["dead"]) for e in entries], spec.grid.n)
     # A picture gone from the bucket ends the finish with MissingObject, which names it.
-    stored = _transfers.map(lambda k: storage.read(picture_of(job.id, k, hits)), order)
+    stored = TRANSFERS.map(lambda k: storage.read(picture_of(job.id, k, hits)), order)
     pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
     grid = stitch_grid(order, pictures, n=spec.grid.n, image_size=spec.image_size, margin=spec.grid.margin)
     return order, encode_png(grid)
@@ -56,14 +51,14 @@ def write_results(
     cached = grid_keys(job.spec, weights, order)
     names = (job_key(job.id, GRID_FILE), job_key(job.id, THUMBNAIL_FILE))
     # An identical grid made before is copied (a repeated request stitches nothing); else stitched, and kept.
-    copied = job.spec.cache and all(_transfers.map(storage.copy, cached, names))
+    copied = job.spec.cache and all(TRANSFERS.map(storage.copy, cached, names))
     if not copied:
         order, grid_png = stitch(storage, job, every, hits)
         if not still_wanted():
             return False
         pictures = [grid_png, png_thumbnail(grid_png, THUMBNAIL_SIDE)]
         # together; the manifest after them, as it means done
-        list(_transfers.map(lambda key, png: storage.put(key, png, "image/png"), [*names, *cached], pictures * 2))
+        storage.put_all((key, png, "image/png") for key, png in zip([*names, *cached], pictures * 2, strict=True))
     elif not still_wanted():
         return False
     manifest = build_manifest(

@@ -4,7 +4,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,10 +36,13 @@ def job_key(job_id: str, name: str) -> str:
 CHUNK_RECORDS = "chunks/"
 # Outside jobs/: where readiness probes write (see Storage.probe_write).
 WRITE_PROBES = "probes/"
-# Small objects: S3 round trips dominate, so transfers of many of them overlap this many at a time.
-PARALLEL_TRANSFERS = 8
 # A grid's pictures are read this many at once: a job answered from the cache waits for them (shared/finish.py).
 PICTURE_READS = 32
+# One pool of transfer threads per process, started on first use (after any fork) and kept: starting
+# threads per call cost more than a one-filter job's transfers. Its tasks must not wait on it.
+TRANSFERS = ThreadPoolExecutor(PICTURE_READS, thread_name_prefix="filterviz-s3")
+# An object to store: key, bytes, content type.
+Upload = tuple[str, bytes, str]
 
 
 def chunk_record_name(chunk_index: int) -> str:
@@ -144,6 +147,10 @@ class Storage:
             lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
         )
 
+    def put_all(self, uploads: Iterable[Upload]) -> None:
+        """Store several objects at once: for small ones the round trips dominate, so they overlap."""
+        list(TRANSFERS.map(lambda upload: self.put(*upload), uploads))
+
     def put_json(self, key: str, value: Any) -> None:
         """Store a JSON document."""
         self.put(key, json.dumps(value, indent=1).encode(), "application/json")
@@ -222,8 +229,7 @@ class Storage:
     def chunk_records(self, job_id: str) -> dict[int, dict[str, Any]]:
         """The records the job's finished chunks left, by chunk index."""
         keys = self.list_keys(job_key(job_id, CHUNK_RECORDS))
-        with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:
-            records = [record for record in pool.map(self.get_json, keys) if record is not None]
+        records = [record for record in TRANSFERS.map(self.get_json, keys) if record is not None]
         return {record["chunk"]: record for record in records}
 
     def get_json(self, key: str) -> Any | None:

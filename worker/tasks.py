@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,7 +33,7 @@ from shared.jobs import now, redis_client
 from shared.lifecycle import FINISH, Unit
 from shared.manifest import filter_file
 from shared.settings import Settings
-from shared.storage import PARALLEL_TRANSFERS, MissingObject, chunk_record_name, job_key
+from shared.storage import MissingObject, chunk_record_name, job_key
 from worker import job_logs, metrics
 from worker.heartbeat import WORKER_STOPPING, YIELDING, HoldingsBeat, Watch
 from worker.process import (
@@ -203,45 +202,48 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
             return _stopped(current, unit, watch.reason or "stopped", filters)
         seconds = time.perf_counter() - started
         current.measured_gflops = filter_flops(spec) * len(rendered) / seconds / 1e9
-        _store_chunk(current, unit, rendered, seconds)
+        record = _store_chunk(current, unit, rendered, seconds)
         finish_here = current.lifecycle.chunk_done(unit, finish_here=True)
         metrics.chunk_done(len(rendered), time.perf_counter() - started)
     if finish_here:  # this chunk completed its job: finish it here, not through the broker
-        return {"chunk": chunk_index, "worker": current.name, "finish": _finish(current, job_id)}
+        finished = _finish(current, job_id, just_stored={unit.chunk: record})
+        return {"chunk": chunk_index, "worker": current.name, "finish": finished}
     return {"chunk": chunk_index, "worker": current.name}
 
 
 def _store_filters(current: WorkerState, job_id: str, spec: Any, rendered: list, **extra: Any) -> list[dict[str, Any]]:
     """Upload the job's filter pictures, and the same into the result cache under the weights that made
-    them (shared/cache.py), even for "cache": false; their manifest entries."""
+    them (shared/cache.py), even for "cache": false, in one round; their manifest entries."""
     from worker.imaging import encode_png
     from worker.render import filter_entries
 
     pngs = [encode_png(r.picture) for r in rendered]
-    keys = [job_key(job_id, filter_file(r.index)) for r in rendered]
-    uploads = [(key, png, "image/png") for key, png in zip(keys, pngs, strict=True)]
-    with ThreadPoolExecutor(PARALLEL_TRANSFERS) as pool:  # S3 round trips dominate: overlap them
-        list(pool.map(lambda upload: current.storage.put(*upload), uploads))
+    own = [(job_key(job_id, filter_file(r.index)), png, "image/png") for r, png in zip(rendered, pngs, strict=True)]
     entries = filter_entries(rendered, **extra, worker=current.name)
     cache.store(current.storage, current.lifecycle.jobs.redis, spec, current.loaded.weights,
-                zip(entries, pngs, strict=True), cache.cache_seconds(settings))  # fmt: skip
+                zip(entries, pngs, strict=True), cache.cache_seconds(settings), alongside=own)  # fmt: skip
     return entries
 
 
-def _store_chunk(current: WorkerState, unit: Unit, rendered: list, seconds: float) -> None:
+def _store_chunk(current: WorkerState, unit: Unit, rendered: list, seconds: float) -> dict[str, Any]:
     """Upload the chunk's pictures, then its record: the record's presence means the chunk is done."""
     entries = _store_filters(current, unit.job_id, unit.job.spec, rendered, chunk=unit.chunk)
     record = {"chunk": unit.chunk, "worker": current.name, "seconds": round(seconds, 3), "filters": entries}
     current.storage.put_json(job_key(unit.job_id, chunk_record_name(unit.chunk)), record)
+    return record
 
 
-def _render_gone_hits(current: WorkerState, unit: Unit, watch: Watch) -> tuple[dict[int, dict], list[dict]] | None:
-    """The job's cache hits still in the bucket, and the entries of those gone since its submission,
-    rendered here again (a missing object is a miss); None when the job ended meanwhile."""
+def _render_gone_hits(
+    current: WorkerState, unit: Unit, watch: Watch, done: list[dict]
+) -> tuple[dict[int, dict], list[dict]] | None:
+    """The job's cache hits still in the bucket (the filters its chunks, whose entries are `done`, did
+    not render), and the entries of those gone since its submission, rendered here again (a missing
+    object is a miss); None when the job ended meanwhile."""
     from worker.loading import pick_batch_size
     from worker.render import render_filters
 
-    referred = cache.job_hits(current.storage, unit.job_id)
+    unrendered = set(unit.job.spec.filters) - {entry["index"] for entry in done}
+    referred = cache.job_hits(current.storage, unit.job_id) if unrendered else {}
     hits = cache.still_stored(current.storage, current.lifecycle.jobs.redis, referred) if referred else {}
     gone = [index for index in referred if index not in hits]
     if not gone:
@@ -253,9 +255,9 @@ def _render_gone_hits(current: WorkerState, unit: Unit, watch: Watch) -> tuple[d
                               should_stop=lambda: watch.reason not in (None, WORKER_STOPPING))  # fmt: skip
     if len(rendered) < len(gone):
         return None
-    entries = _store_filters(current, unit.job_id, spec, rendered)
+    again = _store_filters(current, unit.job_id, spec, rendered)
     cache.record_hits(current.storage, unit.job_id, hits)  # the job refers to what is there
-    return hits, entries
+    return hits, again
 
 
 @app.task(name=FINISH_JOB, **TASK_OPTIONS)
@@ -264,34 +266,39 @@ def finish_job(job_id: str) -> dict[str, Any]:
     return _finish(state(), job_id)
 
 
-def _finish(current: WorkerState, job_id: str) -> dict[str, Any]:
+def _finish(current: WorkerState, job_id: str, just_stored: dict[int, dict] | None = None) -> dict[str, Any]:
+    """just_stored: the chunk records the calling task stored just before, by chunk (not read back)."""
     unit = current.lifecycle.begin(job_id, FINISH, current.name, current.loaded.weights)
     if not isinstance(unit, Unit):
         return {"skipped": unit}
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, "the finish step"):
-        return _assemble(current, unit, watch)
+        return _assemble(current, unit, watch, just_stored or {})
 
 
-def _assemble(current: WorkerState, unit: Unit, watch: Watch) -> dict[str, Any]:
+def _assemble(current: WorkerState, unit: Unit, watch: Watch, just_stored: dict[int, dict]) -> dict[str, Any]:
     """Stitch the grid and write the manifest (shared/finish.py); a job canceled or failed meanwhile gets neither."""
     job_id, job = unit.job_id, unit.job
-    finished_chunks = current.storage.chunk_records(job_id)
+    if just_stored.keys() >= set(range(job.chunks)):  # a one-chunk job, finished where it ran
+        finished_chunks = just_stored
+    else:
+        finished_chunks = current.storage.chunk_records(job_id)
     missing = [i for i in range(job.chunks) if i not in finished_chunks]
     if missing:
         current.lifecycle.fail(unit, "chunk_missing", f"chunks {missing} left no results")
         return {"failed": "chunk_missing"}
 
-    healed = _render_gone_hits(current, unit, watch)
+    records = [finished_chunks[i] for i in range(job.chunks)]
+    rendered = [entry for record in records for entry in record["filters"]]
+    healed = _render_gone_hits(current, unit, watch, rendered)
     if healed is None:
         return {"stopped": watch.reason}
-    hits, rendered_again = healed
-    records = [finished_chunks[i] for i in range(job.chunks)]
+    hits, again = healed
     finished_at = now()
     stored = write_results(
         current.storage,
         job,
         weights=job.weights or current.loaded.weights,
-        entries=[*(entry for record in records for entry in record["filters"]), *rendered_again],
+        entries=[*rendered, *again],
         hits=hits,
         timings={
             "created_at": job.created_at,
