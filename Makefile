@@ -12,7 +12,7 @@ NODE_TOOLS := node_modules/.package-lock.json
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps up down clean-data outdated docker-up docker-down test compose-test wheelhouse check-compose bench lint fmt constraints clean
+.PHONY: help install system-deps up down clean-data outdated docker-up docker-down test test-fast compose-test wheelhouse check-compose bench lint fmt constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ docker-down: ## stop the compose stack (volumes are kept; `docker compose down -
 
 test: install ## run the whole test suite (starts its own servers and a headless browser), with coverage
 	$(BIN)/python -m pytest --cov --cov-report=term --durations=25
+
+test-fast: $(INSTALLED) ## the unit tier: no servers but a throwaway Valkey, no model (tests/conftest.py lists the tiers)
+	$(BIN)/python -m pytest -m unit -q
 
 wheelhouse: $(INSTALLED) ## docker/wheels: every wheel the images install, pinned, for offline builds (WHEELHOUSE_ONLY=1)
 	$(BIN)/python docker/wheelhouse.py

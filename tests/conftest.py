@@ -1,12 +1,50 @@
-"""Shared fixtures: one seeded-random VGG16 per test session (tests never need ImageNet weights)."""
+"""Shared fixtures: one seeded-random VGG16 per test session (tests never need ImageNet weights); and
+the tiers every test falls in (`make test-fast` runs the first):
+
+- unit: no servers but a throwaway Valkey, no network: spec, cost, methods, lifecycle, scheduler;
+- engine: VGG16 in TensorFlow or JAX in this process or a subprocess, no servers;
+- stack: Redis, an S3 server, workers or the API, started by the test on free ports;
+- browser: the web page in headless Chromium, on a stack;
+- compose: the images built and `docker compose up` run on podman (tests/compose).
+
+A test's tier is its own marker when it has one, else what its fixtures start: `stack` (or a server
+fixture of its module), `browser`, `engine`/`loaded_model`. So a new test that takes `stack` is in
+the stack tier without a word.
+"""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
 TEST_WEIGHTS = "random:3"
+TIERS = ("unit", "engine", "stack", "browser", "compose")
+# Fixtures that put a test in a tier, checked in this order (the first that matches wins).
+TIER_FIXTURES = {
+    "browser": {"browser"},
+    "stack": {"stack", "seaweedfs", "api", "sliced"},
+    "engine": {"engine", "loaded_model", "runs"},
+}
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier of a collected test: its own marker, else its folder's, else its fixtures'."""
+    own = [tier for tier in TIERS if item.get_closest_marker(tier)]
+    if own:
+        return own[0]
+    if "compose" in Path(item.path).parts:
+        return "compose"
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return next((tier for tier, names in TIER_FIXTURES.items() if fixtures & names), "unit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        if not item.get_closest_marker(tier):
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")

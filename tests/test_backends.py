@@ -94,6 +94,7 @@ def test_every_method_runs_on_jax_in_bfloat16(runs, method):
     assert np.median(relative) <= BF16_LOSS_TOLERANCE
 
 
+@pytest.mark.engine  # renders with VGG16
 def test_manifest_records_backend_and_precision(tmp_path):
     env = dict(os.environ, FILTERVIZ_BACKEND="jax", FILTERVIZ_PRECISION=BFLOAT16)
     command = [

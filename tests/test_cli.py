@@ -17,6 +17,7 @@ def filterviz(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
+@pytest.mark.engine  # renders with VGG16
 def test_render_writes_grid_filter_pictures_and_manifest(tmp_path):
     out = tmp_path / "out"
     result = filterviz("render", *SMALL, "--out", str(out))
@@ -37,6 +38,7 @@ def test_render_writes_grid_filter_pictures_and_manifest(tmp_path):
         assert Image.open(out / "filters" / f"{k}.png").size == (32, 32)
 
 
+@pytest.mark.engine  # renders with VGG16
 def test_render_by_another_method_records_it_and_its_parameters(tmp_path):
     out = tmp_path / "out"
     result = filterviz("render", *SMALL, "--method", "maco", "--param", "crops=2", "--param", "pre_relu=false",
@@ -69,8 +71,13 @@ def test_layers_lists_every_conv_layer_with_its_filter_count():
         (["--size", "8"], "image_size 8 is too small for block5_conv1"),
         (["--steps", "0"], "steps: Input should be greater than or equal to 1"),
         (["--steps", "many"], "invalid int value"),
-        (["--weights", "/nonexistent/vgg16.h5"], "weights file /nonexistent/vgg16.h5 does not exist"),
-        (["--weights", "{junk}"], "could not be loaded"),
+        # these two import TensorFlow to look at the weights
+        pytest.param(
+            ["--weights", "/nonexistent/vgg16.h5"],
+            "weights file /nonexistent/vgg16.h5 does not exist",
+            marks=pytest.mark.engine,
+        ),
+        pytest.param(["--weights", "{junk}"], "could not be loaded", marks=pytest.mark.engine),
         (["--batch-size", "0"], "batch-size: must be at least 1"),
         (["--method", "paint"], "invalid choice: 'paint'"),
         (["--method", "fourier", "--param", "jitter=-1"], "method_params: jitter -1 is below the minimum of 0"),

@@ -18,6 +18,7 @@ from tests.service_helpers import SMALL_JOB, wait_for
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.stack  # starts its own servers
 def test_the_local_s3_takes_a_gigabyte_of_png_sized_objects(tmp_path):
     # The old settings (8 volume slots of 64 MB) refused every write after about 70 MB.
     stack = LocalStack(tmp_path)
@@ -73,6 +74,7 @@ def local_env(tmp_path):
     _devstack("down", env)
 
 
+@pytest.mark.stack  # starts its own servers
 def test_jobs_and_pictures_survive_make_down_and_up_until_clean_data(local_env):
     api = f"http://127.0.0.1:{local_env['FILTERVIZ_API_PORT']}"
     local = Path(local_env["FILTERVIZ_LOCAL_DIR"])

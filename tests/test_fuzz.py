@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.service_helpers import running_stack
 
 CHECKS = [
@@ -43,6 +45,7 @@ def schemathesis() -> str:
     return found
 
 
+@pytest.mark.stack  # starts its own servers
 def test_the_api_survives_fuzzing_and_conforms_to_its_openapi_document(tmp_path):
     with running_stack(tmp_path / "stack", [], chunk_size=4, env=OPEN_ADMISSION) as stack:
         command = [

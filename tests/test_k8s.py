@@ -242,6 +242,7 @@ def test_the_gpu_overlay_adds_gpu_workers_like_the_cpu_ones_and_keeps_cpu_worker
     assert "affinity" not in find(build(BASE), "Deployment", "worker")["spec"]["template"]["spec"]
 
 
+@pytest.mark.stack  # starts its own servers
 def test_the_worker_heartbeat_probe_passes_only_while_this_pod_beats(tmp_path):
     probe = find(build(BASE), "Deployment", "worker")["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     stack = LocalStack(tmp_path)

@@ -59,6 +59,7 @@ def test_redis_gets_the_hash_of_its_password_not_the_password(tmp_path):
     assert acl == f"user default on #{hashlib.sha256(b's3cret').hexdigest()} ~* &* +@all\n"
 
 
+@pytest.mark.stack  # starts its own servers
 def test_the_acl_file_is_what_valkey_takes(tmp_path):
     """valkey-server started on the ACL file answers to the password alone."""
     write(tmp_path, resolve(tmp_path, {"REDIS_PASSWORD": "s3cret"}))

@@ -291,6 +291,7 @@ def test_deliveries_are_acked_when_they_start_and_not_requeued_when_their_worker
     assert deliver_webhook.acks_late is False and deliver_webhook.reject_on_worker_lost is False
 
 
+@pytest.mark.stack  # starts its own servers
 def test_a_webhooks_worker_without_a_secret_signs_nothing_and_keeps_the_delivery(tmp_path):
     # Its own Redis: the stack's configured worker would take the delivery.
     alone = LocalStack(tmp_path, extra_env={"FILTERVIZ_WEBHOOK_SECRET": ""})
