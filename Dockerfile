@@ -104,6 +104,9 @@ COPY --from=weights /opt/filterviz/weights/ /opt/filterviz/weights/
 COPY pyproject.toml README.md LICENSE ./
 COPY shared shared
 COPY worker worker
+# the `filterviz` command: render here, or submit to a service (client/, requests only)
+COPY cli cli
+COPY client client
 ARG WHEELHOUSE_ONLY=""
 RUN pip install ${WHEELHOUSE_ONLY:+--no-index} --no-deps . && rm -rf build
 ARG WORKER_WEIGHTS=imagenet

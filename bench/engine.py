@@ -116,7 +116,7 @@ def batched_run(
 # would also count the parent's memory, which a forked child inherits until it execs.
 _MEASURED_RENDER = """
 import sys
-from worker.cli import main
+from cli.main import main
 code = main(sys.argv[1:])
 print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')))
 sys.exit(code)

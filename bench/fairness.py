@@ -186,6 +186,10 @@ class _Nowhere:
     def finish(self, job_id: str) -> None:
         """Nothing."""
 
+    def waiting(self) -> set[str]:
+        """Nothing waits."""
+        return set()
+
 
 def position_cost(clients: int = 10, jobs_each: int = 5, calls: int = 2000) -> None:
     """Print what a queued job's place costs a status poll (shared/scheduling.py queue_position),

@@ -3,10 +3,13 @@ how a job's units are sent. Completion is tracked by shared/lifecycle.py, not by
 callback never runs when one header task fails outside its own error handling, and its counting
 of duplicates depends on the Celery version."""
 
+import base64
+import json
 from collections.abc import Callable, Sequence
 
 from celery import Celery
 
+from shared.deliveries import member
 from shared.jobs import JobStore
 from shared.scheduling import Scheduler
 from shared.settings import Settings
@@ -72,6 +75,27 @@ class CeleryDispatch:
     def finish(self, job_id: str) -> None:
         """Queue the finish step."""
         self._app.send_task(FINISH_JOB, args=(job_id,))
+
+    def waiting(self) -> set[str]:
+        """The units (`<job>:<unit>`) whose messages wait in the broker's queue, taken by no worker yet.
+        Read from the Redis transport's list (our tasks are sent without a broker priority, so
+        they are all in the queue's own list); the broker holds a few, one per worker process."""
+        with self._app.connection_for_read() as connection:
+            messages = connection.default_channel.client.lrange(QUEUE, 0, -1)
+        return {unit for message in messages if (unit := _unit_of(message))}
+
+
+def _unit_of(message: bytes) -> str | None:
+    """`<job>:<unit>` of a render or finish message as the Redis transport stores it, else None."""
+    try:
+        envelope = json.loads(message)
+        args = json.loads(base64.b64decode(envelope["body"]))[0]
+        task = envelope["headers"]["task"]
+    except (ValueError, KeyError, IndexError, TypeError):  # not one of ours, or another encoding
+        return None
+    if task == RENDER_CHUNK:
+        return member(args[0], str(args[1]))
+    return member(args[0], "finish") if task == FINISH_JOB else None
 
 
 def send_webhook(app: Celery) -> Callable[[str, str, str, str | None], None]:

@@ -59,8 +59,9 @@ A chunk given back or sent again by the sweep keeps its slot (its place). The sw
 - queues again the chunks of a live job that are nowhere (Redis lost a move) and gives the job its turn;
 - sends again a unit delivered to a worker that died, or dropped it in a Redis restart, before it
   began, as soon as the receiver's holdings beat says so (shared/deliveries.py);
-- sends again a chunk that has been in flight PENDING_SECONDS without starting (a message Redis lost
-  before any worker received it);
+- sends again a chunk sent over LOST_SECONDS ago that no worker received or began and that is not in
+  the broker's queue (a worker died as it popped the message); and, whatever the broker says, one that
+  has been in flight PENDING_SECONDS without starting;
 - fills the free slots (a worker joined, a release was lost).
 
 Units that never started are the broker's to deliver; the deadline ends a job whose messages
@@ -95,6 +96,10 @@ FINISH = "finish"
 STALE_SECONDS = 5
 # A unit enqueued by the sweep or a give-back is not enqueued again for this long unless it starts.
 PENDING_SECONDS = 600
+# A chunk sent this long ago that is not in the broker's queue, that no worker received and none began,
+# was lost on its way: popped by a worker that died before it could record the message (the Redis
+# transport acknowledges by hand, after the pop). It is sent again without waiting PENDING_SECONDS.
+LOST_SECONDS = 10
 
 # Take the lease of a unit: skip when the unit is done or its lease is fresh (unless its holder is
 # ARGV[5], known dead); otherwise own it, count the start and clear the pending mark.
@@ -127,6 +132,10 @@ class Dispatch(Protocol):
     def chunk(self, job_id: str, index: int, filters: list[int]) -> None: ...
 
     def finish(self, job_id: str) -> None: ...
+
+    def waiting(self) -> set[str]:
+        """The units (`<job>:<unit>`) whose messages wait in the broker, taken by no worker yet."""
+        ...
 
 
 class Events(Protocol):
@@ -417,18 +426,32 @@ class Lifecycle:
 
     def _sweep_slots(self) -> None:
         """Free the slots of jobs that ended, send again what never started, fill what is free."""
-        for member, sent in self._scheduler.in_flight():
+        in_flight = self._scheduler.in_flight()
+        lost = self._lost_on_the_way([member for member, sent in in_flight if time.time() - sent > LOST_SECONDS])
+        for member, sent in in_flight:
             job_id, name = split_member(member)
             status = self.jobs.status(job_id)
             if status is None or status in FINISHED:
                 log.info("sweep: chunk %s of job %s held a slot after its job ended: freed", name, job_id)
                 self._scheduler.release(job_id, name)
-            elif time.time() - sent > PENDING_SECONDS and not self._started(job_id, name):
-                log.info("sweep: chunk %s of job %s was sent and never started: sent again", name, job_id)
+            elif (member in lost or time.time() - sent > PENDING_SECONDS) and not self._started(job_id, name):
+                why = "was lost on its way to a worker" if member in lost else "was sent and never started"
+                log.info("sweep: chunk %s of job %s %s: sent again", name, job_id, why)
+                if member in lost:
+                    self._redis.delete(_pending_key(job_id, name))  # not the timer's: it is known to be nowhere
                 plan = self._redis.hget(job_keys(job_id).units, f"plan:{name}")
                 self._enqueue(job_id, name, json.loads(plan) if plan else None)
                 self._scheduler.restamp(job_id, name)
         self._scheduler.fill()
+
+    def _lost_on_the_way(self, members: list[str]) -> set[str]:
+        """Of these in-flight chunks, those no worker received and the broker no longer holds (the
+        caller checks that none began)."""
+        if not members:
+            return set()
+        receipts = self._redis.hmget(deliveries.RECEIVED, members)
+        unreceived = {member for member, receipt in zip(members, receipts, strict=True) if receipt is None}
+        return unreceived - self._dispatch.waiting() if unreceived else set()
 
     def _lapsed(self, job_id: str, name: str, units: dict[str, str]) -> bool:
         """The unit started, and nothing runs it now or is about to: no lease, no pending delivery."""

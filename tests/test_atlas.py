@@ -9,9 +9,9 @@ import time
 import pytest
 import requests
 
+from cli.main import main
 from shared.storage import Storage, job_key
 from tests.service_helpers import running_stack
-from worker.cli import main
 
 SEED = 7  # the fault worker pauses 3 s before storing each chunk of a job with this seed
 ATLAS = {"layers": ["block1_conv1", "block1_conv2"], "filters_per_layer": 4, "image_size": 32, "steps": 2,

@@ -98,7 +98,7 @@ def test_every_method_runs_on_jax_in_bfloat16(runs, method):
 def test_manifest_records_backend_and_precision(tmp_path):
     env = dict(os.environ, FILTERVIZ_BACKEND="jax", FILTERVIZ_PRECISION=BFLOAT16)
     command = [
-        sys.executable, "-m", "worker.cli", "render", "--layer", "block1_conv2", "--filters", "0-1", "--size", "32",
+        sys.executable, "-m", "cli", "render", "--layer", "block1_conv2", "--filters", "0-1", "--size", "32",
         "--steps", "2", "--seed", "1", "--weights", "random:1", "--out", str(tmp_path),
     ]  # fmt: skip
     subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)

@@ -14,7 +14,7 @@ SMALL = ["--layer", "block3_conv1", "--filters", "0-11", "--size", "32", "--step
 
 def filterviz(*args, cwd=None):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
 @pytest.mark.engine  # renders with VGG16

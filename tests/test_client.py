@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import redis
 
+from cli.main import main
+from cli.submit_command import CANCELED, FAILED, REFUSED, SUCCEEDED, TIMED_OUT, UNAVAILABLE, USAGE
 from client import ApiError, Client
-from client.submit_command import CANCELED, FAILED, REFUSED, SUCCEEDED, TIMED_OUT, UNAVAILABLE, USAGE
 from devstack.local import free_port
 from tests.service_helpers import SMALL_JOB, running_stack
-from worker.cli import main
 from worker.imaging import decode_png
 
 SMALL_ARGS = [

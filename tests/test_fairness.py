@@ -7,6 +7,7 @@ to a real stack with one worker process.
 """
 
 import json
+import time
 
 import pytest
 import redis
@@ -14,8 +15,10 @@ import requests
 
 from bench.fairness import client
 from devstack.local import LocalStack, wait_until
+from shared.celery_app import QUEUE, CeleryDispatch, create_celery
+from shared.deliveries import publish_holdings, received
 from shared.jobs import JobStore, job_keys
-from shared.lifecycle import Lifecycle
+from shared.lifecycle import LOST_SECONDS, Lifecycle
 from shared.scheduling import (
     IN_FLIGHT,
     RECENT_SECONDS,
@@ -24,6 +27,7 @@ from shared.scheduling import (
     queue_position,
     queued_chunks,
 )
+from shared.settings import Settings
 from shared.spec import parse_spec
 from shared.workers import publish
 from tests.service_helpers import get_job, running_stack, wait_for
@@ -37,12 +41,17 @@ class Sent:
 
     def __init__(self) -> None:
         self.chunks: list[tuple[str, int]] = []
+        self.taken: set[str] = set()  # messages a worker popped from the broker
 
     def chunk(self, job_id: str, index: int, filters: list[int]) -> None:
         self.chunks.append((job_id, index))
+        self.taken.discard(f"{job_id}:{index}")
 
     def finish(self, job_id: str) -> None:
         """Not used here."""
+
+    def waiting(self) -> set[str]:
+        return {f"{job_id}:{index}" for job_id, index in self.chunks} - self.taken
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +217,46 @@ def test_a_chunk_in_flight_that_never_starts_is_sent_again(jobs):
     assert sent.chunks == [("job", 0), ("job", 0)]
     lifecycle.sweep()  # sent again once, not at every sweep
     assert len(sent.chunks) == 2
+
+
+def test_a_chunk_lost_on_its_way_to_a_worker_is_sent_again_at_the_next_sweep(jobs):
+    """A worker that dies as it pops a message leaves it nowhere: not in the broker, never received."""
+    sent = Sent()
+    lifecycle = Lifecycle(jobs, storage=None, dispatch=sent, lease_seconds=30, max_attempts=3)
+    create(jobs, Scheduler(jobs, sent), "job", "alice", chunks=2)
+    jobs.redis.zadd(IN_FLIGHT, {"job:0": time.time() - LOST_SECONDS - 1})
+    lifecycle.sweep()
+    assert sent.chunks == [("job", 0)]  # still in the broker's queue: a worker will take it
+
+    sent.taken.add("job:0")  # popped, by a worker that died before it recorded the receipt
+    lifecycle.sweep()
+    assert sent.chunks == [("job", 0), ("job", 0)]
+    lifecycle.sweep()  # sent again once: the new message waits in the broker
+    assert len(sent.chunks) == 2
+
+
+def test_the_broker_says_which_units_wait_in_its_queue(jobs):
+    """CeleryDispatch reads the Redis transport's own list: what it sent, until a worker pops it."""
+    url = jobs.redis.connection_pool.connection_kwargs
+    dispatch = CeleryDispatch(create_celery(Settings(redis_url=f"redis://127.0.0.1:{url['port']}/0")))
+    dispatch.chunk("job", 3, [6, 7])
+    dispatch.finish("other")
+    jobs.redis.lpush(QUEUE, b"not a message of ours")
+    assert dispatch.waiting() == {"job:3", "other:finish"}
+    jobs.redis.rpop(QUEUE)  # the oldest, as a worker takes it
+    assert dispatch.waiting() == {"other:finish"}
+
+
+def test_a_chunk_a_live_worker_received_is_not_sent_again_by_the_lost_message_check(jobs):
+    sent = Sent()
+    lifecycle = Lifecycle(jobs, storage=None, dispatch=sent, lease_seconds=30, max_attempts=3)
+    create(jobs, Scheduler(jobs, sent), "job", "alice", chunks=2)
+    jobs.redis.zadd(IN_FLIGHT, {"job:0": time.time() - LOST_SECONDS - 1})
+    sent.taken.add("job:0")
+    received(jobs.redis, "job", "0", "host:1")
+    publish_holdings(jobs.redis, "host:1", ["job:0"])  # it holds the message, waiting for a pool process
+    lifecycle.sweep()
+    assert sent.chunks == [("job", 0)]
 
 
 # --- the real stack: one worker process ---------------------------------------------------------

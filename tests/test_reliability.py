@@ -18,6 +18,7 @@ import requests
 
 from devstack.local import S3_READER_KEY, S3_READER_SECRET, wait_until
 from shared import cache
+from shared.celery_app import QUEUE
 from shared.deliveries import RECEIVED
 from shared.jobs import job_store
 from shared.manifest import filter_file
@@ -111,6 +112,22 @@ def pool_held(stack, worker: str) -> Iterator[None]:
                 process.resume()
 
 
+@contextmanager
+def worker_frozen(stack, worker: str) -> Iterator[None]:
+    """The whole worker stopped (SIGSTOP), its parent too: it takes no message from the broker."""
+    parent = psutil.Process(stack.processes[worker].pid)
+    frozen = [parent, *parent.children(recursive=True)]
+    for process in frozen:
+        process.suspend()
+    time.sleep(2.5)  # its last blocking pop (1 s) lapses: the broker holds messages for nobody
+    try:
+        yield
+    finally:
+        for process in frozen:
+            if process.is_running():
+                process.resume()
+
+
 def delivered_not_begun(stack, job_id: str) -> bool:
     return bool(redis_of(stack).hexists(RECEIVED, f"{job_id}:0"))
 
@@ -126,6 +143,21 @@ def test_a_chunk_delivered_to_a_worker_killed_before_it_begins_is_sent_again(sta
     assert final["status"] == "succeeded", final["error"]
     assert_every_filter_once(api, job["id"], list(range(8)))
     assert log_mentions(stack, "alpha", "was delivered to alpha:") == 1
+
+
+def test_a_chunk_lost_between_the_broker_and_a_worker_is_sent_again(stack, api):
+    """The Redis transport pops a message, then records it as unacked: a worker killed in between (the
+    chaos bench caught one, at start-up) takes the message with it, unreceived. PENDING_SECONDS (600 s)
+    would bring it back; the sweep sees it is nowhere and sends it again in seconds."""
+    broker = redis_of(stack)
+    with worker_frozen(stack, "alpha"):
+        job = submit(api, {**FAST_JOB, "seed": 33, "cache": False})
+        wait_until(lambda: broker.llen(QUEUE) > 0, "chunk 0 in the broker's queue", 30)
+        assert broker.rpop(QUEUE) is not None  # what the dying worker's pop does
+    final = wait_for(api, job["id"], ENDED, timeout=90)
+    assert final["status"] == "succeeded", final["error"]
+    assert_every_filter_once(api, job["id"], list(range(8)))
+    assert log_mentions(stack, "alpha", f"of job {job['id']} was lost on its way to a worker") == 1
 
 
 def test_a_chunk_delivered_just_before_redis_is_killed_is_sent_again(stack, api):

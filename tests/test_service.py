@@ -42,7 +42,7 @@ def finished_small_job(api):
 
 def cli_grid(tmp_path, job: dict) -> np.ndarray:
     stop = job["filters"]["stop"]
-    command = [sys.executable, "-m", "worker.cli", "render", "--layer", job["layer"], "--filters", f"0-{stop - 1}",
+    command = [sys.executable, "-m", "cli", "render", "--layer", job["layer"], "--filters", f"0-{stop - 1}",
                "--size", str(job["image_size"]), "--steps", str(job["steps"]), "--grid", str(job["grid"]["n"]),
                "--margin", str(job["grid"]["margin"]), "--seed", str(job["seed"]), "--weights", TEST_WEIGHTS,
                "--out", str(tmp_path)]  # fmt: skip

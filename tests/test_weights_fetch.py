@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import devstack.__main__ as devstack_main
+from cli.main import main
 from devstack.local import free_port
-from worker.cli import main
 from worker.weights_fetch import WeightsFetchError, ensure_imagenet_weights
 
 # Stands in for the 58 MB file: several blocks, so a download is streamed in pieces.

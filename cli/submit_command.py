@@ -1,5 +1,5 @@
 """`filterviz submit`: send a job to a running service, optionally wait for it and download its results.
-(Its options are defined with the other commands' in worker/cli.py.)
+(Its options are defined with the other commands' in cli/arguments.py.)
 
 One exit code per outcome, so scripts can tell them apart:
   0  submitted (without --wait), or succeeded (and downloaded with --out)

@@ -15,11 +15,15 @@ import sys
 import time
 from typing import Any
 
+from pydantic import ValidationError
+
+from cli.arguments import UsageError
+from cli.render_command import fetch_imagenet_weights, progress_reporter
 from shared.atlas import AtlasRequest, plan
 from shared.cost import Budget
 from shared.manifest import MANIFEST_FILE
 from shared.settings import Settings
-from shared.spec import JobSpec
+from shared.spec import JobSpec, describe_problems
 
 POLL_SECONDS = 2
 REFUSED, UNAVAILABLE = 5, 6
@@ -71,8 +75,6 @@ def local_plan(request: dict[str, Any], settings: Settings) -> list[tuple[str, J
 
 def run_atlas_here(args: argparse.Namespace, request: dict[str, Any], settings: Settings) -> int:
     """Render each folder of the atlas not yet rendered (resumable), loading the weights once."""
-    from worker.cli import fetch_imagenet_weights, progress_reporter
-
     folders = local_plan(request, settings)
     todo = [(name, spec) for name, spec in folders if not (args.out / name / MANIFEST_FILE).exists()]
     print(f"{len(folders) - len(todo)} of {len(folders)} layers already in {args.out}", flush=True)
@@ -96,3 +98,16 @@ def run_atlas_here(args: argparse.Namespace, request: dict[str, Any], settings: 
         print(f"wrote {args.out / name} ({len(spec.filters)} filters)", flush=True)
     (args.out / "atlas.json").write_text(json.dumps({"request": request, "weights": loaded.weights}, indent=2) + "\n")
     return 0
+
+
+def run_atlas(args: argparse.Namespace) -> int:
+    """The atlas on a service (--api) or here; a bad parameter is a usage error, nothing started."""
+    settings, request = Settings(), atlas_request(args)
+    try:
+        local_plan(request, settings)  # every parameter checked, as the service will
+    except ValidationError as error:
+        problem = describe_problems(error)[0]
+        raise UsageError(f"{problem['field']}: {problem['reason']}") from None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return run_atlas_on_service(args, request) if args.api else run_atlas_here(args, request, settings)

@@ -1,23 +1,19 @@
-"""`filterviz`: render filter pictures into a folder without any service (one job, or the whole atlas), submit
-to a service, or list the conv layers."""
+"""The `filterviz` command line: its parser, and the job its arguments describe."""
 
 import argparse
-import os
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from pydantic import ValidationError
 
-from shared.layers import conv_layers
 from shared.methods import METHODS, SEED
 from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
 from shared.version import package_version
 
 USAGE_ERROR = 2
+DESCRIPTION = """render filter pictures into a folder without any service (one job, or the whole atlas),
+submit to a service, or list the conv layers"""
 
 
 class UsageError(Exception):
@@ -62,7 +58,7 @@ def parse_param(text: str) -> tuple[str, int | float | bool]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, with SPEC.md's defaults."""
-    parser = _OneLineParser(prog="filterviz", description=__doc__)
+    parser = _OneLineParser(prog="filterviz", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"filterviz {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
@@ -153,119 +149,3 @@ def request_from_args(args: argparse.Namespace) -> dict:
     if args.seed is not None:
         request["seed"] = args.seed
     return request
-
-
-def progress_reporter(total: int) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """A progress bar on a terminal, plain lines otherwise; returns (advance, close)."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="filter", desc="rendering", dynamic_ncols=True)
-
-        def advance_bar(count: int) -> None:
-            bar.update(count)  # its answer (whether it redrew) is of no use here
-
-        return advance_bar, bar.close
-    started = time.perf_counter()
-    done = 0
-
-    def advance(count: int) -> None:
-        nonlocal done
-        done += count
-        rate = done / max(time.perf_counter() - started, 1e-9)
-        eta = (total - done) / rate if rate else 0.0
-        print(f"rendered {done}/{total} filters, {rate:.2f} filters/s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
-
-    return advance, lambda: None
-
-
-def run_render(args: argparse.Namespace, settings: Settings) -> int:
-    """Validate everything, load the weights, then render and write the folder."""
-    spec = spec_from_args(args, settings)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UsageError(f"batch-size: must be at least 1, got {args.batch_size}")
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"out: {args.out} exists and is not a folder")
-
-    if (args.weights or settings.weights) == "imagenet":
-        fetch_imagenet_weights(settings)  # where it is missing; before TensorFlow, so offline fails fast
-    # TensorFlow is imported only once the arguments are known to be good: errors come fast.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
-    from worker.loading import load_engine, pick_batch_size
-    from worker.model import WeightsError
-    from worker.render import render, write_folder
-
-    try:
-        loaded = load_engine(args.weights or settings.weights, settings)
-    except WeightsError as error:
-        raise UsageError(f"weights: {error}") from None
-    batch_size = args.batch_size or pick_batch_size(spec, len(spec.filters), settings)
-    advance, close = progress_reporter(len(spec.filters))
-    try:
-        rendering = render(loaded.engine, spec, loaded.weights, batch_size=batch_size, on_progress=advance)
-    finally:
-        close()
-    manifest = write_folder(rendering, args.out, loaded.runtime)
-    alive = sum(not entry["dead"] for entry in manifest["filters"])
-    print(
-        f"wrote {args.out}/grid.png ({len(rendering.order)} of {alive} live filters), "
-        f"{len(spec.filters)} filter pictures and manifest.json; weights {loaded.weights}"
-    )
-    return 0
-
-
-def run_atlas(args: argparse.Namespace) -> int:
-    """The atlas on a service (--api) or here; a bad parameter is a usage error, nothing started."""
-    from client.atlas_command import atlas_request, local_plan, run_atlas_here, run_atlas_on_service
-
-    settings, request = Settings(), atlas_request(args)
-    try:
-        local_plan(request, settings)  # every parameter checked, as the service will
-    except ValidationError as error:
-        problem = describe_problems(error)[0]
-        raise UsageError(f"{problem['field']}: {problem['reason']}") from None
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    return run_atlas_on_service(args, request) if args.api else run_atlas_here(args, request, settings)
-
-
-def fetch_imagenet_weights(settings: Settings) -> Path:
-    """The ImageNet file, downloaded where it is missing (never another file instead); UsageError if that fails."""
-    from worker.weights_fetch import WeightsFetchError, ensure_imagenet_weights
-
-    try:
-        return ensure_imagenet_weights(settings.imagenet_weights, settings.weights_url, settings.weights_hash)[0]
-    except WeightsFetchError as error:
-        raise UsageError(f"weights: {error}") from None
-
-
-def list_layers() -> int:
-    """Print each conv layer with its filter count."""
-    for layer in conv_layers():
-        print(f"{layer.name:<14} {layer.filters:>4} filters  (image_size >= {layer.min_image_size})")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `filterviz` command."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "layers":
-            return list_layers()
-        if args.command == "weights":
-            print(f"ImageNet weights at {fetch_imagenet_weights(Settings())}")
-            return 0
-        if args.command == "atlas":  # exit codes: client/atlas_command.py
-            return run_atlas(args)
-        if args.command == "submit":  # exit codes: client/submit_command.py
-            from client.submit_command import run_submit
-
-            return run_submit(args, request_from_args(args))
-        return run_render(args, Settings())
-    except UsageError as error:
-        print(f"filterviz {args.command}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())
