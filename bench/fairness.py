@@ -30,8 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import redis
 import requests
-from requests.adapters import HTTPAdapter
 
+from devstack.addresses import session_from
 from devstack.local import LocalStack, free_port
 from shared.jobs import JobStore
 from shared.scheduling import Scheduler, queue_position
@@ -42,24 +42,6 @@ WEIGHTS = "random:0"
 BIG_JOB = {"layer": "block5_conv1", "filters": {"start": 0, "stop": 192}, "image_size": 64, "seed": 1, "cache": False}
 TINY_JOB = {"layer": "block1_conv1", "filters": [0, 1], "steps": 2, "seed": 2, "cache": False}
 ENDED = {"succeeded", "failed", "canceled"}
-
-
-class FromAddress(HTTPAdapter):
-    """Connects from a given loopback address (one client per address)."""
-
-    def __init__(self, address: str) -> None:
-        self._address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self._address, 0)
-        return super().init_poolmanager(*args, **kwargs)
-
-
-def client(address: str) -> requests.Session:
-    session = requests.Session()
-    session.mount("http://", FromAddress(address))
-    return session
 
 
 def run_job(
@@ -97,10 +79,10 @@ def chunk_seconds(manifest: dict) -> list[float]:
 def contended(api: str, queued_polls: list[float], starts: list[tuple[float, float]]) -> tuple[float, float, dict]:
     """The big job from 127.0.0.1, the tiny one from 127.0.0.2 a second later: (big s, tiny s, big manifest)."""
     result: dict[str, tuple[float, dict]] = {}
-    big = threading.Thread(target=lambda: result.update(big=run_job(api, client("127.0.0.1"), BIG_JOB, 0.5)))
+    big = threading.Thread(target=lambda: result.update(big=run_job(api, session_from("127.0.0.1"), BIG_JOB, 0.5)))
     big.start()
     time.sleep(1)
-    tiny_seconds, _ = run_job(api, client("127.0.0.2"), TINY_JOB, 0.05, queued_polls, starts)
+    tiny_seconds, _ = run_job(api, session_from("127.0.0.2"), TINY_JOB, 0.05, queued_polls, starts)
     big.join()
     return result["big"][0], tiny_seconds, result["big"][1]
 
@@ -129,13 +111,13 @@ def fairness_round(rounds: int) -> Fairness:
         try:
             stack.start_service(["solo"])
             api = stack.api_url
-            run_job(api, client("127.0.0.1"), {**BIG_JOB, "filters": [0, 1]})  # warm both compiled steps
-            run_job(api, client("127.0.0.1"), TINY_JOB)
+            run_job(api, session_from("127.0.0.1"), {**BIG_JOB, "filters": [0, 1]})  # warm both compiled steps
+            run_job(api, session_from("127.0.0.1"), TINY_JOB)
             for number in range(rounds):
-                tiny_seconds, manifest = run_job(api, client("127.0.0.2"), TINY_JOB, 0.05)
+                tiny_seconds, manifest = run_job(api, session_from("127.0.0.2"), TINY_JOB, 0.05)
                 measured.tiny_idle.append(tiny_seconds)
                 measured.tiny_compute.append(sum(chunk_seconds(manifest)))
-                big_alone, big_manifest = run_job(api, client("127.0.0.1"), BIG_JOB, 0.5)
+                big_alone, big_manifest = run_job(api, session_from("127.0.0.1"), BIG_JOB, 0.5)
                 measured.alone.append(big_alone)
                 big_shared, tiny_shared, shared_manifest = contended(api, measured.queued_polls, measured.starts)
                 measured.outside["alone"].append(big_alone - sum(chunk_seconds(big_manifest)))

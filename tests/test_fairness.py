@@ -13,7 +13,7 @@ import pytest
 import redis
 import requests
 
-from bench.fairness import client
+from devstack.addresses import session_from
 from devstack.local import LocalStack, wait_until
 from shared.celery_app import QUEUE, CeleryDispatch, create_celery
 from shared.deliveries import publish_holdings, received
@@ -281,9 +281,9 @@ def api(tmp_path_factory):
 
 
 def test_a_tiny_job_after_a_big_one_from_another_client_finishes_while_the_big_one_runs(api):
-    big = submit_as(client("127.0.0.1"), api, BIG_JOB)
+    big = submit_as(session_from("127.0.0.1"), api, BIG_JOB)
     wait_until(lambda: get_job(api, big["id"])["status"] == "running", "big job running", 60)
-    tiny = submit_as(client("127.0.0.2"), api, TINY_JOB)
+    tiny = submit_as(session_from("127.0.0.2"), api, TINY_JOB)
     assert wait_for(api, tiny["id"], ENDED, timeout=60)["status"] == "succeeded"
     after = get_job(api, big["id"])
     assert after["status"] == "running" and after["progress"]["done"] <= 2 * CHUNK_SIZE
@@ -291,8 +291,8 @@ def test_a_tiny_job_after_a_big_one_from_another_client_finishes_while_the_big_o
 
 
 def test_two_clients_big_jobs_progress_together(api):
-    first = submit_as(client("127.0.0.1"), api, {**BIG_JOB, "seed": 5})
-    second = submit_as(client("127.0.0.2"), api, {**BIG_JOB, "seed": 6})
+    first = submit_as(session_from("127.0.0.1"), api, {**BIG_JOB, "seed": 5})
+    second = submit_as(session_from("127.0.0.2"), api, {**BIG_JOB, "seed": 6})
     # Queued, it says its place; the place only moves forward, and goes once it runs.
     assert second["status"] == "queued" and second["queue"]["chunks_ahead"] >= 0
     places = [second["queue"]["chunks_ahead"]]
@@ -324,9 +324,9 @@ def sliced(tmp_path_factory):
 
 def test_a_running_chunk_yields_to_another_clients_job_and_keeps_its_place(sliced):
     api = sliced.api_url
-    big = submit_as(client("127.0.0.1"), api, {**BIG_JOB, "seed": 7})
+    big = submit_as(session_from("127.0.0.1"), api, {**BIG_JOB, "seed": 7})
     wait_until(lambda: get_job(api, big["id"])["progress"]["done"] > 0, "the big job's first batch", 60)
-    tiny = submit_as(client("127.0.0.2"), api, TINY_JOB)
+    tiny = submit_as(session_from("127.0.0.2"), api, TINY_JOB)
     assert wait_for(api, tiny["id"], ENDED, timeout=60)["status"] == "succeeded"
     during = get_job(api, big["id"])
     assert during["status"] == "running" and during["progress"]["done"] < 24  # it went first, not after
