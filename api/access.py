@@ -9,9 +9,9 @@ stack is, and every caller sees every job.
 
 from flask import Flask, g, request
 
+from api.auth import METRICS, Caller, Tokens
 from api.errors import ApiError
 from api.throttle import FailedLogins
-from shared.auth import METRICS, Caller, Tokens
 
 # The caller of the current request; None when tokens are off.
 _CALLER = "filterviz_caller"

@@ -8,6 +8,7 @@ from flask.json.provider import DefaultJSONProvider
 from api.access import require_tokens
 from api.admission import Admission, init_rate_limit
 from api.atlas import atlas
+from api.auth import load_tokens
 from api.errors import register_error_handlers
 from api.headers import add_security_headers
 from api.jobs import jobs
@@ -19,7 +20,6 @@ from api.throttle import failed_logins
 from api.web import web
 from api.webhooks import webhooks
 from api.workers import workers
-from shared.auth import load_tokens
 from shared.celery_app import create_celery
 from shared.jobs import job_store, redis_client
 from shared.settings import Settings
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """An API app wired to the configured Redis, S3 and Celery broker (nothing is contacted here).
 
     With FILTERVIZ_API_TOKENS_FILE set, the file is read now: a missing or malformed one stops the start,
-    as does its absence in Kubernetes (shared/auth.py).
+    as does its absence in Kubernetes (api/auth.py).
     """
     settings = settings or Settings()
     tokens = load_tokens(settings.api_tokens_file, settings.allow_no_tokens, os.environ)

@@ -40,10 +40,10 @@ if os.environ.get("FILTERVIZ_LOG_FORMAT") == "json":
 def on_starting(server) -> None:
     """Before any worker forks: refuse a documented default secret where this API would be exposed with
     it (gunicorn's bind is where it listens), and a missing or malformed tokens file, or none in
-    Kubernetes (shared/auth.py), with one line each rather than a boot loop of tracebacks; an empty
+    Kubernetes (api/auth.py), with one line each rather than a boot loop of tracebacks; an empty
     folder for prometheus_client's multiprocess mode (api/metrics.py)."""
+    from api.auth import TokenFileError, load_tokens
     from provision.default_secrets import DefaultSecretsError, refuse_default_secrets, settings_secrets
-    from shared.auth import TokenFileError, load_tokens
     from shared.metrics_dir import VARIABLE, fresh_multiprocess_dir
     from shared.settings import Settings
 

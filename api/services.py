@@ -6,8 +6,8 @@ from celery import Celery
 from flask import current_app
 
 from api.admission import Admission
+from api.auth import Tokens
 from api.readiness import WriteProbe
-from shared.auth import Tokens
 from shared.jobs import JobStore
 from shared.settings import Settings
 from shared.storage import Storage

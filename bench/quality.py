@@ -1,4 +1,4 @@
-"""Picture quality per method, measured rather than judged by eye (research/feature-visualization.md, section 5).
+"""Picture quality per method, measured rather than judged by eye (its sources: README, Methods).
 
 Every method renders the same filters at an equal compute budget (network passes per filter: a
 method that looks at several crops per step gets fewer steps). Each shown picture (the uint8
@@ -34,12 +34,12 @@ import numpy as np
 from keras import ops
 
 from shared.methods import METHODS, SEED
+from shared.pictures import encode_png, stitch_grid
 from shared.settings import Settings
 from worker.engine import AscentEngine, picture
 from worker.engine.network import caffe_preprocess, layer_stack, pre_activation
 from worker.engine.precision import FLOAT32, PRECISIONS
 from worker.engine.tf_step import compiled
-from worker.imaging import encode_png, stitch_grid
 from worker.loading import load_engine
 
 NOISE_PICTURES = 8  # shuffles of each picture

@@ -12,6 +12,8 @@ from shared.spec import JobSpec, describe_problems, parse_spec
 from shared.version import package_version
 
 USAGE_ERROR = 2
+# An unknown layer's message sends the user here (the API's says GET /v1/models).
+CLI_LAYERS = "`filterviz layers` lists the conv layers"
 DESCRIPTION = """render filter pictures into a folder without any service (one job, or the whole atlas),
 submit to a service, or list the conv layers"""
 
@@ -57,7 +59,7 @@ def parse_param(text: str) -> tuple[str, int | float | bool]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line, with SPEC.md's defaults."""
+    """The command line, with the job spec's defaults (shared/spec.py)."""
     parser = _OneLineParser(prog="filterviz", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"filterviz {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
@@ -125,7 +127,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 def spec_from_args(args: argparse.Namespace, settings: Settings) -> JobSpec:
     """The validated job spec the arguments describe; UsageError names the first bad one."""
     try:
-        return parse_spec(request_from_args(args), settings.limits)
+        return parse_spec(request_from_args(args), settings.limits, CLI_LAYERS)
     except ValidationError as error:
         problem = describe_problems(error)[0]
         raise UsageError(f"{problem['field']}: {problem['reason']}") from None

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cli.arguments import UsageError
+from cli.arguments import CLI_LAYERS, UsageError
 from cli.render_command import fetch_imagenet_weights, progress_reporter
 from shared.atlas import AtlasRequest, plan
 from shared.cost import Budget
@@ -68,7 +68,7 @@ def local_plan(request: dict[str, Any], settings: Settings) -> list[tuple[str, J
     """Each folder name and its spec: a layer per folder, split only where the filter limit says so."""
     unbounded = Budget(1e30, 1e30, 2**62)  # no budget here: only the filter limit splits a layer
     folders = []
-    for layer, specs in plan(AtlasRequest.model_validate(request), settings.limits, unbounded):
+    for layer, specs in plan(AtlasRequest.model_validate(request), settings.limits, unbounded, CLI_LAYERS):
         folders += [(layer if len(specs) == 1 else f"{layer}.{i}", spec) for i, spec in enumerate(specs)]
     return folders
 

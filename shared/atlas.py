@@ -31,7 +31,7 @@ from shared.jobs import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, now
 from shared.layers import conv_layers
 from shared.manifest import MANIFEST_FILE
 from shared.methods import SEED, MethodName
-from shared.spec import JobSpec, Limits, parse_spec
+from shared.spec import API_LAYERS, JobSpec, Limits, parse_spec
 from shared.storage import Storage, job_key
 
 ATLAS_CLIENT = "atlas"
@@ -72,21 +72,26 @@ def job_request(request: AtlasRequest, layer: str, filters: list[int]) -> dict[s
     return body
 
 
-def plan(request: AtlasRequest, limits: Limits, budget: Budget) -> list[tuple[str, list[JobSpec]]]:
+def plan(
+    request: AtlasRequest, limits: Limits, budget: Budget, layers_hint: str = API_LAYERS
+) -> list[tuple[str, list[JobSpec]]]:
     """Each layer's jobs: its filters in as few jobs as the per-job filter limit and budget allow.
 
-    Raises ValueError (pydantic's ValidationError) for a bad layer or size, as a job request would."""
+    Raises ValueError (pydantic's ValidationError) for a bad layer or size, as a job request would;
+    `layers_hint` says where the layers are listed (parse_spec)."""
     layers = [layer for layer in conv_layers(request.model) if request.layers is None or layer.name in request.layers]
     unknown = set(request.layers or []) - {layer.name for layer in layers}
     if unknown:
-        raise ValueError(f"unknown layers {sorted(unknown)}; GET /v1/models lists the conv layers")
+        raise ValueError(f"unknown layers {sorted(unknown)}; {layers_hint}")
     planned = []
     for layer in layers:
         count = min(layer.filters, request.filters_per_layer or layer.filters)
-        one = parse_spec(job_request(request, layer.name, [0]), limits)
+        one = parse_spec(job_request(request, layer.name, [0]), limits, layers_hint)
         per_job = max(1, min(limits.max_filters, int(budget.job_flops // max(filter_flops(one), 1))))
         specs = [
-            parse_spec(job_request(request, layer.name, list(range(start, min(start + per_job, count)))), limits)
+            parse_spec(
+                job_request(request, layer.name, list(range(start, min(start + per_job, count)))), limits, layers_hint
+            )
             for start in range(0, count, per_job)
         ]
         planned.append((layer.name, specs))

@@ -189,11 +189,6 @@ def referenced(storage: Storage) -> set[str]:
     return {entry["cache"] for record in stored if record for entry in record["filters"]}
 
 
-def split_hits(filters: Sequence[int], hits: dict[int, Any]) -> list[int]:
-    """The filters still to render."""
-    return [index for index in filters if index not in hits]
-
-
 def expire(client: redis.Redis, storage: Storage, ttl_seconds: int, now: float) -> int:
     """Delete the entries older than `ttl_seconds` whose index key lapsed (unused that long) and that no
     job refers to; the count deleted."""

@@ -57,11 +57,6 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-def split_chunks(filters: Sequence[int], chunk_size: int) -> list[list[int]]:
-    """Consecutive chunks of at most chunk_size filters."""
-    return [list(filters[i : i + chunk_size]) for i in range(0, len(filters), chunk_size)]
-
-
 class CeleryDispatch:
     """Sends a job's units as Celery tasks (the lifecycle's Dispatch)."""
 

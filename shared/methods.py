@@ -4,7 +4,7 @@ No TensorFlow here: the API lists and validates methods without it. A method is 
 (worker/engine/recipes.py builds it from these numbers). `steps` and `step_size` are the job
 spec's own fields; each method gives them its own defaults, and `step_size` is the learning rate
 of the method's optimiser. Everything else a method takes is one of its `params`.
-Sources of the numbers: research/feature-visualization.md.
+Sources of the numbers: README, Methods (the papers and repositories they come from).
 """
 
 import math
@@ -198,11 +198,6 @@ if TYPE_CHECKING:
     MethodName = str
 else:
     MethodName = Literal[tuple(METHODS)]
-
-
-def find_method(name: str) -> Method | None:
-    """The method called `name`, or None."""
-    return METHODS.get(name)
 
 
 def describe_methods() -> list[dict[str, Any]]:

@@ -155,10 +155,10 @@ class Settings(BaseSettings):
     # flask-limiter's notation, e.g. "120 per minute"; "off" turns the rate limit off.
     submit_rate_limit: str = Field("120 per minute", validation_alias="FILTERVIZ_SUBMIT_RATE_LIMIT")
 
-    # Access (shared/auth.py): a file of `<name> <user|admin> <sha256 hex>` lines turns bearer tokens on;
+    # Access (api/auth.py): a file of `<name> <user|admin> <sha256 hex>` lines turns bearer tokens on;
     # unset, the API is open (the local stack).
     api_tokens_file: str | None = Field(None, validation_alias="FILTERVIZ_API_TOKENS_FILE")
-    # In Kubernetes the API refuses to start without tokens unless this says it may (shared/auth.py).
+    # In Kubernetes the API refuses to start without tokens unless this says it may (api/auth.py).
     allow_no_tokens: bool = Field(False, validation_alias="FILTERVIZ_ALLOW_NO_TOKENS")
     # Requests with a wrong token from one address (flask-limiter's notation); past it, 429. "off": no limit.
     failed_auth_limit: str = Field("20 per minute", validation_alias="FILTERVIZ_FAILED_AUTH_LIMIT")

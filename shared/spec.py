@@ -37,6 +37,11 @@ DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
 MAX_LAYER_FILTERS = max(layer.filters for layers in MODELS.values() for layer in layers)
 MIN_PRIORITY, MAX_PRIORITY = -3, 3  # a job's priority in fair dispatch, 0 by default
 
+# Where an unknown layer's message sends the user: the API's route unless the caller names another
+# (the CLI: `filterviz layers`), passed to the validators in their context under LAYERS_HINT.
+API_LAYERS = "GET /v1/models lists the conv layers"
+LAYERS_HINT = "layers_hint"
+
 
 class Limits(BaseModel):
     """Bounds a deployment puts on one job, so one request can't occupy the workers for hours."""
@@ -94,7 +99,7 @@ def filters_type(max_count: int) -> Any:
 
 
 class JobSpecInput(BaseModel):
-    """What to render, as asked for. Defaults are the seed script's numbers (see SPEC.md)."""
+    """What to render, as asked for. Defaults are the seed script's numbers (README, Methods)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -147,7 +152,9 @@ class JobSpecInput(BaseModel):
     def _known_layer(cls, layer: str, info: ValidationInfo) -> str:
         model = info.data.get("model", "vgg16")
         if find_layer(layer, model) is None:
-            raise ValueError(f"unknown layer {layer!r} for {model}; GET /v1/models lists the conv layers")
+            raise ValueError(
+                f"unknown layer {layer!r} for {model}; {(info.context or {}).get(LAYERS_HINT, API_LAYERS)}"
+            )
         return layer
 
     @field_validator("filters")
@@ -241,13 +248,14 @@ def limited_spec_model(limits: Limits) -> type[JobSpecInput]:
     return model
 
 
-def parse_spec(data: object, limits: Limits | None = None) -> JobSpec:
+def parse_spec(data: object, limits: Limits | None = None, layers_hint: str = API_LAYERS) -> JobSpec:
     """Validate a request body (a dict) into a JobSpec, under the deployment's limits.
 
     The result is the validated form, loaded back from the input's JSON: what is accepted here is
-    exactly what the job records and the worker will load.
+    exactly what the job records and the worker will load. `layers_hint`: where an unknown layer's
+    message sends the user (the API's route, or the CLI's command).
     """
-    public = limited_spec_model(limits or Limits()).model_validate(data)
+    public = limited_spec_model(limits or Limits()).model_validate(data, context={LAYERS_HINT: layers_hint})
     return JobSpec.model_validate_json(public.model_dump_json())
 
 

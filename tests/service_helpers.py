@@ -9,8 +9,8 @@ import numpy as np
 import requests
 
 from devstack.local import LocalStack, free_port
+from shared.pictures import decode_png
 from tests.conftest import TEST_WEIGHTS
-from worker.imaging import decode_png
 
 SMALL_JOB = {"layer": "block3_conv1", "filters": {"start": 0, "stop": 16}, "image_size": 32, "steps": 4,
              "grid": {"n": 3, "margin": 2}, "seed": 21}  # fmt: skip

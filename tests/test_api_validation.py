@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from api.app import create_app
+from api.auth import TokenFileError, token_digest
 from api.headers import SECURITY_HEADERS
 from devstack.local import free_port
-from shared.auth import TokenFileError, token_digest
 from shared.settings import Settings
 
 NOWHERE = "127.0.0.1:9"  # the discard port: nothing listens there

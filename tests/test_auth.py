@@ -10,7 +10,7 @@ import redis
 import requests
 from pydantic import ValidationError
 
-from shared.auth import TokenFileError, Tokens, token_digest
+from api.auth import TokenFileError, Tokens, token_digest
 from shared.settings import Settings
 from tests.service_helpers import SMALL_JOB, running_stack
 

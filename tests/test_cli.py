@@ -65,7 +65,10 @@ def test_layers_lists_every_conv_layer_with_its_filter_count():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--layer", "block6_conv1"], "unknown layer 'block6_conv1'"),
+        (
+            ["--layer", "block6_conv1"],
+            "unknown layer 'block6_conv1' for vgg16; `filterviz layers` lists the conv layers",
+        ),
         (["--layer", "block1_conv1", "--filters", "60-70"], "filter 70 is out of range"),
         (["--filters", "1-x"], "bad filter list"),
         (["--size", "8"], "image_size 8 is too small for block5_conv1"),

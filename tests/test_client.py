@@ -14,8 +14,8 @@ from cli.main import main
 from cli.submit_command import CANCELED, FAILED, REFUSED, SUCCEEDED, TIMED_OUT, UNAVAILABLE, USAGE
 from client import ApiError, Client
 from devstack.local import free_port
+from shared.pictures import decode_png
 from tests.service_helpers import SMALL_JOB, running_stack
-from worker.imaging import decode_png
 
 SMALL_ARGS = [
     "--layer",

@@ -1,4 +1,4 @@
-"""The batched engine against a plain per-filter loop written from SPEC.md's steps."""
+"""The batched engine against a plain per-filter loop written from the Keras example's steps."""
 
 import keras
 import numpy as np
@@ -13,7 +13,7 @@ SIZE, STEPS = 32, 6
 
 
 def reference_ascent(network, layer, filter_index, seed, steps=STEPS, step_size=1.0):
-    """SPEC.md's method `seed`, one filter at a time, eagerly: returns (image, last loss, dead)."""
+    """Method `seed` as the Keras example runs it, one filter at a time, eagerly: returns (image, last loss, dead)."""
     cut = keras.Model(network.input, network.get_layer(layer).output)
     image = tf.Variable(start_image(seed, filter_index, SIZE)[None])
     loss = None
@@ -84,7 +84,7 @@ def test_batch_size_does_not_change_the_pictures(engine):
 
 
 def test_same_seed_same_bytes_other_seed_other_pictures(engine):
-    from worker.imaging import encode_png
+    from shared.pictures import encode_png
 
     def grid_bytes(seed):
         spec = parse_spec({"layer": "block3_conv1", "filters": list(range(8)), "image_size": SIZE, "steps": 3,

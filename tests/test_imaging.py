@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from worker.imaging import FilterOutcome, decode_png, deprocess, encode_png, grid_order, stitch_grid
+from shared.pictures import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid
+from worker.imaging import deprocess
 
 
 def solid(value: int, size: int = 4) -> np.ndarray:

@@ -19,8 +19,8 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from api.app import create_app
+from api.auth import TokenFileError, Tokens, load_tokens
 from devstack.local import LocalStack
-from shared.auth import TokenFileError, Tokens, load_tokens
 from shared.celery_app import QUEUE
 from shared.settings import Settings
 from shared.workers import publish, withdraw

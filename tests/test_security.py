@@ -15,7 +15,7 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.auth import token_digest
+from api.auth import token_digest
 from shared.storage import Storage, job_key
 from tests.service_helpers import SMALL_JOB, running_stack
 

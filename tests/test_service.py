@@ -47,7 +47,7 @@ def cli_grid(tmp_path, job: dict) -> np.ndarray:
                "--margin", str(job["grid"]["margin"]), "--seed", str(job["seed"]), "--weights", TEST_WEIGHTS,
                "--out", str(tmp_path)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
-    from worker.imaging import decode_png
+    from shared.pictures import decode_png
 
     return decode_png((tmp_path / "grid.png").read_bytes()), json.loads((tmp_path / "manifest.json").read_text())
 

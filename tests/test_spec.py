@@ -1,4 +1,4 @@
-"""The job spec: defaults from SPEC.md, and every bad value named with its field."""
+"""The job spec: defaults from the Keras example, and every bad value named with its field."""
 
 import pytest
 from pydantic import ValidationError
@@ -36,7 +36,11 @@ def test_grid_side():
 @pytest.mark.parametrize(
     ("data", "field", "words"),
     [
-        ({"layer": "block9_conv1"}, "layer", "unknown layer"),
+        (
+            {"layer": "block9_conv1"},
+            "layer",
+            "unknown layer 'block9_conv1' for vgg16; GET /v1/models lists the conv layers",
+        ),
         ({"filters": [512]}, "filters", "out of range"),
         ({"layer": "block1_conv2", "filters": {"start": 60, "stop": 65}}, "filters", "0..63"),
         ({"filters": {"start": 5, "stop": 5}}, "filters", "empty range"),

@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from shared.pictures import decode_png, encode_png
 from shared.thumbnails import png_thumbnail
-from worker.imaging import decode_png, encode_png
 
 
 def test_a_big_picture_shrinks_to_fit_keeping_its_colour_and_aspect():

@@ -10,8 +10,8 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
+from api.auth import token_digest
 from devstack.local import LocalStack, free_port
-from shared.auth import token_digest
 from shared.job_errors import MESSAGES
 from shared.jobs import JobError, job_store
 from tests.conftest import TEST_WEIGHTS

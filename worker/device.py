@@ -26,8 +26,11 @@ def limit_threads(threads: int) -> int:
     if backend_name() == "tensorflow":
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already ran in this process (the CLI called twice): its pools stay
+            return tf.config.threading.get_intra_op_parallelism_threads() or threads
     return threads
 
 

@@ -1,9 +1,7 @@
-"""From raw ascent images to pictures: deprocess, choose and stitch the grid, encode PNG."""
+"""From raw ascent images to pictures (the engine's side): deprocess to uint8. Choosing, stitching and
+encoding them is shared/pictures.py (the API stitches cached jobs too)."""
 
 import numpy as np
-
-# Moved to shared/pictures.py (the API stitches cached jobs); kept importable from here.
-from shared.pictures import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid  # noqa: F401
 
 DEPROCESS_EPSILON = 1e-7
 SEED_CONTRAST = 0.1  # the seed's deprocess std

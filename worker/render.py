@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from shared.manifest import GRID_FILE, MANIFEST_FILE, build_manifest, filter_file
+from shared.pictures import FilterOutcome, encode_png, grid_order, stitch_grid
 from shared.spec import JobSpec
 from worker.engine import AscentEngine, FilterAscent, picture
-from worker.imaging import FilterOutcome, encode_png, grid_order, stitch_grid
 
 
 @dataclass(frozen=True)

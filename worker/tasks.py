@@ -214,7 +214,7 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
 def _store_filters(current: WorkerState, job_id: str, spec: Any, rendered: list, **extra: Any) -> list[dict[str, Any]]:
     """Upload the job's filter pictures, and the same into the result cache under the weights that made
     them (shared/cache.py), even for "cache": false, in one round; their manifest entries."""
-    from worker.imaging import encode_png
+    from shared.pictures import encode_png
     from worker.render import filter_entries
 
     pngs = [encode_png(r.picture) for r in rendered]

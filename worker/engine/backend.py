@@ -21,6 +21,8 @@ TENSORFLOW = "tensorflow"
 JAX = "jax"
 BACKENDS = (TENSORFLOW, JAX)
 STEP_MODULES = {TENSORFLOW: "worker.engine.tf_step", JAX: "worker.engine.jax_step"}
+# Added to a gradient's RMS before dividing by it, by both step modules and the optimizers.
+GRADIENT_EPSILON = 1e-7  # keras.backend.epsilon(), as the seed uses
 
 
 class BackendError(RuntimeError):

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import keras
 
-GRADIENT_EPSILON = 1e-7  # keras.backend.epsilon(), as the seed uses
+from worker.engine.backend import GRADIENT_EPSILON
+
 # A jitted step compiles once per input shape: `seed` keeps its batch whole and masks dead filters
 # instead of shrinking it (TensorFlow's step takes any batch size without retracing).
 RECOMPILES_PER_SHAPE = True

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
-from worker.engine.backend import Tensor
-
-GRADIENT_EPSILON = 1e-7  # keras.backend.epsilon(), as the seed uses
+from worker.engine.backend import GRADIENT_EPSILON, Tensor
 
 
 def _per_image_axes(x: Tensor) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""Method `seed` of SPEC.md, exactly: the Keras example's loop, batched one image per filter.
+"""Method `seed`, exactly: the Keras example's loop (README, Methods), batched one image per filter.
 
 Each filter's loss is the mean of its channel of the layer's output, and its gradient is normalised
 by its own RMS, so a batched run paints the same pictures as one filter at a time. A filter whose

@@ -9,7 +9,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-GRADIENT_EPSILON = 1e-7  # keras.backend.epsilon(), as the seed uses
+from worker.engine.backend import GRADIENT_EPSILON
+
 # The seed step's input signature takes any batch size without retracing, so `seed` may shrink its
 # batch as filters die (jax_step's jitted step would compile again for every new size).
 RECOMPILES_PER_SHAPE = False

@@ -138,9 +138,9 @@ def load_tokens(path: str | None, allow_open: bool, environ: Mapping[str, str]) 
 
 
 def main(argv: list[str]) -> int:
-    """`python -m shared.auth NAME [user|admin|metrics]`: a new random token, and its line for the tokens file."""
+    """`python -m api.auth NAME [user|admin|metrics]`: a new random token, and its line for the tokens file."""
     if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] not in SCOPES) or not _NAME.match(argv[0]):
-        print("usage: python -m shared.auth NAME [user|admin|metrics]", file=sys.stderr)
+        print("usage: python -m api.auth NAME [user|admin|metrics]", file=sys.stderr)
         return 2
     token = secrets.token_urlsafe(32)
     scope = argv[1] if len(argv) == 2 else USER
