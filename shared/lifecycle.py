@@ -176,6 +176,14 @@ class Unit:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A delivered unit that `begin` did not start, and why: its job ended ("canceled", "failed", ...),
+    it is "done" or "held" (a duplicate), or its job "failed" as it began (attempts used, weights)."""
+
+    why: str
+
+
+@dataclass(frozen=True)
 class Renewal:
     """What a heartbeat learned: whether the lease is still ours, and whether to go on."""
 
@@ -224,16 +232,18 @@ class Lifecycle:
 
     # --- a unit starts -------------------------------------------------------------------------
 
-    def begin(self, job_id: str, unit: str, worker: str, weights: str, filters: list[int] | None = None) -> Unit | str:
+    def begin(
+        self, job_id: str, unit: str, worker: str, weights: str, filters: list[int] | None = None
+    ) -> Unit | Skipped:
         """Take the unit when it should run now; otherwise say why not (the task then does nothing)."""
         deliveries.forget(self._redis, job_id, unit)  # from here on its lease, or its end, covers it
         job = self.jobs.get(job_id)
         if job is None or job.status in FINISHED:
             self._leaves_broker(job_id, unit)
-            return job.status if job else "unknown job"
+            return Skipped(job.status if job else "unknown job")
         keys = job_keys(job_id)
         if unit == FINISH and self._redis.scard(keys.done) < job.chunks:
-            return "chunks not done"
+            return Skipped("chunks not done")
         token = f"{worker}|{secrets.token_hex(4)}"
         holder = self._redis.get(_lease_key(job_id, unit))
         dead = holder.decode() if holder and _died_here(holder.decode(), worker) else ""
@@ -244,7 +254,7 @@ class Lifecycle:
         if outcome[0] != b"run":
             if outcome[0] == b"done":  # a late duplicate; a held unit keeps its slot for its holder
                 self._leaves_broker(job_id, unit)
-            return outcome[0].decode()
+            return Skipped(outcome[0].decode())
         taken = Unit(job_id, unit, token, job)
         with self._redis.pipeline() as pipe:
             if filters is not None:  # so the sweep can send this chunk again
@@ -254,12 +264,12 @@ class Lifecycle:
         if int(outcome[1]) > self._max_attempts:
             self.fail(taken, "chunk_failed_repeatedly", f"{_describe(unit)} was started {outcome[1] - 1} times "
                       "and never finished (its worker process died each time)")  # fmt: skip
-            return "failed"
+            return Skipped("failed")
         recorded = self.jobs.claim_weights(job_id, weights) if unit != FINISH else weights
         if recorded != weights:
             message = f"workers disagree on weights: job uses {recorded}, worker {worker} has {weights}"
             self.fail(taken, "weights_mismatch", message)
-            return "failed"
+            return Skipped("failed")
         if self.jobs.mark_running(job_id):
             self._moved(job_id, RUNNING)
         return taken

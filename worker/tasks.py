@@ -30,7 +30,7 @@ from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
 from shared.cost import filter_flops
 from shared.finish import write_results
 from shared.jobs import now, redis_client
-from shared.lifecycle import FINISH, Unit
+from shared.lifecycle import FINISH, Skipped, Unit
 from shared.manifest import filter_file
 from shared.settings import Settings
 from shared.storage import MissingObject, chunk_record_name, job_key
@@ -173,8 +173,8 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
 
     current = state()
     unit = current.lifecycle.begin(job_id, str(chunk_index), current.name, current.loaded.weights, filters)
-    if not isinstance(unit, Unit):
-        return {"chunk": chunk_index, "skipped": unit}
+    if isinstance(unit, Skipped):
+        return {"chunk": chunk_index, "skipped": unit.why}
     spec = unit.job.spec
     done = 0
     started = time.perf_counter()
@@ -269,8 +269,8 @@ def finish_job(job_id: str) -> dict[str, Any]:
 def _finish(current: WorkerState, job_id: str, just_stored: dict[int, dict] | None = None) -> dict[str, Any]:
     """just_stored: the chunk records the calling task stored just before, by chunk (not read back)."""
     unit = current.lifecycle.begin(job_id, FINISH, current.name, current.loaded.weights)
-    if not isinstance(unit, Unit):
-        return {"skipped": unit}
+    if isinstance(unit, Skipped):
+        return {"skipped": unit.why}
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, "the finish step"):
         return _assemble(current, unit, watch, just_stored or {})
 
