@@ -19,9 +19,9 @@ from flask_limiter import Limiter, RateLimitExceeded
 from api.access import current_caller
 from api.errors import ApiError
 from shared.jobs import FINISHED
+from shared.keys import ACTIVE_JOBS, RATE_LIMITS
 from shared.settings import Settings
 
-ACTIVE_JOBS = "filterviz:admission:active"
 # A client has no way to know when a slot frees up; about the time a small job takes.
 FULL_RETRY_SECONDS = 30
 # Longer than any submission takes between admission and writing the job's record.
@@ -101,7 +101,7 @@ def init_rate_limit(app: Flask, settings: Settings, endpoint: str) -> None:
         app=app,
         storage_uri=settings.redis_url,
         storage_options={"socket_timeout": 5, "socket_connect_timeout": 3},
-        key_prefix="filterviz:rate",
+        key_prefix=RATE_LIMITS,
         strategy="fixed-window",
     )
     # The limit wraps this app's view: each app (and test) has its own limiter and storage.

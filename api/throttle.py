@@ -15,8 +15,8 @@ from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from api.errors import ApiError
+from shared.keys import FAILED_AUTH
 
-NAMESPACE = "filterviz:failed-auth"
 log = logging.getLogger(__name__)
 
 
@@ -31,9 +31,9 @@ class FailedLogins:
     def check(self, address: str) -> None:
         """429 with Retry-After while the address is over the limit."""
         try:
-            if self._limiter.test(self._item, NAMESPACE, address):
+            if self._limiter.test(self._item, FAILED_AUTH, address):
                 return
-            reset = self._limiter.get_window_stats(self._item, NAMESPACE, address).reset_time
+            reset = self._limiter.get_window_stats(self._item, FAILED_AUTH, address).reset_time
         except redis.RedisError as error:
             log.warning("wrong tokens are not throttled while Redis is unavailable: %s", error)
             return
@@ -44,7 +44,7 @@ class FailedLogins:
     def count(self, address: str) -> None:
         """One more wrong token from the address."""
         try:
-            self._limiter.hit(self._item, NAMESPACE, address)
+            self._limiter.hit(self._item, FAILED_AUTH, address)
         except redis.RedisError as error:
             log.warning("a wrong token from %s was not counted: Redis is unavailable: %s", address, error)
 

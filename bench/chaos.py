@@ -47,7 +47,7 @@ import redis
 import requests
 
 from devstack.local import LocalStack, free_port, wait_until
-from shared.deliveries import RECEIVED
+from shared.keys import RECEIVED, lease_key
 from shared.storage import Storage, job_key
 
 WORKERS = ("alpha", "beta")
@@ -124,7 +124,7 @@ def receiver_of(stack: LocalStack, job_id: str) -> str | None:
 def holder_of(stack: LocalStack, job_id: str, unit: str = "*") -> str | None:
     """The worker holding a lease of the job (of `unit`), from the lease token '<worker>:<pid>|<nonce>'."""
     client = redis_client(stack)
-    for key in client.keys(f"filterviz:lease:{job_id}:{unit}"):
+    for key in client.keys(lease_key(job_id, unit)):
         token = client.get(key)
         if token:
             return token.decode().split("|")[0].rsplit(":", 1)[0]
@@ -219,7 +219,7 @@ def arrange(stack: LocalStack, moment: str, seed: int, job_seconds: float, exits
     job_id = submit(stack, seed)
     if moment == "finish":
         # The finish takes tens of milliseconds: catch its lease at once, and hold it mid-way.
-        lease, client, deadline = f"filterviz:lease:{job_id}:finish", redis_client(stack), time.monotonic() + 120
+        lease, client, deadline = lease_key(job_id, "finish"), redis_client(stack), time.monotonic() + 120
         while not client.exists(lease):
             assert time.monotonic() < deadline, f"job {job_id}: no finish within 120 s"
             time.sleep(0.001)

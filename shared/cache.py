@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 
+from shared.keys import AGREED_WEIGHTS, CACHE_INDEX
 from shared.manifest import filter_file
 from shared.spec import JobSpec
 from shared.storage import TRANSFERS, Storage, Upload, job_key
@@ -43,10 +44,8 @@ PIXELS_VERSION = 1
 CACHE_PREFIX = "cache/"
 # A job's hits: [{index, loss, dead, revived, cache: <hash>}], beside its chunk records.
 CACHED_FILE = "cached.json"
-INDEX = "filterviz:cache:"
-# The weights identity the live workers last agreed on (the API answers from the cache with it
-# while no worker is live).
-AGREED_WEIGHTS = "filterviz:cache:agreed-weights"
+# AGREED_WEIGHTS: the weights identity the live workers last agreed on (the API answers from the
+# cache with it while no worker is live).
 # Where a job's progress counts its hits (beside one field per chunk: shared/jobs.py).
 HITS_PROGRESS = "cached"
 
@@ -115,7 +114,7 @@ def lookup(client: redis.Redis, spec: JobSpec, weights: str, ttl_seconds: int) -
     """The filters of `spec` the cache holds, as {index: {index, loss, dead, revived, cache}}; each hit's
     lifetime is renewed."""
     digests = [entry_hash(spec, weights, index) for index in spec.filters]
-    found = client.mget([INDEX + d for d in digests])
+    found = client.mget([CACHE_INDEX + d for d in digests])
     hits = {
         index: {**json.loads(raw), "cache": digest}
         for index, digest, raw in zip(spec.filters, digests, found, strict=True)
@@ -124,7 +123,7 @@ def lookup(client: redis.Redis, spec: JobSpec, weights: str, ttl_seconds: int) -
     if hits:
         with client.pipeline(transaction=False) as pipe:
             for entry in hits.values():
-                pipe.expire(INDEX + entry["cache"], ttl_seconds)
+                pipe.expire(CACHE_INDEX + entry["cache"], ttl_seconds)
             pipe.execute()
     return hits
 
@@ -134,7 +133,7 @@ def still_stored(storage: Storage, client: redis.Redis, hits: dict[int, dict[str
     found = list(TRANSFERS.map(storage.exists, [picture_key(hit["cache"]) for hit in hits.values()]))
     gone = [hit["cache"] for hit, present in zip(hits.values(), found, strict=True) if not present]
     if gone:
-        client.delete(*[INDEX + digest for digest in gone])
+        client.delete(*[CACHE_INDEX + digest for digest in gone])
     return {index: hit for (index, hit), present in zip(hits.items(), found, strict=True) if present}
 
 
@@ -161,7 +160,7 @@ def store(
     storage.put_all(uploads)
     with client.pipeline(transaction=False) as pipe:
         for digest, kept in index.items():
-            pipe.set(INDEX + digest, json.dumps(kept), ex=ttl_seconds)
+            pipe.set(CACHE_INDEX + digest, json.dumps(kept), ex=ttl_seconds)
         pipe.execute()
     return {kept["index"]: digest for digest, kept in index.items()}
 
@@ -199,7 +198,7 @@ def expire(client: redis.Redis, storage: Storage, ttl_seconds: int, now: float) 
     if not old:
         return 0
     candidates = sorted(old - referenced(storage))
-    indexed = client.mget([INDEX + digest for digest in candidates]) if candidates else []
+    indexed = client.mget([CACHE_INDEX + digest for digest in candidates]) if candidates else []
     doomed = [digest for digest, present in zip(candidates, indexed, strict=True) if present is None]
     for digest in doomed:
         storage.delete_prefix(f"{CACHE_PREFIX}{digest}.")

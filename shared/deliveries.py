@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import redis
 
+from shared.keys import HOLDINGS, RECEIVED
 from shared.workers import LIVE_SECONDS
 
-RECEIVED = "filterviz:received"  # hash: <job>:<unit> -> {"receiver", "at"}
-HOLDINGS = "filterviz:holdings:"  # + receiver: {"held": [<job>:<unit>, ...], "at"}, lapses with the receiver
 # A receipt this young is left alone, and a receiver's beat must be this much younger than a receipt
 # before it counts as not holding the unit (a message is in its hands before it is in its reserved set).
 SETTLE_SECONDS = 2.0

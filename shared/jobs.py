@@ -15,12 +15,12 @@ from typing import Any, NamedTuple
 import redis
 
 from shared.cost import job_cost
+from shared.keys import JOB, JOB_LIST, LIVE_JOBS, OWNER_JOBS
 from shared.retrying import redis_retry
 from shared.spec import JobSpec
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 FINISHED = frozenset({SUCCEEDED, FAILED, CANCELED})
-JOB_LIST, LIVE_JOBS = "filterviz:jobs", "filterviz:live"
 
 # A job's deadline when none is configured: a floor for queueing and start-up, plus its compute
 # at a rate far below any worker's (two CPU cores do about 100 GFLOP/s), so only a stuck job meets it.
@@ -101,12 +101,12 @@ class JobKeys(NamedTuple):
 
 def owner_list(owner: str) -> str:
     """The sorted set of one token's jobs (by creation time), beside JOB_LIST."""
-    return f"{JOB_LIST}:owner:{owner}"
+    return OWNER_JOBS + owner
 
 
 def job_keys(job_id: str) -> JobKeys:
     """The Redis keys of one job."""
-    base = f"filterviz:job:{job_id}"
+    base = JOB + job_id
     return JobKeys(base, f"{base}:progress", f"{base}:units", f"{base}:done", f"{base}:queued")
 
 

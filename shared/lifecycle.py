@@ -86,6 +86,7 @@ from typing import Protocol
 
 from shared import deliveries
 from shared.jobs import FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job, JobError, JobStore, job_keys
+from shared.keys import SWEEP_LOCK, lease_key, pending_key
 from shared.scheduling import Scheduler, split_member
 from shared.storage import Storage, chunk_record_name, job_key
 
@@ -197,14 +198,6 @@ class Renewal:
         return self.ours and self.status in (QUEUED, RUNNING) and not self.past_deadline
 
 
-def _lease_key(job_id: str, unit: str) -> str:
-    return f"filterviz:lease:{job_id}:{unit}"
-
-
-def _pending_key(job_id: str, unit: str) -> str:
-    return f"filterviz:pending:{job_id}:{unit}"
-
-
 class Lifecycle:
     """The job lifecycle on Redis (records, leases, attempts) and storage (results)."""
 
@@ -245,10 +238,10 @@ class Lifecycle:
         if unit == FINISH and self._redis.scard(keys.done) < job.chunks:
             return Skipped("chunks not done")
         token = f"{worker}|{secrets.token_hex(4)}"
-        holder = self._redis.get(_lease_key(job_id, unit))
+        holder = self._redis.get(lease_key(job_id, unit))
         dead = holder.decode() if holder and _died_here(holder.decode(), worker) else ""
         outcome = self._begin(
-            keys=[_lease_key(job_id, unit), keys.units, keys.done, _pending_key(job_id, unit)],
+            keys=[lease_key(job_id, unit), keys.units, keys.done, pending_key(job_id, unit)],
             args=[token, self.lease_seconds * 1000, STALE_SECONDS * 1000, unit, dead],
         )
         if outcome[0] != b"run":
@@ -279,7 +272,7 @@ class Lifecycle:
     def renew(self, unit: Unit) -> Renewal:
         """Extend the unit's lease (the heartbeat calls this every second) and read the job's status."""
         ours, status, deadline = self._renew(
-            keys=[_lease_key(unit.job_id, unit.name), job_keys(unit.job_id).record],
+            keys=[lease_key(unit.job_id, unit.name), job_keys(unit.job_id).record],
             args=[unit.token, self.lease_seconds * 1000],
         )
         past = bool(deadline) and time.time() > float(deadline)
@@ -359,13 +352,13 @@ class Lifecycle:
 
     def release(self, unit: Unit) -> None:
         """Drop the unit's lease if it is still ours."""
-        self._release(keys=[_lease_key(unit.job_id, unit.name)], args=[unit.token])
+        self._release(keys=[lease_key(unit.job_id, unit.name)], args=[unit.token])
 
     # --- recovery ------------------------------------------------------------------------------
 
     def try_sweep_lock(self, worker: str, sweep_seconds: int) -> bool:
         """True for the one worker that sweeps this period (the lock lapses, never released)."""
-        return bool(self._redis.set("filterviz:sweep-lock", worker, nx=True, ex=sweep_seconds))
+        return bool(self._redis.set(SWEEP_LOCK, worker, nx=True, ex=sweep_seconds))
 
     def sweep(self) -> None:
         """Move every live job on: deadlines, lapsed leases, lost results, a missing finish; units
@@ -411,7 +404,7 @@ class Lifecycle:
         if job.status == RUNNING and self._redis.scard(keys.done) >= job.chunks:
             if self._lapsed(job_id, FINISH, units) and int(units.get(f"starts:{FINISH}", 0)) >= self._max_attempts:
                 self._fail_repeated(job_id, FINISH, units)
-            elif not self._redis.exists(_lease_key(job_id, FINISH)):
+            elif not self._redis.exists(lease_key(job_id, FINISH)):
                 self._finish_when_complete(job_id, job.chunks)
         lost = self._scheduler.requeue_lost(job_id, job.chunks)
         if lost:
@@ -422,13 +415,13 @@ class Lifecycle:
         for orphan in deliveries.orphaned(self._redis):
             job_id, name = orphan.job_id, orphan.unit
             deliveries.forget(self._redis, job_id, name)
-            if self.jobs.status(job_id) in (*FINISHED, None) or self._redis.exists(_lease_key(job_id, name)):
+            if self.jobs.status(job_id) in (*FINISHED, None) or self._redis.exists(lease_key(job_id, name)):
                 continue
             if name != FINISH and self._redis.sismember(job_keys(job_id).done, name):
                 continue
             log.info("sweep: %s of job %s was delivered to %s, which %s before beginning it: sent again",
                      _describe(name), job_id, orphan.receiver, orphan.why)  # fmt: skip
-            self._redis.delete(_pending_key(job_id, name))  # not the timer's: the receiver is known to be gone
+            self._redis.delete(pending_key(job_id, name))  # not the timer's: the receiver is known to be gone
             plan = self._redis.hget(job_keys(job_id).units, f"plan:{name}")
             self._enqueue(job_id, name, json.loads(plan) if plan else None)
             if name != FINISH:
@@ -448,7 +441,7 @@ class Lifecycle:
                 why = "was lost on its way to a worker" if member in lost else "was sent and never started"
                 log.info("sweep: chunk %s of job %s %s: sent again", name, job_id, why)
                 if member in lost:
-                    self._redis.delete(_pending_key(job_id, name))  # not the timer's: it is known to be nowhere
+                    self._redis.delete(pending_key(job_id, name))  # not the timer's: it is known to be nowhere
                 plan = self._redis.hget(job_keys(job_id).units, f"plan:{name}")
                 self._enqueue(job_id, name, json.loads(plan) if plan else None)
                 self._scheduler.restamp(job_id, name)
@@ -467,7 +460,7 @@ class Lifecycle:
         """The unit started, and nothing runs it now or is about to: no lease, no pending delivery."""
         if int(units.get(f"starts:{name}", 0)) == 0:
             return False
-        return not self._redis.exists(_lease_key(job_id, name), _pending_key(job_id, name))
+        return not self._redis.exists(lease_key(job_id, name), pending_key(job_id, name))
 
     def _fail_repeated(self, job_id: str, name: str, units: dict[str, str]) -> None:
         starts = units.get(f"starts:{name}")
@@ -504,7 +497,7 @@ class Lifecycle:
 
     def _enqueue(self, job_id: str, name: str, filters: list[int] | None) -> None:
         """Send the unit unless a delivery of it is already pending (SET NX: once per PENDING_SECONDS)."""
-        if not self._redis.set(_pending_key(job_id, name), "1", nx=True, ex=PENDING_SECONDS):
+        if not self._redis.set(pending_key(job_id, name), "1", nx=True, ex=PENDING_SECONDS):
             return
         if name == FINISH:
             self._dispatch.finish(job_id)

@@ -52,14 +52,9 @@ from typing import Protocol
 import redis
 
 from shared.jobs import FINISHED, JobStore, job_keys
+from shared.keys import CLIENT_JOBS, IN_FLIGHT, RECENT_SECONDS, SCHED_CLIENTS, SERVED, VIRTUAL_TIME
 from shared.workers import count_live
 
-CLIENTS = "filterviz:sched:clients"  # sorted set: client with queued chunks -> GFLOP given (its score)
-IN_FLIGHT = "filterviz:sched:in-flight"  # sorted set: <job>:<chunk> sent to the broker -> when
-VIRTUAL_TIME = "filterviz:sched:vtime"  # the score of the client served last
-CLIENT_JOBS = "filterviz:sched:client:"  # + client: list of its job ids with queued chunks, in turn
-SERVED = "filterviz:sched:served:"  # + client: its score while it has nothing queued
-RECENT_SECONDS = "filterviz:sched:recent-seconds"  # list: seconds the last done chunks held a slot
 RECENT_KEPT = 20
 # A client idle this long starts afresh (its past score no longer matters: it is below everyone's).
 SERVED_SECONDS = 86400
@@ -212,7 +207,7 @@ def slots(client: redis.Redis) -> int:
 
 def queued_chunks(client: redis.Redis) -> int:
     """Chunks waiting in Redis for a slot (not yet in the broker): for metrics and autoscaling."""
-    job_ids = [j for c in client.zrange(CLIENTS, 0, -1) for j in client.lrange(CLIENT_JOBS + c.decode(), 0, -1)]
+    job_ids = [j for c in client.zrange(SCHED_CLIENTS, 0, -1) for j in client.lrange(CLIENT_JOBS + c.decode(), 0, -1)]
     with client.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.llen(job_keys(job_id.decode()).queued)
@@ -231,7 +226,7 @@ def queue_position(client: redis.Redis, job_id: str, slice_seconds: float = 0.0)
     """The job's place in fair dispatch, or None when none of its chunks waits or is sent (3 Redis calls).
     `slice_seconds`: FILTERVIZ_FAIR_SLICE_SECONDS, after which a running chunk yields to waiting work."""
     ahead = client.register_script(_POSITION)(
-        keys=[CLIENTS, IN_FLIGHT], args=[job_id, job_keys(_JOB).queued, job_keys(_JOB).units, CLIENT_JOBS]
+        keys=[SCHED_CLIENTS, IN_FLIGHT], args=[job_id, job_keys(_JOB).queued, job_keys(_JOB).units, CLIENT_JOBS]
     )
     if ahead is None:
         return None
@@ -292,7 +287,7 @@ class Scheduler:
         sent = 0
         capacity = slots(self._redis)
         while picked := self._pick(
-            keys=[CLIENTS, IN_FLIGHT, VIRTUAL_TIME],
+            keys=[SCHED_CLIENTS, IN_FLIGHT, VIRTUAL_TIME],
             args=[capacity, time.time(), job_keys(_JOB).queued, job_keys(_JOB).units, CLIENT_JOBS,
                   job_keys(_JOB).record, " ".join(FINISHED), SERVED, SERVED_SECONDS],
         ):  # fmt: skip
@@ -347,7 +342,7 @@ class Scheduler:
     def others_waiting(self, job_id: str) -> bool:
         """Another client than the job's has chunks queued."""
         mine = self._redis.hget(job_keys(job_id).units, "client")
-        return any(client != mine for client in self._redis.zrange(CLIENTS, 0, 1))
+        return any(client != mine for client in self._redis.zrange(SCHED_CLIENTS, 0, 1))
 
     def split(self, job_id: str, chunk: str, kept: list[int], rest: list[int]) -> int:
         """Chunk `chunk` keeps the filters `kept`; `rest` become the job's next chunk, first in its queue
@@ -357,7 +352,7 @@ class Scheduler:
             keys.units, "client", "filter_gflop", "priority"))  # fmt: skip
         refund = len(rest) * float(gflop or 1) * 2 ** -int(priority or 0)
         index = self._split(
-            keys=[keys.record, keys.units, keys.queued, CLIENTS, SERVED + (client or "unknown")],
+            keys=[keys.record, keys.units, keys.queued, SCHED_CLIENTS, SERVED + (client or "unknown")],
             args=[chunk, json.dumps(kept), json.dumps(rest), refund, client or "unknown"],
         )
         self._enter(job_id, client or "unknown")
@@ -368,7 +363,7 @@ class Scheduler:
         self._redis.zadd(IN_FLIGHT, {_member(job_id, chunk): time.time()}, xx=True)
 
     def _enter(self, job_id: str, client: str) -> None:
-        self._join(keys=[CLIENT_JOBS + client, CLIENTS, VIRTUAL_TIME, SERVED + client], args=[job_id, client])
+        self._join(keys=[CLIENT_JOBS + client, SCHED_CLIENTS, VIRTUAL_TIME, SERVED + client], args=[job_id, client])
 
 
 def split_member(member: str) -> tuple[str, str]:

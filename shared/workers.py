@@ -7,14 +7,15 @@ from typing import Any
 
 import redis
 
-WORKERS = "filterviz:workers"
+from shared.keys import WORKER, WORKERS
+
 # A worker is live while its last heartbeat is younger than this (it beats every PUBLISH_SECONDS).
 PUBLISH_SECONDS = 5
 LIVE_SECONDS = 15
 
 
 def _key(name: str) -> str:
-    return f"filterviz:worker:{name}"
+    return WORKER + name
 
 
 def publish(client: redis.Redis, name: str, info: dict[str, Any]) -> None:

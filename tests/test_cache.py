@@ -90,7 +90,7 @@ def test_retention_keeps_the_entries_jobs_refer_to(stack):
     grids = {entry for entry in entries if entry.startswith("grid-")}
     # Used recently: no filter's entry goes, however old; grids (copied by jobs, never referred to) do.
     assert cache.expire(redis, storage, ttl_seconds=0, now=time.time() + 60) == len(grids) > 0
-    redis.delete(*redis.keys(cache.INDEX + "*"))  # as if unused for FILTERVIZ_CACHE_DAYS
+    redis.delete(*redis.keys(cache.CACHE_INDEX + "*"))  # as if unused for FILTERVIZ_CACHE_DAYS
     deleted = cache.expire(redis, storage, ttl_seconds=0, now=time.time() + 60)
     kept = {key.removeprefix("cache/").split(".")[0] for key in storage.list_keys("cache/")}
     assert kept == cache.referenced(storage) and len(kept) == 8 and deleted == len(entries - grids) - 8

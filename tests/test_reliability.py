@@ -21,6 +21,7 @@ from shared import cache
 from shared.celery_app import QUEUE
 from shared.deliveries import RECEIVED
 from shared.jobs import job_store
+from shared.keys import lease_key
 from shared.manifest import filter_file
 from shared.spec import parse_spec
 from shared.storage import Storage, job_key
@@ -75,7 +76,7 @@ def log_mentions(stack, worker: str, words: str) -> int:
 
 
 def lease_held(stack, job_id: str, chunk: int = 0) -> bool:
-    return bool(redis_of(stack).exists(f"filterviz:lease:{job_id}:{chunk}"))
+    return bool(redis_of(stack).exists(lease_key(job_id, str(chunk))))
 
 
 def running(stack, api: str, job_id: str) -> bool:

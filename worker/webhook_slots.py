@@ -11,7 +11,7 @@ import redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-PREFIX = "filterviz:webhooks:owner"
+from shared.keys import WEBHOOK_SLOTS
 
 
 class OwnerSlots:
@@ -25,7 +25,7 @@ class OwnerSlots:
     def take(self, owner: str | None) -> Lock | None:
         """A free slot of the owner's, now held; None when all are taken."""
         for slot in range(self._per_owner):
-            lock = self._redis.lock(f"{PREFIX}:{owner or ''}:{slot}", timeout=self._hold, blocking=False)
+            lock = self._redis.lock(f"{WEBHOOK_SLOTS}:{owner or ''}:{slot}", timeout=self._hold, blocking=False)
             if lock.acquire():
                 return lock
         return None
