@@ -176,6 +176,10 @@ class Unit:
         return int(self.name)
 
 
+# Why `begin` skips a unit whose work is stored already (a late or repeated delivery).
+DONE = "done"
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A delivered unit that `begin` did not start, and why: its job ended ("canceled", "failed", ...),

@@ -185,6 +185,20 @@ def test_s3_down_for_30_s_mid_chunk_and_during_the_finish(stack, api):
     assert_every_filter_once(api, job["id"], list(range(8)))
 
 
+def test_a_pool_process_killed_in_its_inline_finish_is_finished_by_the_chunk_sent_again(stack, api):
+    """Celery sends the killed process's chunk again at once; it finds itself done, and the finish, whose
+    holder died, is taken over there instead of after its lease (FILTERVIZ_LEASE_SECONDS) runs out."""
+    finishes = log_mentions(stack, "alpha", "fault hook: finish")
+    job = submit(api, {**FAST_JOB, "filters": [0, 1, 2, 3], "seed": PAUSE_SEED, "cache": False, "steps": 2})
+    wait_until(lambda: log_mentions(stack, "alpha", "fault hook: finish") > finishes, "the finish", 90)
+    (pool,) = psutil.Process(stack.processes["alpha"].pid).children()
+    pool.kill()
+    final = wait_for(api, job["id"], ENDED, timeout=90)
+    assert final["status"] == "succeeded", final["error"]
+    assert_every_filter_once(api, job["id"], [0, 1, 2, 3])
+    assert log_mentions(stack, "alpha", f"job {job['id']}: a chunk sent again found itself done") == 1
+
+
 def test_a_picture_gone_before_the_finish_fails_the_job_naming_it(stack, api):
     finishes = log_mentions(stack, "alpha", "fault hook: finish")
     job = submit(api, {**FAST_JOB, "filters": [0, 1, 2, 3], "seed": PAUSE_SEED, "cache": False})

@@ -30,7 +30,7 @@ from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
 from shared.cost import filter_flops
 from shared.finish import write_results
 from shared.jobs import now, redis_client
-from shared.lifecycle import FINISH, Skipped, Unit
+from shared.lifecycle import DONE, FINISH, Skipped, Unit
 from shared.manifest import filter_file
 from shared.settings import Settings
 from shared.storage import MissingObject, chunk_record_name, job_key
@@ -174,6 +174,8 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
     current = state()
     unit = current.lifecycle.begin(job_id, str(chunk_index), current.name, current.loaded.weights, filters)
     if isinstance(unit, Skipped):
+        if unit.why == DONE:  # sent again: the finish may have died with the process that ran it here
+            return {"chunk": chunk_index, "skipped": unit.why, "finish": _finish_if_orphaned(current, job_id)}
         return {"chunk": chunk_index, "skipped": unit.why}
     spec = unit.job.spec
     done = 0
@@ -258,6 +260,15 @@ def _render_gone_hits(
     again = _store_filters(current, unit.job_id, spec, rendered)
     cache.record_hits(current.storage, unit.job_id, hits)  # the job refers to what is there
     return hits, again
+
+
+def _finish_if_orphaned(current: WorkerState, job_id: str) -> dict[str, Any]:
+    """The job's finish, unless it is done, running or its chunks are not all in (`begin` says which):
+    a pool process killed in an inline finish is redelivered its chunk, which finds itself done."""
+    finished = _finish(current, job_id)
+    if "skipped" not in finished:
+        log.warning("job %s: a chunk sent again found itself done and its finish not running: finished here", job_id)
+    return finished
 
 
 @app.task(name=FINISH_JOB, **TASK_OPTIONS)
