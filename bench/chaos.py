@@ -47,6 +47,7 @@ import redis
 import requests
 
 from devstack.local import LocalStack, free_port, wait_until
+from shared.jobs import job_keys
 from shared.keys import RECEIVED, lease_key
 from shared.storage import Storage, job_key
 
@@ -200,6 +201,24 @@ def submit(stack: LocalStack, seed: int) -> str:
     return response.json()["id"]
 
 
+def caught_in_its_finish(stack: LocalStack, seed: int, tries: int = 5) -> str:
+    """A job whose finish holds its lease now. The finish takes milliseconds: its lease is watched
+    from the submission on; a job that ended unseen (this process was not scheduled in time) is
+    submitted again with the next seed."""
+    client = redis_client(stack)
+    for attempt in range(tries):
+        job_id = submit(stack, seed + attempt * 1000)
+        lease, deadline = lease_key(job_id, "finish"), time.monotonic() + 120
+        while not client.exists(lease):
+            if (client.hget(job_keys(job_id).record, "status") or b"").decode() in ENDED:
+                break
+            assert time.monotonic() < deadline, f"job {job_id}: no finish within 120 s"
+            time.sleep(0.001)
+        else:
+            return job_id
+    raise AssertionError(f"{tries} jobs ended before their finish could be caught")
+
+
 def arrange(stack: LocalStack, moment: str, seed: int, job_seconds: float, exits: ExitStack) -> tuple[str, str]:
     """Submit the trial's job and wait for its moment; returns the job and the worker to hit.
     What must be undone right after the fault (held pools) goes on `exits`."""
@@ -216,15 +235,11 @@ def arrange(stack: LocalStack, moment: str, seed: int, job_seconds: float, exits
         job_id = submit(stack, seed)
         wait_until(lambda: receiver_of(stack, job_id), "a unit delivered and not begun", 60)
         return job_id, receiver_of(stack, job_id) or WORKERS[0]
-    job_id = submit(stack, seed)
     if moment == "finish":
-        # The finish takes tens of milliseconds: catch its lease at once, and hold it mid-way.
-        lease, client, deadline = lease_key(job_id, "finish"), redis_client(stack), time.monotonic() + 120
-        while not client.exists(lease):
-            assert time.monotonic() < deadline, f"job {job_id}: no finish within 120 s"
-            time.sleep(0.001)
+        job_id = caught_in_its_finish(stack, seed)
         exits.enter_context(pools_held(stack))
         return job_id, holder_of(stack, job_id, "finish") or WORKERS[0]
+    job_id = submit(stack, seed)
     time.sleep(rng.uniform(0.0, job_seconds))
     return job_id, holder_of(stack, job_id) or rng.choice(WORKERS)
 
