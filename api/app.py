@@ -20,10 +20,12 @@ from api.throttle import failed_logins
 from api.web import web
 from api.webhooks import webhooks
 from api.workers import workers
-from shared.celery_app import create_celery
+from shared.celery_app import CeleryDispatch, create_celery, send_webhook
 from shared.jobs import job_store, redis_client
+from shared.lifecycle import Lifecycle
 from shared.settings import Settings
 from shared.storage import Storage
+from shared.webhooks import JobEvents
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -42,12 +44,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # keys in the order the code writes them
     # The API answers at once while Redis is down (503 with Retry-After) rather than holding a
     # request thread through retries: the client is the one to try again.
-    store, storage = job_store(settings, retry_seconds=0), Storage(settings)
+    store, storage, celery = job_store(settings, retry_seconds=0), Storage(settings), create_celery(settings)
     app.extensions["filterviz"] = Services(
         settings,
         store,
         storage,
-        create_celery(settings),
+        celery,
+        Lifecycle(
+            store,
+            storage,
+            CeleryDispatch(celery),
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+            events=JobEvents(store, send_webhook(celery)),
+        ),
         Admission(redis_client(settings, retry_seconds=0), store.status, settings),
         WriteProbe(storage.probe_write),
         tokens,

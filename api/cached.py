@@ -1,16 +1,12 @@
-"""The API's side of the result cache (shared/cache.py): look a request's filters up at submission,
-make the job refer to its hits, and finish at once a job whose every filter was a hit."""
+"""The API's side of the result cache (shared/cache.py): look a request's filters up at submission
+(shared/lifecycle.py's `submit` binds the job to them, and finishes at once a job whose every filter
+was a hit)."""
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app
-
 from api.services import Services
-from api.webhooks import tell_moved
 from shared import cache
-from shared.finish import write_results
-from shared.jobs import RUNNING, SUCCEEDED, job_keys, now
 from shared.numerics import numerics_identity
 from shared.spec import JobSpec
 
@@ -35,50 +31,3 @@ def cached_filters(found: Services, spec: JobSpec) -> Cached:
         return Cached()
     hits = cache.lookup(redis, spec, weights, cache.cache_seconds(found.settings))
     return Cached(weights, cache.still_stored(found.storage, redis, hits) if hits else {})
-
-
-def refer_to_hits(found: Services, job_id: str, cached: Cached) -> None:
-    """Bind the job to the weights of its hits (a worker with others fails it: weights_mismatch, never a
-    mix), write its reference to them, and count them as done."""
-    if not cached.hits or cached.weights is None:  # hits come with the weights they were looked up under
-        return
-    found.jobs.claim_weights(job_id, cached.weights)
-    cache.record_hits(found.storage, job_id, cached.hits)
-    with found.jobs.redis.pipeline() as pipe:
-        pipe.hset(job_keys(job_id).progress, cache.HITS_PROGRESS, len(cached.hits))
-        found.jobs.touch(pipe, job_id)
-        pipe.execute()
-
-
-def finish_from_cache(found: Services, job_id: str, cached: Cached) -> None:
-    """queued -> running -> succeeded now, for a job with no chunk: every filter was a hit.
-
-    Should storage fail midway, the job stays running with no chunk, and the recovery sweep sends
-    its finish to a worker (shared/lifecycle.py)."""
-    if found.jobs.mark_running(job_id):
-        tell_moved(found, job_id, RUNNING)
-    job = found.jobs.get(job_id)
-    if job is None or cached.weights is None:  # its record gone already; hits come with their weights
-        current_app.logger.warning("job %s: not finished from the cache: its record is gone", job_id)
-        return
-    finished_at = now()
-    try:
-        write_results(
-            found.storage,
-            job,
-            weights=cached.weights,
-            entries=[],
-            hits=cached.hits,
-            timings={
-                "created_at": job.created_at,
-                "started_at": job.started_at,
-                "finished_at": finished_at,
-                "chunks": [],
-            },
-            runtime={"from_cache": True},
-        )
-    except Exception:
-        current_app.logger.exception("job %s: its results from the cache could not be written; the sweep will", job_id)
-        return
-    if found.jobs.mark_succeeded(job_id, finished_at):
-        tell_moved(found, job_id, SUCCEEDED)

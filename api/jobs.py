@@ -10,17 +10,15 @@ from pydantic_core import from_json
 
 from api.access import check_priority, current_caller, is_admin, listed_owner, may_see
 from api.admission import client_identity
-from api.cached import cached_filters, finish_from_cache, refer_to_hits
+from api.cached import cached_filters
 from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
 from api.services import Services, services
-from api.webhooks import admissible_webhook, tell_canceled
+from api.webhooks import admissible_webhook
 from shared.cache import job_hits, picture_of
-from shared.celery_app import enqueue_job
 from shared.cost import filter_flops, over_budget, split_by_cost
 from shared.jobs import FINISHED, SUCCEEDED
 from shared.manifest import GRID_FILE, MANIFEST_FILE, THUMBNAIL_FILE
-from shared.retention import delete_job as delete_results
 from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
 from shared.storage import job_key
@@ -142,14 +140,8 @@ def create_job(
     # Only the filters the cache misses become chunks (shared/cache.py).
     missing = [index for index in spec.filters if index not in cached.hits]
     chunks = split_by_cost(missing, filter_flops(spec), found.settings.budget.chunk_flops, found.settings.chunk_size)
-    found.jobs.create(job_id, spec, len(chunks), owner=owner)
-    if webhook is not None:
-        found.jobs.set_webhook(job_id, webhook)
-    refer_to_hits(found, job_id, cached)
-    if chunks:
-        enqueue_job(found.celery, found.jobs, job_id, client, chunks, filter_flops(spec), spec.priority)
-    else:
-        finish_from_cache(found, job_id, cached)
+    found.lifecycle.submit(job_id, spec, [list(chunk) for chunk in chunks], client=client, owner=owner,
+                           webhook=webhook, hits=cached.hits, hits_weights=cached.weights)  # fmt: skip
     return job_id
 
 
@@ -180,10 +172,9 @@ def cancel_job(job_id: str):
         request_body()  # 415 unless JSON; a body, if any, must be a JSON object
     found = services()
     resource = _resource(_job_id(job_id))
-    if resource["status"] in FINISHED or not found.jobs.cancel(resource["id"]):
+    if resource["status"] in FINISHED or not found.lifecycle.cancel(resource["id"]):
         current = _resource(resource["id"])
         raise ApiError(409, "job_finished", f"job {resource['id']} is already {current['status']}")
-    tell_canceled(found, resource["id"])
     return _resource(resource["id"])
 
 
@@ -196,10 +187,9 @@ def delete_job(job_id: str):
     """
     found = services()
     resource = _resource(_job_id(job_id))
-    if resource["status"] not in FINISHED and found.jobs.cancel(resource["id"]):
-        tell_canceled(found, resource["id"])
+    if resource["status"] not in FINISHED and found.lifecycle.cancel(resource["id"]):
         return _resource(resource["id"])
-    delete_results(found.jobs, found.storage, resource["id"])
+    found.lifecycle.delete(resource["id"])
     return Response(status=204)
 
 

@@ -4,17 +4,15 @@ owner the secret its deliveries are signed with (GET /v1/webhook-secret)."""
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint
 from pydantic import ValidationError
 
 from api.access import current_caller
 from api.errors import ApiError
 from api.services import Services, services
-from shared.celery_app import send_webhook
-from shared.jobs import CANCELED
 from shared.spec import describe_problems
 from shared.webhook_signing import owner_secret
-from shared.webhooks import JobEvents, WebhookPolicy, WebhookRequest, stored_form
+from shared.webhooks import WebhookPolicy, WebhookRequest, stored_form
 
 webhooks = Blueprint("webhooks", __name__, url_prefix="/v1")
 
@@ -50,21 +48,6 @@ def admissible_webhook(fields: dict[str, Any], found: Services) -> str | None:
         problems = describe_problems(error)
         raise ApiError(422, "invalid_webhook", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None
     return stored_form(hook)
-
-
-def tell_canceled(found: Services, job_id: str) -> None:
-    """The API canceled the job: its webhook hears `completed`, as for every other end. The cancel
-    stands whatever happens here (as the lifecycle's moves do, shared/lifecycle.py)."""
-    tell_moved(found, job_id, CANCELED)
-
-
-def tell_moved(found: Services, job_id: str, status: str) -> None:
-    """The API moved the job (a cancel, or a job answered from the cache): its webhook hears it; the
-    move stands whatever happens here."""
-    try:
-        JobEvents(found.jobs, send_webhook(found.celery)).moved(job_id, status)
-    except Exception:
-        current_app.logger.exception("job %s: the webhook of its move to %s was lost", job_id, status)
 
 
 def request_schema(spec_schema: dict[str, Any]) -> dict[str, Any]:

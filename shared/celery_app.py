@@ -5,13 +5,11 @@ of duplicates depends on the Celery version."""
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from celery import Celery
 
 from shared.deliveries import member
-from shared.jobs import JobStore
-from shared.scheduling import Scheduler
 from shared.settings import Settings
 
 QUEUE = "filterviz.render"
@@ -98,12 +96,3 @@ def send_webhook(app: Celery) -> Callable[[str, str, str, str | None], None]:
     return lambda url, body, message_id, owner: app.send_task(
         DELIVER_WEBHOOK, args=(url, body, message_id), kwargs={"owner": owner}
     )
-
-
-def enqueue_job(
-    app: Celery, jobs: JobStore, job_id: str, client: str, chunks: Sequence[Sequence[int]], filter_flops: float,
-    priority: int = 0,
-) -> None:  # fmt: skip
-    """Queue the job's chunks for fair dispatch (shared/scheduling.py): the broker gets them as
-    slots free; the chunk that completes the job enqueues its finish."""
-    Scheduler(jobs, CeleryDispatch(app)).submit(job_id, client, [list(c) for c in chunks], filter_flops, priority)

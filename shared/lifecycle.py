@@ -67,12 +67,15 @@ A chunk given back or sent again by the sweep keeps its slot (its place). The sw
 Units that never started are the broker's to deliver; the deadline ends a job whose messages
 Redis lost and no sweep check finds.
 
-A job whose every filter is in the result cache (shared/cache.py) has no chunks: the API moves it
-queued -> running -> succeeded at submission (api/cached.py). Should it fail midway, the job is
+A job whose every filter is in the result cache (shared/cache.py) has no chunks: `submit` moves it
+queued -> running -> succeeded at once, in the API's request. Should it fail midway, the job is
 running with every chunk (none) done, and the sweep enqueues its finish like any other.
 
+This class is the one writer of a job's state: the API submits, cancels and deletes through it too
+(`submit`, `cancel`, `delete`), and the workers run every other move.
+
 Events: each move into running or an end is told once, by the process that made it, to `Events`
-(the job's webhook: shared/webhooks.py), which only enqueues. The API's cancel tells them itself.
+(the job's webhook: shared/webhooks.py), which only enqueues.
 """
 
 import json
@@ -84,10 +87,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from shared import deliveries
-from shared.jobs import FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, Job, JobError, JobStore, job_keys
+from shared import cache, deliveries
+from shared.cost import filter_flops
+from shared.finish import write_results
+from shared.jobs import (
+    CANCELED,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Job,
+    JobError,
+    JobStore,
+    job_keys,
+    now,
+)
 from shared.keys import SWEEP_LOCK, lease_key, pending_key
+from shared.retention import delete_job
 from shared.scheduling import Scheduler, split_member
+from shared.spec import JobSpec
 from shared.storage import Storage, chunk_record_name, job_key
 
 log = logging.getLogger(__name__)
@@ -226,6 +245,64 @@ class Lifecycle:
         self._begin = self._redis.register_script(_BEGIN)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+
+    # --- the API's moves: submission, an answer from the cache, cancel, delete ---------------------
+
+    def submit(
+        self, job_id: str, spec: JobSpec, chunks: list[list[int]], *, client: str, owner: str | None,
+        webhook: str | None = None, hits: dict[int, dict] | None = None, hits_weights: str | None = None,
+    ) -> None:  # fmt: skip
+        """Record a queued job and queue its chunks for fair dispatch; a job with no chunk (every filter
+        a hit) is finished here from the cache. `hits` were looked up under `hits_weights`: the job is
+        bound to those weights (a worker with others fails it, never a mix)."""
+        self.jobs.create(job_id, spec, len(chunks), owner=owner)
+        if webhook is not None:
+            self.jobs.set_webhook(job_id, webhook)
+        if hits and hits_weights is not None:
+            self.jobs.claim_weights(job_id, hits_weights)
+            cache.record_hits(self._storage, job_id, hits)
+            with self._redis.pipeline() as pipe:
+                pipe.hset(job_keys(job_id).progress, cache.HITS_PROGRESS, len(hits))
+                self.jobs.touch(pipe, job_id)
+                pipe.execute()
+        if chunks:
+            self._scheduler.submit(job_id, client, chunks, filter_flops(spec), spec.priority)
+        elif hits_weights is not None:
+            self._finish_from_cache(job_id, hits_weights, hits or {})
+
+    def _finish_from_cache(self, job_id: str, weights: str, hits: dict[int, dict]) -> None:
+        """queued -> running -> succeeded now. Should storage fail midway, the job stays running with
+        no chunk, and the sweep sends its finish to a worker."""
+        if self.jobs.mark_running(job_id):
+            self._moved(job_id, RUNNING)
+        job = self.jobs.get(job_id)
+        if job is None:
+            log.warning("job %s: not finished from the cache: its record is gone", job_id)
+            return
+        finished_at = now()
+        timings: dict[str, object] = {"created_at": job.created_at, "started_at": job.started_at,
+                                      "finished_at": finished_at, "chunks": []}  # fmt: skip
+        try:
+            write_results(self._storage, job, weights=weights, entries=[], hits=hits, timings=timings,
+                          runtime={"from_cache": True})  # fmt: skip
+        except Exception:
+            log.exception("job %s: its results from the cache could not be written; the sweep will", job_id)
+            return
+        if self.jobs.mark_succeeded(job_id, finished_at):
+            self._moved(job_id, SUCCEEDED)
+
+    def cancel(self, job_id: str) -> bool:
+        """queued or running -> canceled (its running chunks stop at their next check); False when the
+        job had already ended."""
+        canceled = self.jobs.cancel(job_id)
+        if canceled:
+            self._moved(job_id, CANCELED)
+        return canceled
+
+    def delete(self, job_id: str) -> None:
+        """An ended job's results and record, gone (pictures a chunk still stopping writes later are the
+        retention sweep's)."""
+        delete_job(self.jobs, self._storage, job_id)
 
     # --- a unit starts -------------------------------------------------------------------------
 

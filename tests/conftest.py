@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
+import redis
 
 TEST_WEIGHTS = "random:3"
 TIERS = ("unit", "engine", "stack", "browser", "compose")
@@ -45,6 +46,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = tier_of(item)
         if not item.get_closest_marker(tier):
             item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A throwaway Valkey for the unit tier (the lifecycle, the scheduler): no broker, no worker."""
+    from devstack.local import LocalStack
+
+    stack = LocalStack(tmp_path_factory.mktemp("valkey"))
+    try:
+        stack.start_redis()
+        yield redis.Redis.from_url(stack.env["REDIS_URL"])
+    finally:
+        stack.stop_all(at_once=True)
+
+
+@pytest.fixture
+def jobs(redis_server):
+    """A job store on an emptied `redis_server`."""
+    from shared.jobs import JobStore
+
+    redis_server.flushall()
+    return JobStore(redis_server, 3600)
 
 
 @pytest.fixture(scope="session")

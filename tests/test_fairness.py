@@ -10,11 +10,10 @@ import json
 import time
 
 import pytest
-import redis
 import requests
 
 from devstack.addresses import session_from
-from devstack.local import LocalStack, wait_until
+from devstack.local import wait_until
 from shared.celery_app import QUEUE, CeleryDispatch, create_celery
 from shared.deliveries import publish_holdings, received
 from shared.jobs import JobStore, job_keys
@@ -30,44 +29,11 @@ from shared.scheduling import (
 from shared.settings import Settings
 from shared.spec import parse_spec
 from shared.workers import publish
+from tests.fakes import Sent
 from tests.service_helpers import get_job, running_stack, wait_for
 
 ENDED = {"succeeded", "failed", "canceled"}
 CHUNK_SIZE = 4
-
-
-class Sent:
-    """A Dispatch that records what would go to the broker."""
-
-    def __init__(self) -> None:
-        self.chunks: list[tuple[str, int]] = []
-        self.taken: set[str] = set()  # messages a worker popped from the broker
-
-    def chunk(self, job_id: str, index: int, filters: list[int]) -> None:
-        self.chunks.append((job_id, index))
-        self.taken.discard(f"{job_id}:{index}")
-
-    def finish(self, job_id: str) -> None:
-        """Not used here."""
-
-    def waiting(self) -> set[str]:
-        return {f"{job_id}:{index}" for job_id, index in self.chunks} - self.taken
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("fair-redis"))
-    try:
-        stack.start_redis()
-        yield redis.Redis.from_url(stack.env["REDIS_URL"])
-    finally:
-        stack.stop_all(at_once=True)
-
-
-@pytest.fixture
-def jobs(redis_server):
-    redis_server.flushall()
-    return JobStore(redis_server, 3600)
 
 
 def create(
