@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from api.access import current_caller
 from api.errors import ApiError, unavailable
 from api.jobs import MAX_THUMBNAIL_SIDE, MIN_THUMBNAIL_SIDE, create_job, query_int, request_body, stored_file
-from api.services import Services, services
+from api.services import Services, current_services
 from shared import atlas as atlases
 from shared.cost import over_budget
 from shared.jobs import SUCCEEDED
@@ -39,18 +39,18 @@ def _problem(status: int, code: str, field: str, reason: str) -> ApiError:
 
 
 def _record(atlas_id: str) -> dict[str, Any]:
-    record = services().storage.get_json(atlases.record_key(atlas_id)) if _ID.fullmatch(atlas_id) else None
+    record = current_services().storage.get_json(atlases.record_key(atlas_id)) if _ID.fullmatch(atlas_id) else None
     if record is None:
         raise ApiError(404, "atlas_not_found", f"no atlas {atlas_id[:100]!r}")
     return record
 
 
-def _state(found: Services, job_id: str) -> tuple[str, int, int]:
+def _state(services: Services, job_id: str) -> tuple[str, int, int]:
     """A job's status, filters done and total; a job Redis forgot is succeeded when its manifest is there."""
-    job = found.jobs.get(job_id)
+    job = services.jobs.get(job_id)
     if job is not None:
         return job.status, job.done, job.total
-    manifest = found.storage.get_json(job_key(job_id, MANIFEST_FILE))
+    manifest = services.storage.get_json(job_key(job_id, MANIFEST_FILE))
     if manifest is None:
         return atlases.FORGOTTEN, 0, 0
     return SUCCEEDED, len(manifest["filters"]), len(manifest["filters"])
@@ -58,8 +58,8 @@ def _state(found: Services, job_id: str) -> tuple[str, int, int]:
 
 def atlas_resource(record: dict[str, Any]) -> dict[str, Any]:
     """The atlas as JSON: parameters, status and progress, in all and by layer."""
-    found = services()
-    states = {job_id: _state(found, job_id) for layer in record["layers"] for job_id in layer["jobs"]}
+    services = current_services()
+    states = {job_id: _state(services, job_id) for layer in record["layers"] for job_id in layer["jobs"]}
     layers = []
     for layer in record["layers"]:
         own = [states[job_id] for job_id in layer["jobs"]]
@@ -68,7 +68,7 @@ def atlas_resource(record: dict[str, Any]) -> dict[str, Any]:
         layers.append({"layer": layer["layer"], **summed, "jobs": layer["jobs"], "links": links})
     summed = atlases.summary([s for s, _, _ in states.values()], sum(d for _, d, _ in states.values()),
                              sum(t for _, _, t in states.values()))  # fmt: skip
-    weights = next((job.weights for job_id in states if (job := found.jobs.get(job_id)) and job.weights), None)
+    weights = next((job.weights for job_id in states if (job := services.jobs.get(job_id)) and job.weights), None)
     return {"id": record["id"], **summed, "params": record["params"], "weights": weights,
             "created_at": record["created_at"], "layers": layers,
             "links": {"self": f"/v1/atlas/{record['id']}", "page": _page(record)}}  # fmt: skip
@@ -85,11 +85,11 @@ def start_atlas():
     caller = current_caller()
     if caller is not None and not caller.admin:  # before the body is read: a user token learns nothing of it
         raise ApiError(403, "admin_only", "an atlas occupies the workers for hours: only an admin token may start one")
-    found = services()
+    services = current_services()
     body = request_body()
     try:
         asked = atlases.AtlasRequest.model_validate(body)
-        planned = atlases.plan(asked, found.settings.limits, found.settings.budget)
+        planned = atlases.plan(asked, services.settings.limits, services.settings.budget)
     except ValidationError as error:
         problems = describe_problems(error)
         raise ApiError(422, "invalid_atlas", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None
@@ -97,24 +97,24 @@ def start_atlas():
         raise _problem(422, "invalid_atlas", "layers", str(error)) from None
     # A layer's jobs hold as many filters as fit the budget; a single filter over it can't be planned.
     for spec in (spec for _, specs in planned for spec in specs):
-        reason = over_budget(spec, found.settings.budget)
+        reason = over_budget(spec, services.settings.budget)
         if reason is not None:
             raise _problem(422, "over_budget", "body", f"{spec.layer}: {reason}")
-    if found.storage_probe.problem() is not None:
+    if services.storage_probe.problem() is not None:
         raise unavailable("storage", "it can't take writes now")
     atlas_id = atlases.atlas_id(asked)
     specs = dict(planned)
 
     def submit(layer: str, position: int) -> str:
-        return create_job(found, specs[layer][position], atlases.ATLAS_CLIENT, None, admit=False)
+        return create_job(services, specs[layer][position], atlases.ATLAS_CLIENT, None, admit=False)
 
-    record = found.storage.get_json(atlases.record_key(atlas_id))
+    record = services.storage.get_json(atlases.record_key(atlas_id))
     if record is None:
         jobs = [(layer, [submit(layer, i) for i in range(len(own))]) for layer, own in planned]
         record = atlases.new_record(atlas_id, asked, jobs)
     else:
-        atlases.resume(record, lambda job_id: _state(found, job_id)[0], submit)
-    found.storage.put_json(atlases.record_key(atlas_id), record)
+        atlases.resume(record, lambda job_id: _state(services, job_id)[0], submit)
+    services.storage.put_json(atlases.record_key(atlas_id), record)
     resource = atlas_resource(record)
     return resource, 202, {"Location": resource["links"]["self"]}
 
@@ -122,7 +122,7 @@ def start_atlas():
 @atlas.get("/atlas")
 def list_atlases():
     """Every atlas, with its status and progress."""
-    storage = services().storage
+    storage = current_services().storage
     records = [storage.get_json(key) for key in storage.list_keys(atlases.ATLAS_PREFIX)]
     return {"atlases": [atlas_resource(record) for record in records if record is not None]}
 
@@ -135,7 +135,7 @@ def get_atlas(atlas_id: str):
 
 def _units(record: dict[str, Any], layer: str) -> dict[int, dict[str, Any]]:
     """The layer's units rendered so far, by index (each with `picture`, its bucket key)."""
-    found = services()
+    services = current_services()
     own = next((entry for entry in record["layers"] if entry["layer"] == layer), None)
     if own is None:
         raise ApiError(404, "layer_not_in_atlas", f"atlas {record['id']} has no layer {layer[:100]!r}")
@@ -144,8 +144,8 @@ def _units(record: dict[str, Any], layer: str) -> dict[int, dict[str, Any]]:
         with _finished_lock:
             known = _finished_units.get(job_id)
         if known is None:
-            job = found.jobs.get(job_id)
-            known = atlases.unit_entries(found.storage, job, job_id)
+            job = services.jobs.get(job_id)
+            known = atlases.unit_entries(services.storage, job, job_id)
             if job is None or job.status == SUCCEEDED:
                 with _finished_lock:
                     _finished_units[job_id] = known

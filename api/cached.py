@@ -19,15 +19,15 @@ class Cached:
     hits: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-def cached_filters(found: Services, spec: JobSpec) -> Cached:
+def cached_filters(services: Services, spec: JobSpec) -> Cached:
     """The request's cache hits whose pictures are in the bucket; none when it asks for `"cache": false`
     or the weights are not known (live workers disagree, or none is live and none ever agreed)."""
     if not spec.cache:
         return Cached()
-    redis = found.jobs.redis
-    configured = numerics_identity(found.settings.weights, found.settings.precision)
+    redis = services.jobs.redis
+    configured = numerics_identity(services.settings.weights, services.settings.precision)
     weights = cache.weights_for_lookup(redis, configured)
     if weights is None:
         return Cached()
-    hits = cache.lookup(redis, spec, weights, cache.cache_seconds(found.settings))
-    return Cached(weights, cache.still_stored(found.storage, redis, hits) if hits else {})
+    hits = cache.lookup(redis, spec, weights, cache.cache_seconds(services.settings))
+    return Cached(weights, cache.still_stored(services.storage, redis, hits) if hits else {})

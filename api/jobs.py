@@ -13,7 +13,7 @@ from api.admission import client_identity
 from api.cached import cached_filters
 from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
-from api.services import Services, services
+from api.services import Services, current_services
 from api.webhooks import admissible_webhook
 from shared.cache import job_hits, picture_of
 from shared.cost import filter_flops, over_budget, split_by_cost
@@ -53,20 +53,20 @@ def _not_found(job_id: str) -> ApiError:
 
 def _resource(job_id: str) -> dict[str, Any]:
     """The job's resource, or 404 when there is no such job or it is another token's (the same answer)."""
-    found = services()
-    job = found.jobs.get(job_id)
+    services = current_services()
+    job = services.jobs.get(job_id)
     if job is not None:
         if not may_see(job.owner):
             raise _not_found(job_id)
-        slices = found.settings.fair_slice_seconds
-        return job_resource(job, found.storage, found.jobs.redis, detailed=is_admin(), slice_seconds=slices)
+        slices = services.settings.fair_slice_seconds
+        return job_resource(job, services.storage, services.jobs.redis, detailed=is_admin(), slice_seconds=slices)
     # The manifest names no owner: a job Redis forgot is shown only where every job may be seen.
     if listed_owner() is not None:
         raise _not_found(job_id)
-    manifest = found.storage.get_json(job_key(job_id, MANIFEST_FILE))
+    manifest = services.storage.get_json(job_key(job_id, MANIFEST_FILE))
     if manifest is None:
         raise _not_found(job_id)
-    return resource_from_manifest(manifest, found.storage)
+    return resource_from_manifest(manifest, services.storage)
 
 
 def _require_json() -> None:
@@ -111,36 +111,38 @@ def submit_job():
     Cheapest refusals first: a bad request costs no Redis or S3 call. (The rate limit, in front of
     this, costs one Redis call.)
     """
-    found = services()
+    services = current_services()
     body = request_body()
     asked_webhook = take_request_fields(body)
-    spec = _admissible_spec(body, found.settings)
+    spec = _admissible_spec(body, services.settings)
     check_priority(spec.priority)
-    webhook = admissible_webhook(asked_webhook, found)
-    storage_problem = found.storage_probe.problem()
+    webhook = admissible_webhook(asked_webhook, services)
+    storage_problem = services.storage_probe.problem()
     if storage_problem is not None:
         raise unavailable("storage", "it can't take writes now")
     caller = current_caller()
-    job_id = create_job(found, spec, client_identity(), caller.name if caller else None, webhook)
+    job_id = create_job(services, spec, client_identity(), caller.name if caller else None, webhook)
     resource = _resource(job_id)
     return resource, 202, {"Location": resource["links"]["self"]}
 
 
 def create_job(
-    found: Services, spec: JobSpec, client: str, owner: str | None, webhook: str | None = None, admit: bool = True
+    services: Services, spec: JobSpec, client: str, owner: str | None, webhook: str | None = None, admit: bool = True
 ) -> str:
     """Record an admissible job and queue its chunks (or finish it from the cache); its id.
 
     `admit`: count it against the client's and the service's bounds (an atlas's jobs are admitted
     as a whole instead: shared/atlas.py)."""
-    cached = cached_filters(found, spec)
+    cached = cached_filters(services, spec)
     job_id = str(uuid.uuid4())
     if admit:
-        found.admission.admit(job_id, client)
+        services.admission.admit(job_id, client)
     # Only the filters the cache misses become chunks (shared/cache.py).
     missing = [index for index in spec.filters if index not in cached.hits]
-    chunks = split_by_cost(missing, filter_flops(spec), found.settings.budget.chunk_flops, found.settings.chunk_size)
-    found.lifecycle.submit(job_id, spec, [list(chunk) for chunk in chunks], client=client, owner=owner,
+    chunks = split_by_cost(
+        missing, filter_flops(spec), services.settings.budget.chunk_flops, services.settings.chunk_size
+    )
+    services.lifecycle.submit(job_id, spec, [list(chunk) for chunk in chunks], client=client, owner=owner,
                            webhook=webhook, hits=cached.hits, hits_weights=cached.weights)  # fmt: skip
     return job_id
 
@@ -149,11 +151,13 @@ def create_job(
 def list_jobs():
     """The most recent jobs, newest first (those Redis still holds): the caller's own, or all for admins."""
     limit = query_int("limit", 1, MAX_LISTED, default=20)
-    found = services()
-    listed = [found.jobs.get(job_id) for job_id in found.jobs.recent(limit, owner=listed_owner())]
+    services = current_services()
+    listed = [services.jobs.get(job_id) for job_id in services.jobs.recent(limit, owner=listed_owner())]
     detailed = is_admin()
-    slices = found.settings.fair_slice_seconds
-    return {"jobs": [job_resource(job, found.storage, found.jobs.redis, detailed, slices) for job in listed if job]}
+    slices = services.settings.fair_slice_seconds
+    return {
+        "jobs": [job_resource(job, services.storage, services.jobs.redis, detailed, slices) for job in listed if job]
+    }
 
 
 @jobs.get("/jobs/<job_id>")
@@ -170,9 +174,9 @@ def cancel_job(job_id: str):
     """
     if request.mimetype != "application/json" or request.content_length:
         request_body()  # 415 unless JSON; a body, if any, must be a JSON object
-    found = services()
+    services = current_services()
     resource = _resource(_job_id(job_id))
-    if resource["status"] in FINISHED or not found.lifecycle.cancel(resource["id"]):
+    if resource["status"] in FINISHED or not services.lifecycle.cancel(resource["id"]):
         current = _resource(resource["id"])
         raise ApiError(409, "job_finished", f"job {resource['id']} is already {current['status']}")
     return _resource(resource["id"])
@@ -185,11 +189,11 @@ def delete_job(job_id: str):
     A job canceled here can be deleted by a second DELETE. Pictures that a chunk still stopping
     writes after the deletion are left to the retention sweep (shared/retention.py).
     """
-    found = services()
+    services = current_services()
     resource = _resource(_job_id(job_id))
-    if resource["status"] not in FINISHED and found.lifecycle.cancel(resource["id"]):
+    if resource["status"] not in FINISHED and services.lifecycle.cancel(resource["id"]):
         return _resource(resource["id"])
-    found.lifecycle.delete(resource["id"])
+    services.lifecycle.delete(resource["id"])
     return Response(status=204)
 
 
@@ -202,17 +206,17 @@ def stored_file(key: str, what: str, status: str, content_type: str, shrink_to: 
     """The object under `key`, streamed from storage as the client reads it (a grid can be tens of MB;
     a filter's picture shrunk to fit shrink_to is read whole: at most max_image_size a side), or 404
     naming `what`."""
-    found = services().storage.open(key)
-    if found is None:
+    stored = current_services().storage.open(key)
+    if stored is None:
         raise ApiError(404, "not_ready", f"{what} is not there (status {status})")
     headers = {"Cache-Control": "private, max-age=3600"}
     if shrink_to is not None:
-        with closing(found.body):
-            return Response(png_thumbnail(found.body.read(), shrink_to), content_type=content_type, headers=headers)
-    response = Response(found.body.iter_chunks(STREAM_CHUNK_BYTES), content_type=content_type, headers=headers)
-    response.content_length = found.length
+        with closing(stored.body):
+            return Response(png_thumbnail(stored.body.read(), shrink_to), content_type=content_type, headers=headers)
+    response = Response(stored.body.iter_chunks(STREAM_CHUNK_BYTES), content_type=content_type, headers=headers)
+    response.content_length = stored.length
     # Closed however the response ends, even when the client goes away before the first piece.
-    response.call_on_close(found.body.close)
+    response.call_on_close(stored.body.close)
     return response
 
 
@@ -263,7 +267,7 @@ def get_manifest(job_id: str):
 def list_filters(job_id: str):
     """The filters whose pictures are stored so far (a chunk's appear when it finishes), with their losses."""
     resource = _resource(_job_id(job_id))
-    storage = services().storage
+    storage = current_services().storage
     manifest = storage.get_json(job_key(resource["id"], MANIFEST_FILE)) if resource["status"] == SUCCEEDED else None
     if manifest is not None:
         entries = manifest["filters"]
@@ -286,5 +290,5 @@ def get_filter(job_id: str, index: int):
     shrink_to = query_int("size", MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE)
     if index not in resource["params"]["filters"]:
         raise ApiError(404, "filter_not_in_job", f"filter {index} is not part of job {resource['id']}")
-    key = picture_of(resource["id"], index, job_hits(services().storage, resource["id"]))
+    key = picture_of(resource["id"], index, job_hits(current_services().storage, resource["id"]))
     return stored_file(key, f"filter {index} of job {resource['id']}", resource["status"], "image/png", shrink_to)

@@ -6,7 +6,7 @@ from flask import Blueprint, Response
 
 from api.errors import UNAVAILABLE_RETRY_SECONDS
 from api.openapi import openapi_document
-from api.services import services
+from api.services import current_services
 from shared.layers import MODELS
 from shared.methods import describe_methods
 from shared.version import package_version
@@ -45,18 +45,18 @@ def healthz():
 @meta.get("/readyz")
 def readyz():
     """Ready when Redis answers and S3 takes writes; 503 naming what doesn't, and why."""
-    found = services()
+    services = current_services()
     checks: dict[str, str] = {}
     try:
-        found.jobs.ping()
+        services.jobs.ping()
         checks["redis"] = "ok"
     except Exception as error:  # any failure to reach a dependency means "not ready"
         checks["redis"] = f"unavailable: {type(error).__name__}"
-    checks["s3"] = found.storage_probe.problem() or "ok"
+    checks["s3"] = services.storage_probe.problem() or "ok"
     ready = all(value == "ok" for value in checks.values())
     headers = {} if ready else {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)}
     # Live workers (from their heartbeats) are reported, not required: the API takes jobs without them.
-    workers = count_live(found.jobs.redis) if checks["redis"] == "ok" else None
+    workers = count_live(services.jobs.redis) if checks["redis"] == "ok" else None
     body = {"status": "ready" if ready else "not ready", "checks": checks, "workers": workers}
     return body, 200 if ready else 503, headers
 
@@ -64,13 +64,13 @@ def readyz():
 @meta.get("/openapi.json")
 def openapi():
     """The OpenAPI 3.1 document of this API, with this deployment's limits."""
-    return openapi_document(services().settings.limits, services().tokens is not None)
+    return openapi_document(current_services().settings.limits, current_services().tokens is not None)
 
 
 @meta.get("/docs")
 def docs():
     """A plain page listing every endpoint (no external scripts: many deployments have no internet)."""
-    document = openapi_document(services().settings.limits, services().tokens is not None)
+    document = openapi_document(current_services().settings.limits, current_services().tokens is not None)
     rows = "".join(
         f"<tr><td><code>{method.upper()}</code></td><td><code>{escape(path)}</code></td>"
         f"<td>{escape(operation['summary'])}</td></tr>"

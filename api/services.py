@@ -30,6 +30,6 @@ class Services:
     tokens: Tokens | None = None
 
 
-def services() -> Services:
+def current_services() -> Services:
     """The services of the app handling the current request."""
     return current_app.extensions["filterviz"]

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from api.access import current_caller
 from api.errors import ApiError
-from api.services import Services, services
+from api.services import Services, current_services
 from shared.spec import describe_problems
 from shared.webhook_signing import owner_secret
 from shared.webhooks import WebhookPolicy, WebhookRequest, stored_form
@@ -27,7 +27,7 @@ def get_webhook_secret():
     """The secret this token's webhooks are signed with (Standard Webhooks: whsec_ and base64), for its
     receiver to verify them. Each owner has its own, derived from the master secret: it verifies
     this owner's deliveries and no one else's. Readable whenever the token asks (README: Webhooks)."""
-    master = services().settings.webhook_secret
+    master = current_services().settings.webhook_secret
     if not master:
         raise _disabled()
     caller = current_caller()
@@ -35,15 +35,15 @@ def get_webhook_secret():
     return {"owner": owner, "secret": owner_secret(master, owner)}, 200, {"Cache-Control": "no-store"}
 
 
-def admissible_webhook(fields: dict[str, Any], found: Services) -> str | None:
+def admissible_webhook(fields: dict[str, Any], services: Services) -> str | None:
     """The webhook to keep with the job (None when none was asked for), or 422 naming the problem:
     a bad field, a URL that may not be called (SSRF), or webhooks not configured."""
     if not fields:
         return None
-    if not found.settings.webhook_secret:
+    if not services.settings.webhook_secret:
         raise _disabled()
     try:
-        hook = WebhookRequest.model_validate(fields, context={"policy": WebhookPolicy.of(found.settings)})
+        hook = WebhookRequest.model_validate(fields, context={"policy": WebhookPolicy.of(services.settings)})
     except ValidationError as error:
         problems = describe_problems(error)
         raise ApiError(422, "invalid_webhook", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None

@@ -5,7 +5,7 @@ from typing import Any
 from flask import Blueprint
 
 from api.access import listed_owner
-from api.services import services
+from api.services import current_services
 from shared.workers import live_workers
 
 workers = Blueprint("workers", __name__, url_prefix="/v1")
@@ -23,7 +23,7 @@ def public_view(worker: dict[str, Any]) -> dict[str, Any]:
 def list_workers():
     """Each live worker process: weights, device, start time, last heartbeat and whether it is busy; for
     admins (and with tokens off) also its name, pid and the unit it runs."""
-    found = live_workers(services().jobs.redis)
+    found = live_workers(current_services().jobs.redis)
     if listed_owner() is not None:  # a user token: its view of everyone's workers
         found = [public_view(worker) for worker in found]
     return {"count": len(found), "workers": found}
