@@ -37,8 +37,8 @@ def client_identity() -> str:
 class Admission:
     """Bounds on unfinished jobs, in all and per client; past them, a 429 with Retry-After."""
 
-    def __init__(self, client: redis.Redis, status: Callable[[str], str | None], settings: Settings) -> None:
-        self._redis = client
+    def __init__(self, db: redis.Redis, status: Callable[[str], str | None], settings: Settings) -> None:
+        self._redis = db
         self._status = status
         self._max_active = settings.max_active_jobs
         self._max_per_client = settings.max_active_jobs_per_client

@@ -58,8 +58,8 @@ class RedisCollector(Collector):
     """Jobs by status (those Redis holds a record of), queue lengths and live workers, read from Redis
     at most once per `seconds` in a process (counting the jobs reads every record)."""
 
-    def __init__(self, client: redis.Redis, seconds: float) -> None:
-        self._redis = client
+    def __init__(self, db: redis.Redis, seconds: float) -> None:
+        self._redis = db
         # One scrape reads Redis; those that come meanwhile take what it read.
         self._gauges = recent(self._read_redis, seconds)
 
@@ -126,11 +126,11 @@ class _Default(Collector):
         yield from REGISTRY.collect()
 
 
-def init_metrics(app: Flask, client: redis.Redis, cache_seconds: float) -> None:
+def init_metrics(app: Flask, db: redis.Redis, cache_seconds: float) -> None:
     """Count every request, and serve GET /metrics and GET /metrics/backlog (with tokens on, to metrics
     and admin tokens only: api/access.py)."""
-    gauges = RedisCollector(client, cache_seconds)
-    read_backlog = recent(lambda: chunk_backlog(client), cache_seconds)
+    gauges = RedisCollector(db, cache_seconds)
+    read_backlog = recent(lambda: chunk_backlog(db), cache_seconds)
 
     @app.before_request
     def _start_clock() -> None:

@@ -26,9 +26,9 @@ def links(job_id: str, status: str, storage: Storage) -> dict[str, str | None]:
     }
 
 
-def queue_place(client: redis.Redis | None, job: Job, slice_seconds: float) -> dict[str, Any] | None:
+def queue_place(db: redis.Redis | None, job: Job, slice_seconds: float) -> dict[str, Any] | None:
     """Where a queued job waits in fair dispatch (None once it runs, or without Redis to ask)."""
-    place = queue_position(client, job.id, slice_seconds) if client is not None and job.status == QUEUED else None
+    place = queue_position(db, job.id, slice_seconds) if db is not None and job.status == QUEUED else None
     if place is None:
         return None
     return {"chunks_ahead": place.chunks_ahead, "estimated_start_seconds": place.estimated_start_seconds}
@@ -44,9 +44,9 @@ def error_view(error: JobError | None, detailed: bool) -> dict[str, str] | None:
 
 
 def job_resource(
-    job: Job, storage: Storage, client: redis.Redis | None = None, detailed: bool = False, slice_seconds: float = 0.0
+    job: Job, storage: Storage, db: redis.Redis | None = None, detailed: bool = False, slice_seconds: float = 0.0
 ) -> dict[str, Any]:
-    """The resource of a job that Redis still knows; with `client`, a queued job's place in the queue
+    """The resource of a job that Redis still knows; with `db`, a queued job's place in the queue
     (chunks yield after `slice_seconds`); with `detailed` (for admins), the failure's own message in
     `error.detail`."""
     return {
@@ -59,7 +59,7 @@ def job_resource(
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "error": error_view(job.error, detailed),
-        "queue": queue_place(client, job, slice_seconds),
+        "queue": queue_place(db, job, slice_seconds),
         "links": links(job.id, job.status, storage),
     }
 

@@ -92,48 +92,48 @@ def cache_seconds(settings: Any) -> int:
     return max(settings.cache_days, settings.job_record_days + 1) * 86400
 
 
-def weights_for_lookup(client: redis.Redis, configured: str) -> str | None:
+def weights_for_lookup(db: redis.Redis, configured: str) -> str | None:
     """Which weights the API keys its lookups by: the one identity every live worker publishes
     (recorded as the last agreed); with no worker live, FILTERVIZ_WEIGHTS when it names its identity
     itself (random:<seed>, at FILTERVIZ_PRECISION), else the last agreed; None (no lookup) when live
     workers disagree."""
-    live = {worker.get("weights") for worker in live_workers(client)}
+    live = {worker.get("weights") for worker in live_workers(db)}
     agreed = next(iter(live)) if len(live) == 1 else None
     if agreed is not None:
-        client.set(AGREED_WEIGHTS, agreed)
+        db.set(AGREED_WEIGHTS, agreed)
         return agreed
     if live:
         return None
     if configured.startswith("random:"):
         return configured
-    last = client.get(AGREED_WEIGHTS)
+    last = db.get(AGREED_WEIGHTS)
     return last.decode() if last else None
 
 
-def lookup(client: redis.Redis, spec: JobSpec, weights: str, ttl_seconds: int) -> dict[int, dict[str, Any]]:
+def lookup(db: redis.Redis, spec: JobSpec, weights: str, ttl_seconds: int) -> dict[int, dict[str, Any]]:
     """The filters of `spec` the cache holds, as {index: {index, loss, dead, revived, cache}}; each hit's
     lifetime is renewed."""
     digests = [entry_hash(spec, weights, index) for index in spec.filters]
-    found = client.mget([CACHE_INDEX + d for d in digests])
+    found = db.mget([CACHE_INDEX + d for d in digests])
     hits = {
         index: {**json.loads(raw), "cache": digest}
         for index, digest, raw in zip(spec.filters, digests, found, strict=True)
         if raw is not None
     }
     if hits:
-        with client.pipeline(transaction=False) as pipe:
+        with db.pipeline(transaction=False) as pipe:
             for entry in hits.values():
                 pipe.expire(CACHE_INDEX + entry["cache"], ttl_seconds)
             pipe.execute()
     return hits
 
 
-def still_stored(storage: Storage, client: redis.Redis, hits: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+def still_stored(storage: Storage, db: redis.Redis, hits: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The hits whose picture is in the bucket; the index entries of the others are dropped (a miss)."""
     found = list(TRANSFERS.map(storage.exists, [picture_key(hit["cache"]) for hit in hits.values()]))
     gone = [hit["cache"] for hit, present in zip(hits.values(), found, strict=True) if not present]
     if gone:
-        client.delete(*[CACHE_INDEX + digest for digest in gone])
+        db.delete(*[CACHE_INDEX + digest for digest in gone])
     return {index: hit for (index, hit), present in zip(hits.items(), found, strict=True) if present}
 
 
@@ -143,7 +143,7 @@ def outcome(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def store(
-    storage: Storage, client: redis.Redis, spec: JobSpec, weights: str, rendered: Iterable[tuple[dict, bytes]],
+    storage: Storage, db: redis.Redis, spec: JobSpec, weights: str, rendered: Iterable[tuple[dict, bytes]],
     ttl_seconds: int, alongside: Iterable[Upload] = (),
 ) -> dict[int, str]:  # fmt: skip
     """Store freshly rendered filters (manifest entry, PNG) as entries: objects first, then the index
@@ -158,7 +158,7 @@ def store(
         uploads.append((outcome_key(digest), json.dumps(described).encode(), "application/json"))
         index[digest] = kept
     storage.put_all(uploads)
-    with client.pipeline(transaction=False) as pipe:
+    with db.pipeline(transaction=False) as pipe:
         for digest, kept in index.items():
             pipe.set(CACHE_INDEX + digest, json.dumps(kept), ex=ttl_seconds)
         pipe.execute()
@@ -188,7 +188,7 @@ def referenced(storage: Storage) -> set[str]:
     return {entry["cache"] for record in stored if record for entry in record["filters"]}
 
 
-def expire(client: redis.Redis, storage: Storage, ttl_seconds: int, now: float) -> int:
+def expire(db: redis.Redis, storage: Storage, ttl_seconds: int, now: float) -> int:
     """Delete the entries older than `ttl_seconds` whose index key lapsed (unused that long) and that no
     job refers to; the count deleted."""
     old: set[str] = set()
@@ -198,7 +198,7 @@ def expire(client: redis.Redis, storage: Storage, ttl_seconds: int, now: float) 
     if not old:
         return 0
     candidates = sorted(old - referenced(storage))
-    indexed = client.mget([CACHE_INDEX + digest for digest in candidates]) if candidates else []
+    indexed = db.mget([CACHE_INDEX + digest for digest in candidates]) if candidates else []
     doomed = [digest for digest, present in zip(candidates, indexed, strict=True) if present is None]
     for digest in doomed:
         storage.delete_prefix(f"{CACHE_PREFIX}{digest}.")

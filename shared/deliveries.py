@@ -44,22 +44,22 @@ def member(job_id: str, unit: str) -> str:
     return f"{job_id}:{unit}"
 
 
-def received(client: redis.Redis, job_id: str, unit: str, receiver: str) -> None:
+def received(db: redis.Redis, job_id: str, unit: str, receiver: str) -> None:
     """`receiver` took a message of this unit from the broker now."""
-    client.hset(RECEIVED, member(job_id, unit), json.dumps({"receiver": receiver, "at": round(time.time(), 3)}))
+    db.hset(RECEIVED, member(job_id, unit), json.dumps({"receiver": receiver, "at": round(time.time(), 3)}))
 
 
-def publish_holdings(client: redis.Redis, receiver: str, held: list[str]) -> None:
+def publish_holdings(db: redis.Redis, receiver: str, held: list[str]) -> None:
     """`receiver` is alive and holds these units (reserved or running)."""
     holdings = json.dumps({"held": held, "at": round(time.time(), 3)})
-    client.set(HOLDINGS + receiver, holdings, ex=LIVE_SECONDS)
+    db.set(HOLDINGS + receiver, holdings, ex=LIVE_SECONDS)
 
 
-def orphaned(client: redis.Redis) -> list[Orphan]:
+def orphaned(db: redis.Redis) -> list[Orphan]:
     """Receipts whose receiver is gone, or beat since without the unit."""
-    receipts = {name.decode(): json.loads(value) for name, value in client.hgetall(RECEIVED).items()}
+    receipts = {name.decode(): json.loads(value) for name, value in db.hgetall(RECEIVED).items()}
     receivers = sorted({receipt["receiver"] for receipt in receipts.values()})
-    found = dict(zip(receivers, client.mget([HOLDINGS + name for name in receivers]), strict=True)) if receivers else {}
+    found = dict(zip(receivers, db.mget([HOLDINGS + name for name in receivers]), strict=True)) if receivers else {}
     holdings = {name: json.loads(value) for name, value in found.items() if value is not None}
     orphans = []
     settled = time.time() - SETTLE_SECONDS
@@ -75,6 +75,6 @@ def orphaned(client: redis.Redis) -> list[Orphan]:
     return orphans
 
 
-def forget(client: redis.Redis | redis.client.Pipeline, job_id: str, unit: str) -> None:
+def forget(db: redis.Redis | redis.client.Pipeline, job_id: str, unit: str) -> None:
     """Drop the unit's receipt: it began (its lease covers it now), was sent again, or its job ended."""
-    client.hdel(RECEIVED, member(job_id, unit))
+    db.hdel(RECEIVED, member(job_id, unit))

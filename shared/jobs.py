@@ -113,11 +113,11 @@ def job_keys(job_id: str) -> JobKeys:
 class JobStore:
     """Job records in Redis."""
 
-    def __init__(self, client: redis.Redis, record_seconds: int, deadline_seconds: int = 0) -> None:
-        self.redis = client
+    def __init__(self, db: redis.Redis, record_seconds: int, deadline_seconds: int = 0) -> None:
+        self.redis = db
         self._record_seconds = record_seconds
         self._deadline_seconds = deadline_seconds
-        self._transition = client.register_script(_TRANSITION)
+        self._transition = db.register_script(_TRANSITION)
 
     @staticmethod
     def _key(job_id: str) -> str:

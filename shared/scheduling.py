@@ -199,16 +199,16 @@ class SendChunk(Protocol):
     def chunk(self, job_id: str, index: int, filters: list[int]) -> None: ...
 
 
-def slots(client: redis.Redis) -> int:
+def slots(db: redis.Redis) -> int:
     """How many chunks the broker may hold: one per live worker process (at least one, so that a
     deployment scaled to zero sees work waiting and starts a worker)."""
-    return max(1, count_live(client))
+    return max(1, count_live(db))
 
 
-def queued_chunks(client: redis.Redis) -> int:
+def queued_chunks(db: redis.Redis) -> int:
     """Chunks waiting in Redis for a slot (not yet in the broker): for metrics and autoscaling."""
-    job_ids = [j for c in client.zrange(SCHED_CLIENTS, 0, -1) for j in client.lrange(CLIENT_JOBS + c.decode(), 0, -1)]
-    with client.pipeline(transaction=False) as pipe:
+    job_ids = [j for c in db.zrange(SCHED_CLIENTS, 0, -1) for j in db.lrange(CLIENT_JOBS + c.decode(), 0, -1)]
+    with db.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.llen(job_keys(job_id.decode()).queued)
         return sum(pipe.execute())
@@ -222,35 +222,35 @@ class QueuePosition:
     estimated_start_seconds: float | None  # None until a chunk has been done (nothing to go by)
 
 
-def queue_position(client: redis.Redis, job_id: str, slice_seconds: float = 0.0) -> QueuePosition | None:
+def queue_position(db: redis.Redis, job_id: str, slice_seconds: float = 0.0) -> QueuePosition | None:
     """The job's place in fair dispatch, or None when none of its chunks waits or is sent (3 Redis calls).
     `slice_seconds`: FILTERVIZ_FAIR_SLICE_SECONDS, after which a running chunk yields to waiting work."""
-    ahead = client.register_script(_POSITION)(
+    ahead = db.register_script(_POSITION)(
         keys=[SCHED_CLIENTS, IN_FLIGHT], args=[job_id, job_keys(_JOB).queued, job_keys(_JOB).units, CLIENT_JOBS]
     )
     if ahead is None:
         return None
-    recent = [float(seconds) for seconds in client.lrange(RECENT_SECONDS, 0, -1)]
+    recent = [float(seconds) for seconds in db.lrange(RECENT_SECONDS, 0, -1)]
     if not recent:
         return QueuePosition(int(ahead), None)
     held = statistics.median(recent)
     if slice_seconds:
         # Chunks yield to waiting work once their slice is spent, at the end of a batch sized to the
         # slice: each running or ahead holds a slot about a slice (measured: 4.5 s waits, 5 s slices).
-        seconds = (int(ahead) + 1) * min(held, slice_seconds) / slots(client)
+        seconds = (int(ahead) + 1) * min(held, slice_seconds) / slots(db)
     else:
         # The chunks ahead, then this one, each take a slot as one frees; those running are half done.
-        seconds = (int(ahead) + 0.5) * held / slots(client)
+        seconds = (int(ahead) + 0.5) * held / slots(db)
     return QueuePosition(int(ahead), round(seconds, 1))
 
 
-def chunk_backlog(client: redis.Redis) -> dict[str, int]:
+def chunk_backlog(db: redis.Redis) -> dict[str, int]:
     """The chunks that want a worker process: waiting in Redis, and sent (in the broker or running).
 
     What an autoscaler should read: never zero while a chunk is unfinished, so a job submitted while
     no worker exists brings one up (its first chunk is in the broker, the slot that `slots` keeps
     for that: the waiting chunks alone may be none), and a busy worker counts until its chunk ends."""
-    waiting, sent = queued_chunks(client), client.zcard(IN_FLIGHT)
+    waiting, sent = queued_chunks(db), db.zcard(IN_FLIGHT)
     return {"queued_chunks": waiting, "in_flight_chunks": sent, "chunks": waiting + sent}
 
 

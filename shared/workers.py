@@ -18,31 +18,31 @@ def _key(name: str) -> str:
     return WORKER + name
 
 
-def publish(client: redis.Redis, name: str, info: dict[str, Any]) -> None:
+def publish(db: redis.Redis, name: str, info: dict[str, Any]) -> None:
     """Record that worker `name` is alive now, with what it says about itself."""
     seen = time.time()
-    with client.pipeline() as pipe:
+    with db.pipeline() as pipe:
         pipe.set(_key(name), json.dumps({"name": name, **info, "seen_at": round(seen, 3)}), ex=LIVE_SECONDS)
         pipe.zadd(WORKERS, {name: seen})
         pipe.execute()
 
 
-def withdraw(client: redis.Redis, name: str) -> None:
+def withdraw(db: redis.Redis, name: str) -> None:
     """Worker `name` stops: it is no longer counted."""
-    with client.pipeline() as pipe:
+    with db.pipeline() as pipe:
         pipe.delete(_key(name))
         pipe.zrem(WORKERS, name)
         pipe.execute()
 
 
-def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
+def live_workers(db: redis.Redis) -> list[dict[str, Any]]:
     """The workers whose heartbeat is recent, by name; forgets the others."""
-    client.zremrangebyscore(WORKERS, "-inf", time.time() - LIVE_SECONDS)
-    names = sorted(n.decode() for n in client.zrange(WORKERS, 0, -1))
-    found = client.mget([_key(n) for n in names]) if names else []
+    db.zremrangebyscore(WORKERS, "-inf", time.time() - LIVE_SECONDS)
+    names = sorted(n.decode() for n in db.zrange(WORKERS, 0, -1))
+    found = db.mget([_key(n) for n in names]) if names else []
     return [json.loads(value) for value in found if value is not None]
 
 
-def count_live(client: redis.Redis) -> int:
+def count_live(db: redis.Redis) -> int:
     """How many workers sent a heartbeat recently (one Redis call, for readiness)."""
-    return client.zcount(WORKERS, time.time() - LIVE_SECONDS, "+inf")
+    return db.zcount(WORKERS, time.time() - LIVE_SECONDS, "+inf")

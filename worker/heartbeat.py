@@ -159,8 +159,8 @@ class Sweeper:
 class HoldingsBeat:
     """In the Celery parent: every PUBLISH_SECONDS, the units of the requests it holds."""
 
-    def __init__(self, client: redis.Redis, name: str, held: Callable[[], list[str]]) -> None:
-        self._client = client
+    def __init__(self, db: redis.Redis, name: str, held: Callable[[], list[str]]) -> None:
+        self._client = db
         self._name = name
         self._held = held
 

@@ -17,8 +17,8 @@ from shared.keys import WEBHOOK_SLOTS
 class OwnerSlots:
     """`per_owner` slots for each owner (None, tokens off, is one owner), each held `hold_seconds` at most."""
 
-    def __init__(self, client: redis.Redis, per_owner: int, hold_seconds: float) -> None:
-        self._redis = client
+    def __init__(self, db: redis.Redis, per_owner: int, hold_seconds: float) -> None:
+        self._redis = db
         self._per_owner = per_owner
         self._hold = hold_seconds
 
