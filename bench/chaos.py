@@ -98,8 +98,14 @@ def job_state(stack: LocalStack, job_id: str) -> dict | None:
 
 
 def count_filters(stack: LocalStack, job_id: str) -> tuple[int, int]:
-    """Lost and duplicated filters: in the manifest, and among the stored pictures."""
-    manifest = requests.get(f"{stack.api_url}/v1/jobs/{job_id}/manifest.json", timeout=10)
+    """Lost and duplicated filters: in the manifest, and among the stored pictures. The API answers 503
+    for a few seconds after S3 comes back (its storage probe): those answers are waited out."""
+    deadline = time.monotonic() + 60
+    while True:
+        manifest = requests.get(f"{stack.api_url}/v1/jobs/{job_id}/manifest.json", timeout=10)
+        if manifest.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     listed = [entry["index"] for entry in manifest.json()["filters"]] if manifest.status_code == 200 else []
     stored = {int(Path(k).stem) for k in Storage(stack.settings).list_keys(job_key(job_id, "filters/"))}
     lost = len(set(range(FILTERS)) - (set(listed) & stored))
