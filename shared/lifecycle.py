@@ -350,6 +350,14 @@ class Lifecycle:
 
     # --- while it runs -------------------------------------------------------------------------
 
+    def stale_in(self, job_id: str, unit: str) -> float | None:
+        """Seconds until the unit's lease counts as its holder's death (not renewed for STALE_SECONDS)
+        if nobody renews it; None when there is no lease."""
+        left = self._redis.pttl(lease_key(job_id, unit))
+        if left < 0:
+            return None
+        return max(0.0, (left - (self.lease_seconds - STALE_SECONDS) * 1000) / 1000)
+
     def renew(self, unit: Unit) -> Renewal:
         """Extend the unit's lease (the heartbeat calls this every second) and read the job's status."""
         ours, status, deadline = self._renew(

@@ -124,3 +124,14 @@ def test_delete_drops_the_record_and_the_results(world):
     lifecycle.delete("job")
     assert lifecycle.jobs.get("job") is None
     assert storage.objects == {}
+
+
+def test_a_lease_counts_as_stale_once_unrenewed_for_stale_seconds(world):
+    lifecycle, _, _, _ = world
+    lifecycle.submit("job", SPEC, [[0, 1, 2, 3]], client="alice", owner=None)
+    assert lifecycle.stale_in("job", "0") is None  # no lease: nobody holds it
+    started(lifecycle, "job", "0", [0, 1, 2, 3])
+    assert 4.0 < lifecycle.stale_in("job", "0") <= 5.0  # 30 s lease: stale once 5 s pass unrenewed
+    lifecycle.jobs.redis.pexpire(lease_key("job", "0"), 24_000)  # 6 s without renewal
+    assert lifecycle.stale_in("job", "0") == 0.0
+    assert isinstance(lifecycle.begin("job", "0", "other:2", WEIGHTS), Unit)  # taken over

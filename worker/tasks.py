@@ -264,8 +264,14 @@ def _render_gone_hits(
 
 def _finish_if_orphaned(current: WorkerState, job_id: str) -> dict[str, Any]:
     """The job's finish, unless it is done, running or its chunks are not all in (`begin` says which):
-    a pool process killed in an inline finish is redelivered its chunk, which finds itself done."""
+    a pool process killed in an inline finish is redelivered its chunk, which finds itself done. On
+    another worker, the dead holder's lease still looks held: it is tried once more when it would be
+    stale (STALE_SECONDS unrenewed; a live holder renews it every second, and keeps it)."""
     finished = _finish(current, job_id)
+    stale_in = current.lifecycle.stale_in(job_id, FINISH) if finished.get("skipped") == "held" else None
+    if stale_in is not None:
+        time.sleep(stale_in + 0.5)
+        finished = _finish(current, job_id)
     if "skipped" not in finished:
         log.warning("job %s: a chunk sent again found itself done and its finish not running: finished here", job_id)
     return finished
