@@ -142,8 +142,8 @@ def create_job(
     chunks = split_by_cost(
         missing, filter_flops(spec), services.settings.budget.chunk_flops, services.settings.chunk_size
     )
-    services.lifecycle.submit(job_id, spec, [list(chunk) for chunk in chunks], client=client, owner=owner,
-                           webhook=webhook, hits=cached.hits, hits_weights=cached.weights)  # fmt: skip
+    services.lifecycle.submit(job_id, spec, chunks, client=client, owner=owner, webhook=webhook,
+                              hits=cached.hits, hits_weights=cached.weights)  # fmt: skip
     return job_id
 
 

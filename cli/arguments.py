@@ -21,6 +21,12 @@ submit to a service, or list the conv layers"""
 class UsageError(Exception):
     """A bad argument: reported as one line, exit status 2, nothing written."""
 
+    @classmethod
+    def of(cls, error: ValidationError) -> "UsageError":
+        """The first problem pydantic found, as `field: reason`."""
+        problem = describe_problems(error)[0]
+        return cls(f"{problem['field']}: {problem['reason']}")
+
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -129,8 +135,7 @@ def spec_from_args(args: argparse.Namespace, settings: Settings) -> JobSpec:
     try:
         return parse_spec(request_from_args(args), settings.limits, CLI_LAYERS)
     except ValidationError as error:
-        problem = describe_problems(error)[0]
-        raise UsageError(f"{problem['field']}: {problem['reason']}") from None
+        raise UsageError.of(error) from None
 
 
 def request_from_args(args: argparse.Namespace) -> dict:

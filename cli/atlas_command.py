@@ -23,7 +23,7 @@ from shared.atlas import AtlasRequest, plan
 from shared.cost import Budget
 from shared.manifest import MANIFEST_FILE
 from shared.settings import Settings
-from shared.spec import JobSpec, describe_problems
+from shared.spec import JobSpec
 
 POLL_SECONDS = 2
 REFUSED, UNAVAILABLE = 5, 6
@@ -106,8 +106,7 @@ def run_atlas(args: argparse.Namespace) -> int:
     try:
         local_plan(request, settings)  # every parameter checked, as the service will
     except ValidationError as error:
-        problem = describe_problems(error)[0]
-        raise UsageError(f"{problem['field']}: {problem['reason']}") from None
+        raise UsageError.of(error) from None
     except ValueError as error:
         raise UsageError(str(error)) from None
     return run_atlas_on_service(args, request) if args.api else run_atlas_here(args, request, settings)

@@ -44,8 +44,6 @@ PIXELS_VERSION = 1
 CACHE_PREFIX = "cache/"
 # A job's hits: [{index, loss, dead, revived, cache: <hash>}], beside its chunk records.
 CACHED_FILE = "cached.json"
-# AGREED_WEIGHTS: the weights identity the live workers last agreed on (the API answers from the
-# cache with it while no worker is live).
 # Where a job's progress counts its hits (beside one field per chunk: shared/jobs.py).
 HITS_PROGRESS = "cached"
 

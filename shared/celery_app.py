@@ -5,11 +5,13 @@ of duplicates depends on the Celery version."""
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from celery import Celery
 
 from shared.deliveries import member
+from shared.lifecycle import FINISH
 from shared.settings import Settings
 
 QUEUE = "filterviz.render"
@@ -75,20 +77,24 @@ class CeleryDispatch:
         they are all in the queue's own list); the broker holds a few, one per worker process."""
         with self._app.connection_for_read() as connection:
             messages = connection.default_channel.client.lrange(QUEUE, 0, -1)
-        return {unit for message in messages if (unit := _unit_of(message))}
+        return {member(*unit) for message in messages if (unit := _unit_of_message(message))}
 
 
-def _unit_of(message: bytes) -> str | None:
-    """`<job>:<unit>` of a render or finish message as the Redis transport stores it, else None."""
+def unit_of_task(task: str, args: Sequence[Any]) -> tuple[str, str] | None:
+    """(job id, unit) that a task of ours works on, from its name and arguments; None for another task."""
+    if task == RENDER_CHUNK:
+        return args[0], str(args[1])
+    return (args[0], FINISH) if task == FINISH_JOB else None
+
+
+def _unit_of_message(message: bytes) -> tuple[str, str] | None:
+    """(job id, unit) of a message as the Redis transport stores it, else None."""
     try:
         envelope = json.loads(message)
         args = json.loads(base64.b64decode(envelope["body"]))[0]
-        task = envelope["headers"]["task"]
+        return unit_of_task(envelope["headers"]["task"], args)
     except (ValueError, KeyError, IndexError, TypeError):  # not one of ours, or another encoding
         return None
-    if task == RENDER_CHUNK:
-        return member(args[0], str(args[1]))
-    return member(args[0], "finish") if task == FINISH_JOB else None
 
 
 def send_webhook(app: Celery) -> Callable[[str, str, str, str | None], None]:

@@ -195,8 +195,9 @@ class Unit:
         return int(self.name)
 
 
-# Why `begin` skips a unit whose work is stored already (a late or repeated delivery).
-DONE = "done"
+# Why `begin` skips a unit whose work is stored already, or whose lease another holds fresh (a late or
+# repeated delivery).
+DONE, HELD = "done", "held"
 
 
 @dataclass(frozen=True)
@@ -510,11 +511,7 @@ class Lifecycle:
                 continue
             log.info("sweep: %s of job %s was delivered to %s, which %s before beginning it: sent again",
                      _describe(name), job_id, orphan.receiver, orphan.why)  # fmt: skip
-            self._redis.delete(pending_key(job_id, name))  # not the timer's: the receiver is known to be gone
-            plan = self._redis.hget(job_keys(job_id).units, f"plan:{name}")
-            self._enqueue(job_id, name, json.loads(plan) if plan else None)
-            if name != FINISH:
-                self._scheduler.restamp(job_id, name)
+            self._send_again(job_id, name, known_gone=True)  # the receiver is known to be gone
 
     def _sweep_slots(self) -> None:
         """Free the slots of jobs that ended, send again what never started, fill what is free."""
@@ -529,12 +526,18 @@ class Lifecycle:
             elif (member in lost or time.time() - sent > PENDING_SECONDS) and not self._started(job_id, name):
                 why = "was lost on its way to a worker" if member in lost else "was sent and never started"
                 log.info("sweep: chunk %s of job %s %s: sent again", name, job_id, why)
-                if member in lost:
-                    self._redis.delete(pending_key(job_id, name))  # not the timer's: it is known to be nowhere
-                plan = self._redis.hget(job_keys(job_id).units, f"plan:{name}")
-                self._enqueue(job_id, name, json.loads(plan) if plan else None)
-                self._scheduler.restamp(job_id, name)
+                self._send_again(job_id, name, known_gone=member in lost)
         self._scheduler.fill()
+
+    def _send_again(self, job_id: str, name: str, known_gone: bool) -> None:
+        """Enqueue a unit that never began, with its plan; a chunk keeps its slot (restamped). `known_gone`:
+        its message is known to be nowhere, so a pending mark from an earlier sending does not hold it back."""
+        if known_gone:
+            self._redis.delete(pending_key(job_id, name))
+        plan = self._redis.hget(job_keys(job_id).units, f"plan:{name}")
+        self._enqueue(job_id, name, json.loads(plan) if plan else None)
+        if name != FINISH:
+            self._scheduler.restamp(job_id, name)
 
     def _lost_on_the_way(self, members: list[str]) -> set[str]:
         """Of these in-flight chunks, those no worker received and the broker no longer holds (the

@@ -259,12 +259,12 @@ class Scheduler:
 
     def __init__(self, jobs: JobStore, send: SendChunk) -> None:
         self._jobs = jobs
-        self._redis = client = jobs.redis
+        self._redis = db = jobs.redis
         self._send = send
-        self._pick = client.register_script(_PICK)
-        self._join = client.register_script(_JOIN)
-        self._requeue_lost = client.register_script(_REQUEUE_LOST)
-        self._split = client.register_script(_SPLIT)
+        self._pick = db.register_script(_PICK)
+        self._join = db.register_script(_JOIN)
+        self._requeue_lost = db.register_script(_REQUEUE_LOST)
+        self._split = db.register_script(_SPLIT)
 
     def submit(self, job_id: str, client: str, chunks: list[list[int]], filter_flops: float, priority: int = 0) -> None:
         """Queue a new job's chunks (its record exists) for `client`, and send what free slots allow."""
@@ -348,14 +348,15 @@ class Scheduler:
         """Chunk `chunk` keeps the filters `kept`; `rest` become the job's next chunk, first in its queue
         (it keeps its place), and its client gets back what it was charged for them. The new index."""
         keys = job_keys(job_id)
-        client, gflop, priority = (v.decode() if v else None for v in self._redis.hmget(
+        found, gflop, priority = (v.decode() if v else None for v in self._redis.hmget(
             keys.units, "client", "filter_gflop", "priority"))  # fmt: skip
+        client = found or "unknown"
         refund = len(rest) * float(gflop or 1) * 2 ** -int(priority or 0)
         index = self._split(
-            keys=[keys.record, keys.units, keys.queued, SCHED_CLIENTS, SERVED + (client or "unknown")],
-            args=[chunk, json.dumps(kept), json.dumps(rest), refund, client or "unknown"],
+            keys=[keys.record, keys.units, keys.queued, SCHED_CLIENTS, SERVED + client],
+            args=[chunk, json.dumps(kept), json.dumps(rest), refund, client],
         )
-        self._enter(job_id, client or "unknown")
+        self._enter(job_id, client)
         return int(index)
 
     def restamp(self, job_id: str, chunk: str) -> None:

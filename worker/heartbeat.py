@@ -160,7 +160,7 @@ class HoldingsBeat:
     """In the Celery parent: every PUBLISH_SECONDS, the units of the requests it holds."""
 
     def __init__(self, db: redis.Redis, name: str, held: Callable[[], list[str]]) -> None:
-        self._client = db
+        self._db = db
         self._name = name
         self._held = held
 
@@ -169,4 +169,4 @@ class HoldingsBeat:
         run_every(PUBLISH_SECONDS, self._beat, "filterviz-holdings", "holdings beat failed")
 
     def _beat(self) -> None:
-        publish_holdings(self._client, self._name, self._held())
+        publish_holdings(self._db, self._name, self._held())

@@ -26,11 +26,11 @@ from celery.signals import (
 from celery.worker import state as worker_state
 
 from shared import cache, deliveries
-from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery
+from shared.celery_app import FINISH_JOB, RENDER_CHUNK, create_celery, unit_of_task
 from shared.cost import filter_flops
 from shared.finish import write_results
 from shared.jobs import now, redis_client
-from shared.lifecycle import DONE, FINISH, Skipped, Unit
+from shared.lifecycle import DONE, FINISH, HELD, Skipped, Unit
 from shared.manifest import filter_file
 from shared.settings import Settings
 from shared.storage import MissingObject, chunk_record_name, job_key
@@ -75,11 +75,7 @@ def watch_pool_starts(**_: Any) -> None:
 
 def unit_of(request: Any) -> tuple[str, str] | None:
     """(job id, unit) of a task request of ours, else None."""
-    if request.name == RENDER_CHUNK:
-        return request.args[0], str(request.args[1])
-    if request.name == FINISH_JOB:
-        return request.args[0], FINISH
-    return None
+    return unit_of_task(request.name, request.args)
 
 
 def held_units() -> list[str]:
@@ -268,7 +264,7 @@ def _finish_if_orphaned(current: WorkerState, job_id: str) -> dict[str, Any]:
     another worker, the dead holder's lease still looks held: it is tried once more when it would be
     stale (STALE_SECONDS unrenewed; a live holder renews it every second, and keeps it)."""
     finished = _finish(current, job_id)
-    stale_in = current.lifecycle.stale_in(job_id, FINISH) if finished.get("skipped") == "held" else None
+    stale_in = current.lifecycle.stale_in(job_id, FINISH) if finished.get("skipped") == HELD else None
     if stale_in is not None:
         time.sleep(stale_in + 0.5)
         finished = _finish(current, job_id)
