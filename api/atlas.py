@@ -12,11 +12,21 @@ from typing import Any
 
 from cachetools import LRUCache
 from flask import Blueprint
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from api.access import current_caller
+from api.contract import UNAVAILABLE, Reply, documented, error, png
 from api.errors import ApiError, unavailable
-from api.jobs import MAX_THUMBNAIL_SIDE, MIN_THUMBNAIL_SIDE, create_job, query_int, request_body, stored_file
+from api.jobs import (
+    MAX_THUMBNAIL_SIDE,
+    MIN_THUMBNAIL_SIDE,
+    ShrinkQuery,
+    create_job,
+    query_int,
+    request_body,
+    stored_file,
+)
+from api.schemas import AnyObject, Atlas, AtlasList, AtlasUnits
 from api.services import Services, current_services
 from shared import atlas as atlases
 from shared.cost import over_budget
@@ -32,6 +42,13 @@ _ID = re.compile(r"[0-9a-f]{32}")
 # each read its manifest.
 _finished_units: LRUCache[str, dict[int, dict[str, Any]]] = LRUCache(maxsize=256)
 _finished_lock = threading.Lock()
+
+
+class AtlasPath(BaseModel):
+    atlas_id: str = Field(pattern=f"^{_ID.pattern}$")
+
+
+NO_UNIT = {404: error("No such atlas, layer, or unit not rendered yet")}
 
 
 def _problem(status: int, code: str, field: str, reason: str) -> ApiError:
@@ -79,6 +96,15 @@ def _page(record: dict[str, Any], *path: str) -> str:
 
 
 @atlas.post("/atlas")
+@documented("startAtlas", "Start an atlas of every conv layer under one method, or resume the one asked for before",
+            body=atlases.AtlasRequest, replies={
+    202: Reply("The atlas: status, progress in all and by layer", Atlas, headers=("Location",)),
+    400: error("Malformed JSON"),
+    403: error("Tokens are on and this one is not an admin's"),
+    415: error("Not JSON"),
+    422: error("Invalid parameters, or a layer's single filter over the budget"),
+    **UNAVAILABLE,
+})  # fmt: skip
 def start_atlas():
     """Start an atlas, or resume the one with the same parameters (its failed, canceled or forgotten jobs
     are submitted anew, and take what was rendered from the cache); 202 either way."""
@@ -120,6 +146,11 @@ def start_atlas():
 
 
 @atlas.get("/atlas")
+@documented(
+    "listAtlases",
+    "Every atlas with its status and progress",
+    replies={200: Reply("The atlases", AtlasList), **UNAVAILABLE},
+)
 def list_atlases():
     """Every atlas, with its status and progress."""
     storage = current_services().storage
@@ -128,6 +159,8 @@ def list_atlases():
 
 
 @atlas.get("/atlas/<atlas_id>")
+@documented("getAtlas", "One atlas: status and progress, in all and by layer, with its jobs", path=AtlasPath,
+            replies={200: Reply("The atlas", Atlas), 404: error("No such atlas"), **UNAVAILABLE})  # fmt: skip
 def get_atlas(atlas_id: str):
     """The atlas resource."""
     return atlas_resource(_record(atlas_id))
@@ -161,6 +194,12 @@ def _public(record: dict[str, Any], layer: str, unit: dict[str, Any]) -> dict[st
 
 
 @atlas.get("/atlas/<atlas_id>/layers/<layer>")
+@documented(
+    "listAtlasUnits",
+    "A layer's units rendered so far: index, final loss, dead, picture",
+    path=AtlasPath,
+    replies={200: Reply("The units", AtlasUnits), 404: error("No such atlas or layer"), **UNAVAILABLE},
+)
 def list_units(atlas_id: str, layer: str):
     """The layer's units rendered so far: index, final loss, dead or alive, picture."""
     record = _record(atlas_id)
@@ -180,6 +219,8 @@ def _unit(atlas_id: str, layer: str, index: int) -> tuple[dict[str, Any], dict[s
 
 
 @atlas.get("/atlas/<atlas_id>/layers/<layer>/units/<int:index>")
+@documented("getAtlasUnit", "One unit: final loss, dead or alive, its picture's URL", path=AtlasPath,
+            replies={200: Reply("The unit", AnyObject), **NO_UNIT, **UNAVAILABLE})  # fmt: skip
 def get_unit(atlas_id: str, layer: str, index: int):
     """One unit: final loss, dead or alive, its picture."""
     record, unit = _unit(atlas_id, layer, index)
@@ -187,6 +228,13 @@ def get_unit(atlas_id: str, layer: str, index: int):
 
 
 @atlas.get("/atlas/<atlas_id>/layers/<layer>/units/<int:index>.png")
+@documented(
+    "getAtlasUnitPicture",
+    "One unit's picture, optionally shrunk to fit size x size",
+    path=AtlasPath,
+    query=ShrinkQuery,
+    replies={200: png("The picture"), **NO_UNIT, 422: error("Invalid size"), **UNAVAILABLE},
+)
 def get_unit_picture(atlas_id: str, layer: str, index: int):
     """One unit's picture; ?size=N shrinks it to fit N x N (the layer's thumbnails)."""
     shrink_to = query_int("size", MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE)

@@ -5,14 +5,16 @@ from contextlib import closing
 from typing import Any, overload
 
 from flask import Blueprint, Response, request
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import from_json
 
 from api.access import check_priority, current_caller, is_admin, listed_owner, may_see
 from api.admission import client_identity
 from api.cached import cached_filters
+from api.contract import UNAVAILABLE, Reply, documented, error, png
 from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
+from api.schemas import AnyObject, FilterList, Job, JobList
 from api.services import Services, current_services
 from api.webhooks import admissible_webhook
 from shared.cache import job_hits, picture_of
@@ -31,6 +33,30 @@ MAX_LISTED = 100
 # Results are sent in pieces of this size as they come from storage: never whole in memory.
 STREAM_CHUNK_BYTES = 64 * 1024
 MIN_THUMBNAIL_SIDE, MAX_THUMBNAIL_SIDE = 16, 1024
+
+
+class JobPath(BaseModel):
+    # Only canonical UUID4s name a job (_job_id).
+    job_id: str = Field(json_schema_extra={"format": "uuid"})
+
+
+class ListQuery(BaseModel):
+    limit: int = Field(20, ge=1, le=MAX_LISTED)
+
+
+class ShrinkQuery(BaseModel):
+    size: int | None = Field(None, ge=MIN_THUMBNAIL_SIDE, le=MAX_THUMBNAIL_SIDE, description="fit in size x size")
+
+
+UNKNOWN_JOB = {404: error("Unknown job")}
+NOT_READY = {404: error("Unknown job, or not ready")}
+# What can be done with a job just submitted (schemathesis' stateful phase follows these too).
+JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in [("GetJob", "getJob"), ("DeleteJob", "deleteJob"), ("ListFilters", "listFilters"),
+                            ("GetGrid", "getGrid"), ("GetThumbnail", "getThumbnail"), ("GetManifest", "getManifest")]
+} | {"GetFilter": {"operationId": "getFilter", "parameters": {
+    "job_id": "$response.body#/id", "index": "$response.body#/params/filters/0"}}}  # fmt: skip
 
 
 def _job_id(raw: str) -> str:
@@ -105,6 +131,19 @@ def _admissible_spec(body: dict[str, Any], settings: Settings) -> JobSpec:
 
 
 @jobs.post("/jobs")
+@documented("submitJob", "Submit a visualization job", body="JobRequest", replies={
+    202: Reply("Accepted; Location names the job", Job, headers=("Location",), links=JOB_LINKS),
+    400: error("Malformed JSON, or nested too deeply"),
+    403: error("A priority above 0 without an admin token (code priority_not_allowed)"),
+    413: error("Body too large"),
+    415: error("Not JSON"),
+    422: error("Invalid values, each named with its field; or over the compute budget (code over_budget), saying "
+               "by how much and what to shrink. Beyond the schema: filters must exist in the layer, be distinct and "
+               "at most maxItems of them (a range's stop - start too), and image_size at least the layer's "
+               "min_image_size (GET /v1/models)"),
+    429: error("Too many unfinished jobs, or submissions too fast", retry=True),
+    **UNAVAILABLE,
+})  # fmt: skip
 def submit_job():
     """Validate the request, check storage and the client's share, record the job, and queue its chunks.
 
@@ -148,9 +187,11 @@ def create_job(
 
 
 @jobs.get("/jobs")
+@documented("listJobs", "Recent jobs, newest first", query=ListQuery,
+            replies={200: Reply("A list of jobs", JobList), 422: error("Invalid limit"), **UNAVAILABLE})  # fmt: skip
 def list_jobs():
     """The most recent jobs, newest first (those Redis still holds): the caller's own, or all for admins."""
-    limit = query_int("limit", 1, MAX_LISTED, default=20)
+    limit = query_int("limit", 1, MAX_LISTED, default=ListQuery.model_fields["limit"].default)
     services = current_services()
     listed = [services.jobs.get(job_id) for job_id in services.jobs.recent(limit, owner=listed_owner())]
     detailed = is_admin()
@@ -161,12 +202,25 @@ def list_jobs():
 
 
 @jobs.get("/jobs/<job_id>")
+@documented("getJob", "A job: status, progress, parameters, timestamps, error, links", path=JobPath,
+            replies={200: Reply("The job", Job), **UNKNOWN_JOB, **UNAVAILABLE})  # fmt: skip
 def get_job(job_id: str):
     """The job resource."""
     return _resource(_job_id(job_id))
 
 
 @jobs.post("/jobs/<job_id>/cancel")
+@documented("cancelJobByPost", "Cancel a queued or running job (409 once finished); JSON only, e.g. {}",
+            path=JobPath, body=AnyObject, replies={
+    200: Reply("Canceled", Job),
+    400: error("Malformed JSON"),
+    **UNKNOWN_JOB,
+    409: error("Already finished"),
+    413: error("Body too large"),
+    415: error("Not JSON: a cross-site form can't cancel a job"),
+    422: error("The body is not a JSON object"),
+    **UNAVAILABLE,
+})  # fmt: skip
 def cancel_job(job_id: str):
     """Cancel a queued or running job: chunks not yet started do nothing, running ones stop at the next batch.
 
@@ -183,6 +237,13 @@ def cancel_job(job_id: str):
 
 
 @jobs.delete("/jobs/<job_id>")
+@documented("deleteJob", "Cancel a queued or running job (200); delete a finished one, results and record (204)",
+            path=JobPath, replies={
+    200: Reply("Canceled (it was queued or running)", Job),
+    204: Reply("Deleted: the job was finished; its results and record are gone"),
+    **UNKNOWN_JOB,
+    **UNAVAILABLE,
+})  # fmt: skip
 def delete_job(job_id: str):
     """Cancel an unfinished job (200, the job canceled); delete a finished one, results and record (204).
 
@@ -246,24 +307,31 @@ def _succeeded(job_id: str) -> dict[str, Any]:
 
 
 @jobs.get(f"/jobs/<job_id>/{GRID_FILE}")
+@documented("getGrid", "The grid picture", path=JobPath, replies={200: png("The grid"), **NOT_READY, **UNAVAILABLE})
 def get_grid(job_id: str):
     """The stitched grid PNG."""
     return _stored_file(_succeeded(job_id), GRID_FILE, "image/png")
 
 
 @jobs.get(f"/jobs/<job_id>/{THUMBNAIL_FILE}")
+@documented("getThumbnail", "The grid shrunk to at most 256 px a side", path=JobPath,
+            replies={200: png("The thumbnail"), **NOT_READY, **UNAVAILABLE})  # fmt: skip
 def get_thumbnail(job_id: str):
     """The grid shrunk to at most 256 px a side, for lists."""
     return _stored_file(_succeeded(job_id), THUMBNAIL_FILE, "image/png")
 
 
 @jobs.get(f"/jobs/<job_id>/{MANIFEST_FILE}")
+@documented("getManifest", "The manifest of a finished job", path=JobPath,
+            replies={200: Reply("The manifest", AnyObject), **NOT_READY, **UNAVAILABLE})  # fmt: skip
 def get_manifest(job_id: str):
     """The manifest of a finished job."""
     return _stored_file(_succeeded(job_id), MANIFEST_FILE, "application/json")
 
 
 @jobs.get("/jobs/<job_id>/filters")
+@documented("listFilters", "Filters whose pictures are stored so far, with index, final loss, dead and URL",
+            path=JobPath, replies={200: Reply("The filters", FilterList), **UNKNOWN_JOB, **UNAVAILABLE})  # fmt: skip
 def list_filters(job_id: str):
     """The filters whose pictures are stored so far (a chunk's appear when it finishes), with their losses."""
     resource = _resource(_job_id(job_id))
@@ -284,6 +352,13 @@ def list_filters(job_id: str):
 
 
 @jobs.get("/jobs/<job_id>/filters/<int(signed=True):index>.png")
+@documented("getFilter", "One filter's picture, optionally shrunk to fit size x size", path=JobPath,
+            query=ShrinkQuery, replies={
+    200: png("The picture"),
+    404: error("Unknown job, filter or not ready"),
+    422: error("Invalid size"),
+    **UNAVAILABLE,
+})  # fmt: skip
 def get_filter(job_id: str, index: int):
     """One filter's picture; ?size=N shrinks it to fit N x N (for galleries)."""
     resource = _resource(_job_id(job_id))

@@ -2,10 +2,12 @@
 
 from html import escape
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
+from api.contract import Reply, documented, html
 from api.errors import UNAVAILABLE_RETRY_SECONDS
 from api.openapi import openapi_document
+from api.schemas import AnyObject, Health, Models, Readiness
 from api.services import current_services
 from shared.layers import MODELS
 from shared.methods import describe_methods
@@ -16,6 +18,7 @@ meta = Blueprint("meta", __name__)
 
 
 @meta.get("/v1/models")
+@documented("listModels", "Models and their conv layers with filter counts", replies={200: Reply("The models", Models)})
 def list_models():
     """Each model with its conv layers and their filter counts, and the methods with their parameters and
     defaults (from static tables, no TensorFlow)."""
@@ -37,12 +40,17 @@ def list_models():
 
 
 @meta.get("/healthz")
+@documented("healthz", "Alive", replies={200: Reply("Alive, with the package version", Health)})
 def healthz():
     """The process is alive, and which filterviz it is."""
     return {"status": "ok", "version": package_version()}
 
 
 @meta.get("/readyz")
+@documented("readyz", "Redis answers and S3 takes writes", replies={
+    200: Reply("Ready", Readiness),
+    503: Reply("Not ready: each check says why", Readiness, headers=("Retry-After",)),
+})  # fmt: skip
 def readyz():
     """Ready when Redis answers and S3 takes writes; 503 naming what doesn't, and why."""
     services = current_services()
@@ -62,15 +70,22 @@ def readyz():
 
 
 @meta.get("/openapi.json")
+@documented("openapi", "This document", replies={200: Reply("OpenAPI", AnyObject)})
 def openapi():
     """The OpenAPI 3.1 document of this API, with this deployment's limits."""
-    return openapi_document(current_services().settings.limits, current_services().tokens is not None)
+    return _document()
+
+
+def _document() -> dict:
+    services = current_services()
+    return openapi_document(current_app, services.settings.limits, services.tokens is not None)
 
 
 @meta.get("/docs")
+@documented("docs", "A page listing the endpoints", replies={200: html("HTML")})
 def docs():
     """A plain page listing every endpoint (no external scripts: many deployments have no internet)."""
-    document = openapi_document(current_services().settings.limits, current_services().tokens is not None)
+    document = _document()
     rows = "".join(
         f"<tr><td><code>{method.upper()}</code></td><td><code>{escape(path)}</code></td>"
         f"<td>{escape(operation['summary'])}</td></tr>"

@@ -1,483 +1,164 @@
-"""The OpenAPI document: paths written here, the request schema generated from the job spec itself.
+"""The OpenAPI document, generated from the app's URL rules and the contracts on their views (api/contract.py).
 
-The job schema comes from the same pydantic model, with the deployment's limits, that validates
-requests (shared/spec.py's limited_spec_model), so the document states every bound as enforced.
+Paths and their parameters come from the rules; what each operation takes and answers from its
+contract; the bodies' schemas from pydantic models. The job schema is the same model, with the
+deployment's limits, that validates requests (shared/spec.py's limited_spec_model), so the document
+states every bound as enforced.
 """
 
-from functools import cache
+import re
+from collections import Counter
 from typing import Any
 
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from werkzeug.routing import Rule
+
+from api.contract import HEADERS, Contract, Reply, contract_of
+from api.schemas import Error
 from api.webhooks import request_schema
-from shared.atlas import AtlasRequest
 from shared.spec import Limits, limited_spec_model
 
-_RETRY_AFTER = {
-    "Retry-After": {"description": "Seconds to wait before trying again", "required": True,
-                    "schema": {"type": "integer", "minimum": 0}},
-}  # fmt: skip
+REF = "#/components/schemas/{model}"
+# Endpoints outside the API's document: the page's files, and Prometheus' scrape and the autoscaler's
+# backlog (api/metrics.py), which are for the deployment, not for clients.
+UNDOCUMENTED = frozenset({"static", "metrics", "backlog"})
+# `<converter(args):name>` in a Werkzeug rule.
+_ARGUMENT = re.compile(r"<(?:(?P<converter>\w+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+_CONVERTER_TYPES = {"int": "integer", "float": "number"}
 
 
-def _error_response(description: str, retry: bool = False) -> dict[str, Any]:
-    response = {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-    return {**response, "headers": _RETRY_AFTER} if retry else response
+def openapi_document(app: Flask, limits: Limits, tokens: bool) -> dict[str, Any]:
+    """OpenAPI 3.1 for every documented route of `app`, with `limits` stated in the job schema, and
+    bearer tokens on every /v1 operation where `tokens` are configured. Built once per app."""
+    built = app.extensions.setdefault("openapi", {})
+    if (limits, tokens) not in built:
+        built[limits, tokens] = build_document(app, limits, tokens)
+    return built[limits, tokens]
 
 
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def documented_rules(app: Flask) -> list[tuple[Rule, Contract | None]]:
+    """Every rule of the app but the undocumented ones, with its view's contract (None: it has none)."""
+    return [
+        (rule, contract_of(app.view_functions[rule.endpoint]))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.rpartition(".")[2] not in UNDOCUMENTED
+    ]
 
 
-def _job_response(description: str) -> dict[str, Any]:
-    return _json(description, {"$ref": "#/components/schemas/Job"})
-
-
-def _png(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
-
-
-def _html(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
-
-
-# Every route that reads job records or storage answers 503 while Redis or S3 is down.
-_UNAVAILABLE = {"503": _error_response("Redis or storage unavailable", retry=True)}
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-# Links for stateful testing and for readers: what can be done with a job just submitted.
-_JOB_LINKS = {
-    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
-    for name, operation in [("GetJob", "getJob"), ("DeleteJob", "deleteJob"), ("ListFilters", "listFilters"),
-                            ("GetGrid", "getGrid"), ("GetThumbnail", "getThumbnail"), ("GetManifest", "getManifest")]
-}  # fmt: skip
-_JOB_LINKS["GetFilter"] = {
-    "operationId": "getFilter",
-    "parameters": {"job_id": "$response.body#/id", "index": "$response.body#/params/filters/0"},
-}
-
-
-def _with_tokens(paths: dict[str, Any]) -> dict[str, Any]:
-    """Every /v1 operation asks for a bearer token and may answer 401."""
-    unauthorized = _error_response("No token, or not a valid one (WWW-Authenticate says which)")
-    unauthorized["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+def build_document(app: Flask, limits: Limits, tokens: bool) -> dict[str, Any]:
+    rules = [(rule, contract) for rule, contract in documented_rules(app) if contract is not None]
+    # A view serving several paths (the page) gets an operation id per path.
+    shared = Counter(rule.endpoint for rule, _ in rules)
+    paths: dict[str, dict[str, Any]] = {}
+    for rule, contract in rules:
+        path = _ARGUMENT.sub(r"{\g<name>}", rule.rule)
+        operation_id = contract.operation_id + (_camel(path) if shared[rule.endpoint] > 1 else "")
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            operation = _operation(contract, operation_id, rule)
+            paths.setdefault(path, {})[method.lower()] = (
+                _with_token(operation) if tokens and path.startswith("/v1/") else operation
+            )
+    components: dict[str, Any] = {"schemas": _schemas([contract for _, contract in rules], limits)}
+    if tokens:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {
-        path: {
-            method: {**op, "security": [{"bearer": []}], "responses": {**op["responses"], "401": unauthorized}}
-            if path.startswith("/v1/")
-            else op
-            for method, op in operations.items()
-        }
-        for path, operations in paths.items()
+        "openapi": "3.1.0",
+        "info": {"title": "filterviz", "version": "1"},
+        "paths": paths,
+        "components": components,
     }
 
 
-@cache
-def openapi_document(limits: Limits, tokens: bool = False) -> dict[str, Any]:
-    """OpenAPI 3.1 for every route of the API, with `limits` stated in the job schema, and bearer
-    tokens on every /v1 operation where `tokens` are configured."""
-    spec_schema = limited_spec_model(limits).model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas = spec_schema.pop("$defs", {})
+def _camel(path: str) -> str:
+    return "".join(word.capitalize() for word in re.findall(r"[a-z]+", path))
+
+
+def _operation(contract: Contract, operation_id: str, rule: Rule) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": contract.summary}
+    parameters = _path_parameters(rule, contract.path) + _parameters(contract.query, "query")
+    if parameters:
+        operation["parameters"] = parameters
+    if contract.body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(contract.body)}}}
+    operation["responses"] = {str(status): _response(reply) for status, reply in sorted(contract.replies.items())}
+    return operation
+
+
+def _path_parameters(rule: Rule, model: type[BaseModel] | None) -> list[dict[str, Any]]:
+    """The rule's arguments, typed by their converters; a contract's path model types them more closely."""
+    typed = {parameter["name"]: parameter for parameter in _parameters(model, "path")}
+    return [
+        typed.get(match["name"])
+        or {"name": match["name"], "in": "path", "required": True,
+            "schema": {"type": _CONVERTER_TYPES.get(match["converter"] or "", "string")}}
+        for match in _ARGUMENT.finditer(rule.rule)
+    ]  # fmt: skip
+
+
+def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
+    """A model's fields as parameters `in` the path or the query."""
+    if model is None:
+        return []
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    return [
+        {"name": name, "in": where, "required": where == "path" or name in required, "schema": _plain(field)}
+        for name, field in schema["properties"].items()
+    ]
+
+
+def _plain(field: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema: an optional one's without its null (absent, not null, in a URL), and
+    without pydantic's title and default."""
+    kept = [choice for choice in field.get("anyOf", ()) if choice != {"type": "null"}]
+    plain = {**field, **kept[0]} if len(kept) == 1 else field
+    return {key: value for key, value in plain.items() if key not in ("title", "default", "anyOf")}
+
+
+def _ref(body: type[BaseModel] | str) -> dict[str, Any]:
+    return {"$ref": REF.format(model=body if isinstance(body, str) else body.__name__)}
+
+
+def _response(reply: Reply) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": reply.description}
+    if reply.body is not None:
+        response["content"] = {reply.media: {"schema": _ref(reply.body)}}
+    elif reply.media != "application/json":
+        schema = {"type": "string", "format": "binary"} if reply.media.startswith("image/") else {"type": "string"}
+        response["content"] = {reply.media: {"schema": schema}}
+    if reply.headers:
+        response["headers"] = {name: {**HEADERS[name], "required": True} for name in reply.headers}
+    if reply.links:
+        response["links"] = dict(reply.links)
+    return response
+
+
+def _with_token(operation: dict[str, Any]) -> dict[str, Any]:
+    """An operation that asks for a bearer token, and may answer 401."""
+    unauthorized = Reply(
+        "No token, or not a valid one (WWW-Authenticate says which)", Error, headers=("WWW-Authenticate",)
+    )
+    return {**operation, "security": [{"bearer": []}],
+            "responses": {**operation["responses"], "401": _response(unauthorized)}}  # fmt: skip
+
+
+def _schemas(contracts: list[Contract], limits: Limits) -> dict[str, Any]:
+    """Every model the contracts name, with what they refer to; and the job spec and request under `limits`."""
+    models = {
+        model
+        for contract in contracts
+        for model in (contract.body, *(reply.body for reply in contract.replies.values()))
+        if isinstance(model, type)
+    }
+    models.add(Error)  # the 401 of _with_token
+    _, top = models_json_schema(
+        [(model, "validation") for model in sorted(models, key=lambda m: m.__name__)], ref_template=REF
+    )
+    schemas = top.get("$defs", {})
+    spec_schema = limited_spec_model(limits).model_json_schema(ref_template=REF)
+    schemas.update(spec_schema.pop("$defs", {}))
     schemas["JobSpec"] = spec_schema
     schemas["JobRequest"] = request_schema(spec_schema)
-    schemas["Error"] = {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "problems": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
-                            "required": ["field", "reason"],
-                        },
-                    },
-                },
-                "required": ["code", "message"],
-            }
-        },
-        "required": ["error"],
-    }
-    schemas["Job"] = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "status": {"enum": ["queued", "running", "succeeded", "failed", "canceled"]},
-            "progress": {
-                "type": "object",
-                "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
-                "required": ["done", "total"],
-            },
-            "params": {"$ref": "#/components/schemas/JobSpec"},
-            "weights": {"type": ["string", "null"]},
-            "created_at": {"type": "string"},
-            "started_at": {"type": ["string", "null"]},
-            "finished_at": {"type": ["string", "null"]},
-            "error": {"type": ["object", "null"]},
-            "queue": {
-                "description": "A queued job's place in fair dispatch: chunks sent before its next one, and "
-                "an estimated start in seconds from recent chunks (null before any); null once it runs",
-                "type": ["object", "null"],
-                "properties": {
-                    "chunks_ahead": {"type": "integer"},
-                    "estimated_start_seconds": {"type": ["number", "null"]},
-                },
-            },
-            "links": {"type": "object"},
-        },
-        "required": ["id", "status", "progress", "params", "created_at", "links"],
-    }
-    job_paths = {
-        "/v1/jobs": {
-            "post": {
-                "operationId": "submitJob",
-                "summary": "Submit a visualization job",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}}},
-                },
-                "responses": {
-                    "202": {
-                        **_job_response("Accepted; Location names the job"),
-                        "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
-                        "links": _JOB_LINKS,
-                    },
-                    "400": _error_response("Malformed JSON, or nested too deeply"),
-                    "403": _error_response("A priority above 0 without an admin token (code priority_not_allowed)"),
-                    "413": _error_response("Body too large"),
-                    "415": _error_response("Not JSON"),
-                    "422": _error_response(
-                        "Invalid values, each named with its field; or over the compute budget (code over_budget), "
-                        "saying by how much and what to shrink. Beyond the schema: filters must exist in the layer, "
-                        "be distinct and at most maxItems of them (a range's stop - start too), and image_size at "
-                        "least the layer's min_image_size (GET /v1/models)"
-                    ),
-                    "429": _error_response("Too many unfinished jobs, or submissions too fast", retry=True),
-                    **_UNAVAILABLE,
-                },
-            },
-            "get": {
-                "operationId": "listJobs",
-                "summary": "Recent jobs, newest first",
-                "parameters": [
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
-                ],
-                "responses": {
-                    "200": _json(
-                        "A list of jobs",
-                        {
-                            "type": "object",
-                            "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}},
-                            "required": ["jobs"],
-                        },
-                    ),
-                    "422": _error_response("Invalid limit"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/jobs/{job_id}": {
-            "get": {
-                "operationId": "getJob",
-                "summary": "A job: status, progress, parameters, timestamps, error, links",
-                "parameters": [_JOB_ID],
-                "responses": {"200": _job_response("The job"), "404": _error_response("Unknown job"), **_UNAVAILABLE},
-            },
-            "delete": {
-                "operationId": "deleteJob",
-                "summary": "Cancel a queued or running job (200); delete a finished one, results and record (204)",
-                "parameters": [_JOB_ID],
-                "responses": {
-                    "200": _job_response("Canceled (it was queued or running)"),
-                    "204": {"description": "Deleted: the job was finished; its results and record are gone"},
-                    "404": _error_response("Unknown job"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/jobs/{job_id}/cancel": {
-            "post": {
-                "operationId": "cancelJobByPost",
-                "summary": "Cancel a queued or running job (409 once finished); JSON only, e.g. {}",
-                "parameters": [_JOB_ID],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-                "responses": {
-                    "200": _job_response("Canceled"),
-                    "404": _error_response("Unknown job"),
-                    "400": _error_response("Malformed JSON"),
-                    "409": _error_response("Already finished"),
-                    "413": _error_response("Body too large"),
-                    "415": _error_response("Not JSON: a cross-site form can't cancel a job"),
-                    "422": _error_response("The body is not a JSON object"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/jobs/{job_id}/grid.png": {
-            "get": {
-                "operationId": "getGrid",
-                "summary": "The grid picture",
-                "parameters": [_JOB_ID],
-                "responses": {
-                    "200": _png("The grid"),
-                    "404": _error_response("Unknown job or not ready"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/jobs/{job_id}/thumbnail.png": {
-            "get": {
-                "operationId": "getThumbnail",
-                "summary": "The grid shrunk to at most 256 px a side",
-                "parameters": [_JOB_ID],
-                "responses": {
-                    "200": _png("The thumbnail"),
-                    "404": _error_response("Unknown job or not ready"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/jobs/{job_id}/filters": {
-            "get": {
-                "operationId": "listFilters",
-                "summary": "Filters whose pictures are stored so far, with index, final loss, dead and URL",
-                "parameters": [_JOB_ID],
-                "responses": {
-                    "200": _json(
-                        "The filters",
-                        {
-                            "type": "object",
-                            "properties": {
-                                "id": {"type": "string"},
-                                "status": {"type": "string"},
-                                "filters": {"type": "array", "items": {"type": "object"}},
-                            },
-                            "required": ["id", "status", "filters"],
-                        },
-                    ),
-                    "404": _error_response("Unknown job"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/jobs/{job_id}/filters/{index}.png": {
-            "get": {
-                "operationId": "getFilter",
-                "summary": "One filter's picture, optionally shrunk to fit size x size",
-                "parameters": [
-                    _JOB_ID,
-                    {"name": "index", "in": "path", "required": True, "schema": {"type": "integer"}},
-                    {"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 16, "maximum": 1024}},
-                ],
-                "responses": {
-                    "200": _png("The picture"),
-                    "404": _error_response("Unknown job, filter or not ready"),
-                    "422": _error_response("Invalid size"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/jobs/{job_id}/manifest.json": {
-            "get": {
-                "operationId": "getManifest",
-                "summary": "The manifest of a finished job",
-                "parameters": [_JOB_ID],
-                "responses": {
-                    "200": _json("The manifest", {"type": "object"}),
-                    "404": _error_response("Unknown or not ready"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-    }
-    meta_paths = {
-        "/v1/models": {
-            "get": {
-                "operationId": "listModels",
-                "summary": "Models and their conv layers with filter counts",
-                "responses": {"200": _json("The models", {"type": "object", "required": ["models"]})},
-            }
-        },
-        "/v1/workers": {
-            "get": {
-                "operationId": "listWorkers",
-                "summary": "Live worker processes, from their heartbeats (host names, pids and units for admins)",
-                "responses": {
-                    "200": _json("The workers", {"type": "object", "required": ["count", "workers"]}),
-                    **_UNAVAILABLE,
-                },
-            }
-        },
-        "/v1/webhook-secret": {
-            "get": {
-                "operationId": "getWebhookSecret",
-                "summary": "The secret this token's webhooks are signed with (Standard Webhooks)",
-                "responses": {
-                    "200": _json(
-                        "The owner and its secret",
-                        {
-                            "type": "object",
-                            "required": ["owner", "secret"],
-                            "properties": {"owner": {"type": ["string", "null"]}, "secret": {"type": "string"}},
-                        },
-                    ),
-                    "422": _error_response("Webhooks are off here (no FILTERVIZ_WEBHOOK_SECRET)"),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "operationId": "healthz",
-                "summary": "Alive",
-                "responses": {
-                    "200": _json(
-                        "Alive, with the package version",
-                        {
-                            "type": "object",
-                            "required": ["status", "version"],
-                            "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
-                        },
-                    )
-                },
-            }
-        },
-        "/readyz": {
-            "get": {
-                "operationId": "readyz",
-                "summary": "Redis answers and S3 takes writes",
-                "responses": {
-                    "200": _json("Ready", {"type": "object", "required": ["status", "checks"]}),
-                    "503": {**_json("Not ready: each check says why", {"type": "object"}), "headers": _RETRY_AFTER},
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document",
-                "responses": {"200": _json("OpenAPI", {"type": "object"})},
-            }
-        },
-        "/docs": {
-            "get": {
-                "operationId": "docs",
-                "summary": "A page listing the endpoints",
-                "responses": {"200": _html("HTML")},
-            }
-        },
-        "/": {
-            "get": {
-                "operationId": "page",
-                "summary": "The web page: submit, watch and browse jobs",
-                "responses": {"200": _html("HTML")},
-            }
-        },
-        "/jobs/{job_id}": {
-            "get": {
-                "operationId": "jobPage",
-                "summary": "The web page, opened on one job (the page itself says whether the job exists)",
-                "parameters": [{**_JOB_ID, "schema": {"type": "string"}}],
-                "responses": {"200": _html("HTML"), "404": _error_response("No such page")},
-            }
-        },
-    }
-    paths = {**job_paths, **_atlas_paths(), **meta_paths}
-    components: dict[str, Any] = {"schemas": schemas}
-    if tokens:
-        paths = _with_tokens(paths)
-        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    info = {"title": "filterviz", "version": "1"}
-    return {"openapi": "3.1.0", "info": info, "paths": paths, "components": components}
-
-
-_ATLAS_ID = {
-    "name": "atlas_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-}
-_LAYER = {"name": "layer", "in": "path", "required": True, "schema": {"type": "string"}}
-_UNIT = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer"}}
-
-
-def _atlas_paths() -> dict[str, Any]:
-    """The atlas (shared/atlas.py): start or resume, follow, read layers and units."""
-    atlas = _json("The atlas: status, progress in all and by layer", {"type": "object", "required": ["id", "status"]})
-    return {
-        "/v1/atlas": {
-            "post": {
-                "operationId": "startAtlas",
-                "summary": "Start an atlas of every conv layer under one method, or resume the one asked for before",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": AtlasRequest.model_json_schema()}},
-                },
-                "responses": {
-                    "202": atlas,
-                    "400": _error_response("Malformed JSON"),
-                    "403": _error_response("Tokens are on and this one is not an admin's"),
-                    "415": _error_response("Not JSON"),
-                    "422": _error_response("Invalid parameters, or a layer's single filter over the budget"),
-                    **_UNAVAILABLE,
-                },
-            },
-            "get": {
-                "operationId": "listAtlases",
-                "summary": "Every atlas with its status and progress",
-                "responses": {"200": _json("The atlases", {"type": "object", "required": ["atlases"]}), **_UNAVAILABLE},
-            },
-        },
-        "/v1/atlas/{atlas_id}": {
-            "get": {
-                "operationId": "getAtlas",
-                "summary": "One atlas: status and progress, in all and by layer, with its jobs",
-                "parameters": [_ATLAS_ID],
-                "responses": {"200": atlas, "404": _error_response("No such atlas"), **_UNAVAILABLE},
-            },
-        },
-        "/v1/atlas/{atlas_id}/layers/{layer}": {
-            "get": {
-                "operationId": "listAtlasUnits",
-                "summary": "A layer's units rendered so far: index, final loss, dead, picture",
-                "parameters": [_ATLAS_ID, _LAYER],
-                "responses": {
-                    "200": _json("The units", {"type": "object", "required": ["units"]}),
-                    "404": _error_response("No such atlas or layer"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/atlas/{atlas_id}/layers/{layer}/units/{index}": {
-            "get": {
-                "operationId": "getAtlasUnit",
-                "summary": "One unit: final loss, dead or alive, its picture's URL",
-                "parameters": [_ATLAS_ID, _LAYER, _UNIT],
-                "responses": {
-                    "200": _json("The unit", {"type": "object"}),
-                    "404": _error_response("No such atlas, layer, or unit not rendered yet"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-        "/v1/atlas/{atlas_id}/layers/{layer}/units/{index}.png": {
-            "get": {
-                "operationId": "getAtlasUnitPicture",
-                "summary": "One unit's picture, optionally shrunk to fit size x size",
-                "parameters": [
-                    _ATLAS_ID,
-                    _LAYER,
-                    _UNIT,
-                    {"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 16, "maximum": 1024}},
-                ],
-                "responses": {
-                    "200": _png("The picture"),
-                    "404": _error_response("No such atlas, layer, or unit not rendered yet"),
-                    "422": _error_response("Invalid size"),
-                    **_UNAVAILABLE,
-                },
-            },
-        },
-    }
+    return schemas

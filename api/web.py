@@ -8,6 +8,8 @@ nothing is fetched from outside (many deployments have no internet).
 
 from flask import Blueprint, current_app
 
+from api.contract import documented, error, html
+
 web = Blueprint("web", __name__)
 
 
@@ -18,6 +20,8 @@ web = Blueprint("web", __name__)
 @web.get("/atlas/<model>")
 @web.get("/atlas/<model>/<layer>")
 @web.get("/atlas/<model>/<layer>/<int:unit>")
+@documented("page", "The web page, opened on the view its path names (the page itself says whether it exists)",
+            replies={200: html("HTML"), 404: error("No such page")})  # fmt: skip
 def page(**_: str | int):
     """The page; its script opens the view the path names: a job, two jobs compared, or the atlas's model,
     layer or unit."""

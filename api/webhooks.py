@@ -8,7 +8,9 @@ from flask import Blueprint
 from pydantic import ValidationError
 
 from api.access import current_caller
+from api.contract import Reply, documented, error
 from api.errors import ApiError
+from api.schemas import WebhookSecret
 from api.services import Services, current_services
 from shared.spec import describe_problems
 from shared.webhook_signing import owner_secret
@@ -23,6 +25,10 @@ def _disabled() -> ApiError:
 
 
 @webhooks.get("/webhook-secret")
+@documented("getWebhookSecret", "The secret this token's webhooks are signed with (Standard Webhooks)", replies={
+    200: Reply("The owner and its secret", WebhookSecret),
+    422: error("Webhooks are off here (no FILTERVIZ_WEBHOOK_SECRET)"),
+})  # fmt: skip
 def get_webhook_secret():
     """The secret this token's webhooks are signed with (Standard Webhooks: whsec_ and base64), for its
     receiver to verify them. Each owner has its own, derived from the master secret: it verifies

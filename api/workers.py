@@ -5,6 +5,8 @@ from typing import Any
 from flask import Blueprint
 
 from api.access import listed_owner
+from api.contract import UNAVAILABLE, Reply, documented
+from api.schemas import Workers
 from api.services import current_services
 from shared.workers import live_workers
 
@@ -20,6 +22,8 @@ def public_view(worker: dict[str, Any]) -> dict[str, Any]:
 
 
 @workers.get("/workers")
+@documented("listWorkers", "Live worker processes, from their heartbeats (host names, pids and units for admins)",
+            replies={200: Reply("The workers", Workers), **UNAVAILABLE})  # fmt: skip
 def list_workers():
     """Each live worker process: weights, device, start time, last heartbeat and whether it is busy; for
     admins (and with tokens off) also its name, pid and the unit it runs."""

@@ -1,0 +1,124 @@
+"""The JSON bodies the API answers with, as pydantic models: the OpenAPI document's components.
+
+They describe the answers; the routes build them as dicts (api/resources.py). A field is required
+only where every answer has it, so the document promises no more than the routes keep.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, WithJsonSchema
+
+# A job's parameters: the job spec under this deployment's limits, a component the document builds itself.
+JobParams = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/JobSpec"}]})]
+
+
+class Problem(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    problems: list[Problem] = []
+
+
+class Error(BaseModel):
+    """Every 4xx and 5xx: a code to branch on, a message to show, and each bad field named."""
+
+    error: ErrorDetail
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class QueuePlace(BaseModel):
+    """A queued job's place in fair dispatch: chunks sent before its next one, and an estimated start in
+    seconds from recent chunks (null before any)."""
+
+    chunks_ahead: int
+    estimated_start_seconds: float | None
+
+
+class Job(BaseModel):
+    """A job: status, progress, parameters, timestamps, error and links."""
+
+    id: Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    progress: Progress
+    params: JobParams
+    weights: str | None = None
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: dict[str, Any] | None = None
+    # Null once it runs.
+    queue: QueuePlace | None = None
+    links: dict[str, Any]
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+class StoredFilter(BaseModel):
+    index: int
+    loss: float
+    dead: bool
+    url: str
+
+
+class FilterList(BaseModel):
+    id: str
+    status: str
+    filters: list[StoredFilter]
+
+
+class Models(BaseModel):
+    """Each model with its conv layers (filter counts, smallest image) and the methods with their parameters."""
+
+    models: list[dict[str, Any]]
+    methods: list[dict[str, Any]] = []
+
+
+class Workers(BaseModel):
+    count: int
+    workers: list[dict[str, Any]]
+
+
+class WebhookSecret(BaseModel):
+    owner: str | None
+    secret: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class Readiness(BaseModel):
+    """Each check says "ok" or why not; live workers are reported, not required."""
+
+    status: str
+    checks: dict[str, str]
+
+
+class Atlas(BaseModel):
+    """An atlas: status and progress, in all and by layer."""
+
+    id: str
+    status: str
+
+
+class AtlasList(BaseModel):
+    atlases: list[Atlas]
+
+
+class AtlasUnits(BaseModel):
+    units: list[dict[str, Any]]
+
+
+class AnyObject(BaseModel):
+    """A JSON object (a manifest, this document)."""
