@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from shared.layers import MODELS, find_layer
-from shared.methods import METHODS, SEED, MethodName
+from shared.methods import METHODS, SEED, AnyMethodParams, MethodName
 
 DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
 # No conv layer of any model has more filters: ranges and indexes are bounded by it before
@@ -108,8 +108,13 @@ class JobSpecInput(BaseModel):
 
     model: Literal["vgg16"] = "vgg16"
     method: MethodName = SEED
-    # The method's own parameters (shared/methods.py); stored with every default filled in.
-    method_params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    # The method's own parameters, validated by its model (shared/methods.py); stored as a dict with
+    # every default filled in.
+    method_params: AnyMethodParams = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="the parameters of the job's method: those of the schema titled by its name",
+    )
     layer: str = Field("block5_conv1", max_length=64)
     # A list or a {start, stop} range; validated into the explicit list of filter indices (JobSpec).
     filters: RequestedFilters | None = Field(None, validate_default=True)
@@ -144,7 +149,10 @@ class JobSpecInput(BaseModel):
     @field_validator("method_params")
     @classmethod
     def _method_params_valid(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        method = METHODS.get(info.data.get("method", SEED))
+        # `method` picks the model. A method that failed its own check is not in info.data: its
+        # parameters are left unchecked rather than checked against another's.
+        method = METHODS.get(info.data.get("method", ""))
+        # Its ValidationError names each bad parameter as method_params.<name>.
         return method.resolve(params) if method else params
 
     @field_validator("layer")

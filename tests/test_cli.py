@@ -83,7 +83,10 @@ def test_layers_lists_every_conv_layer_with_its_filter_count():
         pytest.param(["--weights", "{junk}"], "could not be loaded", marks=pytest.mark.engine),
         (["--batch-size", "0"], "batch-size: must be at least 1"),
         (["--method", "paint"], "invalid choice: 'paint'"),
-        (["--method", "fourier", "--param", "jitter=-1"], "method_params: jitter -1 is below the minimum of 0"),
+        (
+            ["--method", "fourier", "--param", "jitter=-1"],
+            "method_params.jitter: Input should be greater than or equal to 0",
+        ),
         (["--param", "crops"], "bad method parameter 'crops'"),
     ],
 )

@@ -1,5 +1,8 @@
 """The methods beyond `seed`: each runs, is reproducible, keeps images independent, and validates its parameters."""
 
+import json
+
+import jsonschema
 import keras
 import numpy as np
 import pytest
@@ -7,7 +10,7 @@ import tensorflow as tf
 from pydantic import ValidationError
 
 from shared.methods import METHODS, SEED, describe_methods
-from shared.spec import describe_problems, parse_spec
+from shared.spec import Limits, describe_problems, limited_spec_model, parse_spec
 from worker.engine import picture
 from worker.engine.optimizers import Adam, NAdam
 from worker.engine.schedule import octaves
@@ -128,26 +131,91 @@ def test_octaves_grow_to_the_image_size_and_share_the_steps():
     ("request_body", "field", "reason"),
     [
         ({"method": "painting"}, "method", "Input should be 'seed', 'multiscale', 'fourier' or 'maco'"),
-        ({"method": "maco", "method_params": {"crops": 0}}, "method_params", "crops 0 is below the minimum of 1"),
-        ({"method": "maco", "method_params": {"crops": 99}}, "method_params", "crops 99 is above the maximum of 16"),
-        ({"method": "fourier", "method_params": {"jitter": 2.5}}, "method_params", "jitter must be a whole number"),
-        ({"method": "fourier", "method_params": {"pre_relu": 1}}, "method_params", "pre_relu must be true or false"),
-        ({"method": "fourier", "method_params": {"scale": "big"}}, "method_params", "scale must be a number"),
+        ({"method": "maco", "method_params": {"crops": 0}}, "method_params.crops", "greater than or equal to 1"),
+        ({"method": "maco", "method_params": {"crops": 99}}, "method_params.crops", "99 is above the limit of 16"),
+        ({"method": "fourier", "method_params": {"jitter": 2.5}}, "method_params.jitter", "valid integer"),
+        ({"method": "fourier", "method_params": {"pre_relu": 1}}, "method_params.pre_relu", "valid boolean"),
+        ({"method": "fourier", "method_params": {"scale": "big"}}, "method_params.scale", "valid number"),
         ({"method": "multiscale", "method_params": {"octave": 3}}, "method_params", "unknown parameter 'octave'"),
         ({"method": "seed", "method_params": {"crops": 2}}, "method_params", "for method seed (it takes: none)"),
+        # A bad method: its parameters are not checked against another method's.
+        ({"method": "painting", "method_params": {"crops": 2}}, "method", "Input should be"),
     ],
 )
 def test_bad_method_parameters_name_the_field_and_the_reason(request_body, field, reason):
     with pytest.raises(ValidationError) as caught:
         parse_spec(request_body)
-    problem = describe_problems(caught.value)[0]
-    assert problem["field"] == field and reason in problem["reason"]
+    assert [(p["field"], reason in p["reason"]) for p in describe_problems(caught.value)] == [(field, True)]
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        ({"jitter": True}, "valid integer"),  # JSON true is not 1
+        ({"jitter": "3"}, "valid integer"),
+        ({"jitter": 1.5}, "valid integer"),
+        ({"jitter": 3.0}, "valid integer"),  # as for the spec's own numbers (image_size: 64.0 is not 64)
+        ({"scale": True}, "valid number"),
+        ({"scale": float("inf")}, "finite number"),
+        ({"scale": float("nan")}, "finite number"),
+        ({"pre_relu": 0}, "valid boolean"),
+        ({"pre_relu": "true"}, "valid boolean"),
+    ],
+)
+def test_method_parameters_are_taken_strictly(given, reason):
+    with pytest.raises(ValidationError) as caught:
+        METHODS["fourier"].resolve(given)
+    [error] = caught.value.errors()
+    assert error["loc"] == tuple(given) and reason in error["msg"]
+
+
+def test_a_float_parameter_takes_a_whole_number_and_stores_a_float():
+    params = parse_spec({"method": "fourier", "method_params": {"scale": 0, "rotate": 45}}).method_params
+    assert (params["scale"], params["rotate"]) == (0.0, 45.0)
+    assert isinstance(params["scale"], float) and isinstance(params["rotate"], float)
+
+
+def test_each_method_has_a_frozen_model_of_its_parameters_titled_by_its_name():
+    for name, method in METHODS.items():
+        assert method.params.__name__ == f"{name.capitalize()}Params"
+        assert method.params.model_json_schema()["title"] == name
+        assert method.resolve(None) == method.params().model_dump()
+    assert METHODS[SEED].params.model_fields == {}
+    with pytest.raises(ValidationError, match="frozen"):
+        METHODS["maco"].params().crops = 2
+
+
+def test_the_stored_form_of_a_methods_parameters_is_a_dict_of_every_default():
+    # What job records, manifests and cache keys (shared/cache.py) hold: keep it as it is.
+    stored = parse_spec({"method": "multiscale", "seed": 1}).model_dump_json()
+    assert json.loads(stored)["method_params"] == {
+        "octaves": 7, "octave_scale": 1.2, "pad": 0, "jitter": 8, "scale": 0.05, "rotate": 5.0,
+        "contrast": 0.25, "pre_relu": False, "relu_redirect_steps": 32,
+    }  # fmt: skip
+    assert '"method_params":{"octaves":7,"octave_scale":1.2,"pad":0,"jitter":8,"scale":0.05,"rotate":5.0,' in stored
+
+
+def test_the_job_schema_describes_each_methods_parameters_with_their_bounds():
+    schema = limited_spec_model(Limits()).model_json_schema()
+    choices = [choice["$ref"].rsplit("/", 1)[1] for choice in schema["properties"]["method_params"]["anyOf"]]
+    models = [schema["$defs"][choice] for choice in choices]
+    assert [model["title"] for model in models] == list(METHODS)
+    for model in models:
+        assert model["additionalProperties"] is False
+        assert list(model["properties"]) == list(METHODS[model["title"]].params.model_fields)
+    crops = schema["$defs"]["MacoParams"]["properties"]["crops"]
+    assert (crops["type"], crops["minimum"], crops["maximum"], crops["default"]) == ("integer", 1, 16, 4)
+    # Every method's stored spec is valid under the schema; a parameter no method takes is not.
+    validator = jsonschema.Draft202012Validator(schema)
+    for name in METHODS:
+        assert list(validator.iter_errors(parse_spec({"method": name, "seed": 1}).model_dump(mode="json"))) == []
+    assert not validator.is_valid({"method": "maco", "method_params": {"crops": 2, "octave": 3}})
 
 
 def test_spec_fills_the_methods_defaults_and_keeps_what_was_given():
     maco = parse_spec({"method": "maco", "method_params": {"crops": 2}, "seed": 1})
     assert maco.steps == METHODS["maco"].steps and maco.step_size == METHODS["maco"].step_size
-    assert maco.method_params == {**{p.name: p.default for p in METHODS["maco"].params}, "crops": 2}
+    assert maco.method_params == {**METHODS["maco"].params().model_dump(), "crops": 2}
     fourier = parse_spec({"method": "fourier", "steps": 7, "step_size": 0.1, "seed": 1})
     assert (fourier.steps, fourier.step_size) == (7, 0.1)
     seed = parse_spec({"seed": 1})

@@ -9,6 +9,7 @@ import pytest
 
 from api.app import create_app
 from api.openapi import build_document, documented_rules
+from shared.methods import METHODS
 from shared.settings import Settings
 from shared.spec import Limits
 
@@ -59,6 +60,17 @@ def test_every_schema_is_valid_and_every_reference_resolves(document):
     assert referenced <= set(schemas), referenced - set(schemas)
     for schema in schemas.values():
         jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_each_methods_parameters_are_in_the_document_with_their_bounds(document):
+    schemas = document["components"]["schemas"]
+    for body in ("JobSpec", "AtlasRequest"):
+        choices = schemas[body]["properties"]["method_params"]["anyOf"]
+        assert [schemas[choice["$ref"].rsplit("/", 1)[1]]["title"] for choice in choices] == list(METHODS)
+    jitter = schemas["FourierParams"]["properties"]["jitter"]
+    assert {key: jitter[key] for key in ("type", "minimum", "maximum", "default")} == {
+        "type": "integer", "minimum": 0, "maximum": 64, "default": 6,
+    }  # fmt: skip
 
 
 def test_the_job_body_answered_validates_against_its_schema(app, document):

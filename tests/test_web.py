@@ -324,7 +324,7 @@ def test_choose_a_method_change_a_parameter_and_submit(page, stack):
     fill_job(page, TINY_JOB)
     jitter.fill("99")  # above its maximum: named by the field, and no job is made
     page.get_by_role("button", name="Submit").click()
-    expect(page.locator("#param-jitter-error")).to_have_text("method_params: jitter 99 is above the maximum of 64")
+    expect(page.locator("#param-jitter-error")).to_have_text("method_params.jitter: 99 is above the limit of 64")
     expect(jitter).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_label("decay_power")).not_to_have_attribute("aria-invalid", "true")
     assert page.url.endswith("/")

@@ -208,7 +208,7 @@ function clearFieldErrors() {
 function showFieldErrors(error) {
   const problems = error.problems.length ? error.problems : [{ field: "body", reason: error.message }];
   for (const { field, reason } of problems) {
-    const slot = errorSlot(field, reason);
+    const slot = errorSlot(field);
     slot.textContent = slot.textContent ? `${slot.textContent}; ${reason}` : `${field}: ${reason}`;
     const group = slot.closest(".field");
     for (const input of group ? group.querySelectorAll("input, select") : []) input.setAttribute("aria-invalid", "true");
@@ -217,13 +217,10 @@ function showFieldErrors(error) {
   if (first) first.focus();
 }
 
-// Where a problem is shown: by its field ("method_params.octaves"), else by the field it is part of
-// ("filters.stop" by filters), else under the form. A problem with the method's parameters names the
-// parameter first in its reason ("octaves 20 is above the maximum of 12"): it goes by that input.
-function errorSlot(field, reason) {
-  const names = [field, field.split(".")[0]];
-  if (field === "method_params") names.unshift(`method_params.${reason.split(" ")[0]}`);
-  for (const name of names) {
+// Where a problem is shown: by its field ("method_params.octaves" by that input), else by the field
+// it is part of ("filters.stop" by filters), else under the form.
+function errorSlot(field) {
+  for (const name of [field, field.split(".")[0]]) {
     const slot = document.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
     if (slot) return slot;
   }

@@ -37,7 +37,7 @@ def _affine(p: Mapping[str, Any]) -> Affine:
 
 def build_recipe(method: str, params: Mapping[str, Any] | None = None) -> Recipe:
     """The recipe of a method (not `seed`, whose loop is its own) with its parameters resolved."""
-    # Each value has its parameter's kind (int, float or bool): resolve checked it against the method.
+    # Each value has its field's type (int, float or bool): resolve validated it by the method's model.
     p: Mapping[str, Any] = METHODS[method].resolve(params)
     common = {"pre_relu": p.get("pre_relu", False), "redirect_steps": p.get("relu_redirect_steps", 0)}
     if method == MULTISCALE:
