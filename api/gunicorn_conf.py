@@ -11,15 +11,23 @@ import os
 import sys
 from functools import cache
 
-from shared.cpus import available_cpus
+from shared.environment import ConfigurationError
 from shared.logs import gunicorn_json_config
+from shared.setting_groups import ApiServerSettings
 
-bind = os.environ.get("FILTERVIZ_API_BIND") or "0.0.0.0:8000"
+# Only gunicorn's own settings here: gunicorn reads this file before it forks (the whole Settings is
+# read in on_starting). A refused value stops it with one line naming the variable, not a traceback.
+try:
+    _server = ApiServerSettings.from_environment()
+except ConfigurationError as error:
+    raise SystemExit(f"gunicorn: {error}") from None
+
+bind = _server.api_bind
 # One process per CPU this container may use (its quota, not the host's cores); threads cover
 # slow clients and the waits on Redis and S3.
-workers = int(os.environ.get("FILTERVIZ_API_WORKERS") or available_cpus())
+workers = _server.api_workers
 worker_class = "gthread"
-threads = int(os.environ.get("FILTERVIZ_API_THREADS") or 8)
+threads = _server.api_threads
 # A listening socket per process, so the kernel spreads keep-alive connections evenly. With one
 # shared socket, all 32 of bench/service.py's connections sometimes landed on one process, which
 # then served them on one core (throughput halved, p99 up to 70 ms).
@@ -33,7 +41,7 @@ graceful_timeout = 20
 control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
-if os.environ.get("FILTERVIZ_LOG_FORMAT") == "json":
+if _server.log_format == "json":
     logconfig_dict = gunicorn_json_config()
 
 
@@ -49,7 +57,9 @@ def on_starting(server) -> None:
 
     settings = Settings()
     try:
-        refuse_default_secrets("the API", settings_secrets(settings), listening=server.cfg.bind)
+        refuse_default_secrets(
+            "the API", settings_secrets(settings), listening=server.cfg.bind, published=settings.bind_addr
+        )
         load_tokens(settings.api_tokens_file, settings.allow_no_tokens, os.environ)
     except (DefaultSecretsError, TokenFileError) as error:
         server.log.error("%s", error)

@@ -52,15 +52,15 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name other than localhost: reachable from elsewhere
 
 
-def exposure(env: Mapping[str, str], listening: Sequence[str] = ()) -> str | None:
+def exposure(env: Mapping[str, str], published: str | None, listening: Sequence[str] = ()) -> str | None:
     """Why a service would be reachable from other hosts, or None where only this host reaches it.
 
-    In Kubernetes, always. Under compose, by the address its ports are published on
+    In Kubernetes, always. Under compose, by the address its ports are `published` on
     (FILTERVIZ_BIND_ADDR, which compose passes in); elsewhere, by the addresses it listens on
     (`host:port`, as gunicorn's bind setting has them)."""
     if env.get("KUBERNETES_SERVICE_HOST"):
         return "it runs in Kubernetes"
-    if published := env.get("FILTERVIZ_BIND_ADDR"):
+    if published:
         return None if _is_loopback(published) else f"its ports are published on {published} (FILTERVIZ_BIND_ADDR)"
     # A Unix socket (unix:/path) or an inherited descriptor (fd://3) is local to this host.
     network = [address for address in listening if not address.startswith(("unix:", "fd://"))]
@@ -69,11 +69,17 @@ def exposure(env: Mapping[str, str], listening: Sequence[str] = ()) -> str | Non
 
 
 def refuse_default_secrets(
-    service: str, secrets: Mapping[str, str | None], env: Mapping[str, str] = os.environ, listening: Sequence[str] = ()
+    service: str,
+    secrets: Mapping[str, str | None],
+    env: Mapping[str, str] = os.environ,
+    listening: Sequence[str] = (),
+    *,
+    published: str | None,
 ) -> None:
-    """Raise DefaultSecretsError, saying what to change, where a default is in use and the service exposed."""
+    """Raise DefaultSecretsError, saying what to change, where a default is in use and the service exposed
+    (`published`: FILTERVIZ_BIND_ADDR, ExposureSettings' bind_addr)."""
     found = defaults_in_use(secrets)
-    why = exposure(env, listening)
+    why = exposure(env, published, listening)
     if not found or why is None:
         return
     lines = "\n".join(f"  {name}=<a long random value, e.g. from `openssl rand -hex 24`>" for name in found)

@@ -94,7 +94,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings()
     try:
-        refuse_default_secrets("s3-init", settings_secrets(settings))
+        refuse_default_secrets("s3-init", settings_secrets(settings), published=settings.bind_addr)
     except DefaultSecretsError as error:
         log.error("%s", error)
         return 2

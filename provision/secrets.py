@@ -22,7 +22,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from pydantic import Field, field_validator
+
 from provision.default_secrets import DefaultSecretsError, refuse_default_secrets
+from shared.environment import ConfigurationError
+from shared.setting_groups import ExposureSettings
 from shared.webhook_signing import SECRET_PREFIX
 
 log = logging.getLogger("filterviz.secrets")
@@ -38,6 +42,21 @@ REDIS_ACL = ("app", "redis.acl")
 RANDOM_BYTES = 32
 # Readable by the services that mount the folder (each image runs as its own user), writable by none.
 MODE = 0o444
+
+
+# Not in Settings: this one-shot writes the files the services' settings read; no service reads it.
+class SecretsSettings(ExposureSettings):
+    """Where the secrets service writes the secrets, a folder per volume; and whether the stack is exposed."""
+
+    secrets_dir: Path = Field(Path("/run/secrets"), validation_alias="FILTERVIZ_SECRETS_DIR")
+
+    @field_validator("secrets_dir")
+    @classmethod
+    def _absolute(cls, folder: Path) -> Path:
+        # The volumes are mounted at absolute paths: a relative one would put the secrets beside them.
+        if not folder.is_absolute():
+            raise ValueError(f"{folder} is not an absolute path")
+        return folder
 
 
 def random_secret(name: str) -> str:
@@ -82,10 +101,15 @@ def write(root: Path, values: Mapping[str, str]) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    root = Path(os.environ.get("FILTERVIZ_SECRETS_DIR", "/run/secrets"))
+    try:
+        settings = SecretsSettings.from_environment()
+    except ConfigurationError as error:
+        log.error("%s", error)
+        return 2
+    root = settings.secrets_dir
     values = resolve(root, os.environ)
     try:
-        refuse_default_secrets("the stack", values)
+        refuse_default_secrets("the stack", values, published=settings.bind_addr)
     except DefaultSecretsError as error:
         log.error("%s", error)
         return 2

@@ -1,52 +1,23 @@
 """Settings from environment variables, with defaults that work for the local stack.
 
-Every variable can also come from a file: `NAME_FILE=/path` reads NAME from that file (the
-convention of the official database images), which is how compose hands services the secrets it
-generates (provision/secrets.py). A variable set directly wins over its file.
+Each can also come from a file, `NAME_FILE=/path` (shared/environment.py): how compose hands services
+the secrets it generates.
 """
 
-import os
 from functools import cached_property
-from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.cost import Budget
+from shared.setting_groups import ApiServerSettings, BackendSettings, ExposureSettings
 from shared.spec import Limits
 from shared.webhook_signing import secret_bytes
 
 
-class FileSettingsSource(PydanticBaseSettingsSource):
-    """Values from the files that `NAME_FILE` variables name, one value a file (a final newline dropped)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        alias = field.validation_alias if isinstance(field.validation_alias, str) else field_name
-        path = os.environ.get(f"{alias}_FILE")
-        if not path:
-            return None, alias, False
-        try:
-            return Path(path).read_text().removesuffix("\n"), alias, False
-        except OSError as error:
-            raise ValueError(f"{alias}_FILE={path} can't be read: {error.strerror}") from None
-
-    def __call__(self) -> dict[str, Any]:
-        values = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, alias, _ = self.get_field_value(field, name)
-            if value is not None:
-                values[alias] = value
-        return values
-
-
-class Settings(BaseSettings):
-    """Every variable the code reads; the README's configuration table lists the same names."""
-
-    # An empty variable counts as unset (compose passes `${VAR:-}` through as "").
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
+class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
+    """Every variable the service reads (some through the groups it extends, shared/setting_groups.py);
+    the README's configuration table lists the same names."""
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
     # Put into REDIS_URL when that names no password (compose passes it as REDIS_PASSWORD_FILE).
@@ -107,7 +78,6 @@ class Settings(BaseSettings):
     tf_threads: int = Field(0, ge=0, validation_alias="FILTERVIZ_TF_THREADS")
     # What the network computes in (worker/engine/precision.py): float32, bfloat16 or float16 (mixed:
     # the image and its update stay float32), or auto (bfloat16 where the CPU or GPU has it natively).
-    # The backend, FILTERVIZ_BACKEND, is read before keras is imported (worker/engine/backend.py).
     precision: str = Field(
         "float32", pattern="^(float32|bfloat16|float16|auto)$", validation_alias="FILTERVIZ_PRECISION"
     )
@@ -116,8 +86,9 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(5.0, ge=0, le=60, validation_alias="FILTERVIZ_METRICS_CACHE_SECONDS")
     # A worker's Prometheus metrics on this port (0: none); compose sets 9808.
     worker_metrics_port: int = Field(0, ge=0, le=65535, validation_alias="FILTERVIZ_WORKER_METRICS_PORT")
-    # Log lines as JSON objects (with the job id and chunk) instead of text: `json` or `text`.
-    log_format: str = Field("text", pattern="^(text|json)$", validation_alias="FILTERVIZ_LOG_FORMAT")
+    # How a worker names itself in leases, heartbeats and manifests, with its pid (worker/process.py); the
+    # host name when unset. No `|`: it ends the holder in a lease's token (shared/lifecycle.py).
+    worker_name: str | None = Field(None, pattern=r"^[^\s|]+$", validation_alias="FILTERVIZ_WORKER_NAME")
 
     # Webhooks (shared/webhooks.py): the signing secret (Standard Webhooks' whsec_ and base64);
     # unset, requests with a webhook are refused. Deliveries are tried this many times, the
@@ -165,18 +136,6 @@ class Settings(BaseSettings):
     # Host names the API answers to (comma-separated; `.example.org` takes its subdomains too), or `*`:
     # a page on another site can't reach it through DNS rebinding.
     allowed_hosts: str = Field("localhost,127.0.0.1,api", validation_alias="FILTERVIZ_ALLOWED_HOSTS")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Arguments, then variables, then the files `NAME_FILE` variables name.
-        return init_settings, env_settings, FileSettingsSource(settings_cls)
 
     @model_validator(mode="after")
     def _password_in_redis_url(self) -> "Settings":

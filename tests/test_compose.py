@@ -14,8 +14,10 @@ from packaging.requirements import Requirement
 
 from api import gunicorn_conf
 from api.app import create_app
-from provision.secrets import FOLDERS
+from devstack.__main__ import LocalStackSettings
+from provision.secrets import FOLDERS, SecretsSettings
 from shared.celery_app import QUEUE
+from shared.environment import variable_names
 from shared.settings import Settings
 from tests.compose_helpers import (
     ROOT,
@@ -38,13 +40,25 @@ _ASSIGNED = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 
 def variables_read_by_code() -> set[str]:
     """Every environment variable the API, workers, CLI, one-shots and local stack read; a setting
-    NAME also as NAME_FILE (shared/settings.py)."""
-    settings = {field.validation_alias for field in Settings.model_fields.values()}
+    NAME also as NAME_FILE (shared/environment.py)."""
+    settings = variable_names(Settings) | variable_names(LocalStackSettings) | variable_names(SecretsSettings)
     parts = ("api", "shared", "worker", "devstack", "provision")
     sources = [path for part in parts for path in (ROOT / part).rglob("*.py")]
     read = {name for path in sources for name in _ENV_READ.findall(path.read_text())}
     secrets = {name for names in FOLDERS.values() for name in names}  # provision/secrets.py reads these
     return (settings | {f"{name}_FILE" for name in settings} | read | secrets) - THIRD_PARTY
+
+
+# A read of the environment by name, in any of its spellings (environ.get, environ[...], getenv).
+_ANY_READ = re.compile(r"""\b(?:environ\.get|environ\[|getenv\()\s*\(?\s*["'](FILTERVIZ_[A-Z0-9_]*)["']""")
+
+
+def test_the_service_reads_its_variables_only_through_settings_classes():
+    # One place per variable: its type, default, bounds and the error that names it.
+    parts = ("api", "shared", "worker", "devstack", "provision", "cli", "client")
+    sources = [path for part in parts for path in (ROOT / part).rglob("*.py")]
+    direct = {f"{path.relative_to(ROOT)}: {name}" for path in sources for name in _ANY_READ.findall(path.read_text())}
+    assert not direct, f"read past the settings classes (shared/environment.py): {sorted(direct)}"
 
 
 def secrets_folder(path: str) -> str:

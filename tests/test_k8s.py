@@ -22,6 +22,7 @@ from api.app import create_app
 from api.auth import TokenFileError, Tokens, load_tokens
 from devstack.local import LocalStack
 from shared.celery_app import QUEUE
+from shared.environment import variable_names
 from shared.settings import Settings
 from shared.workers import publish, withdraw
 
@@ -130,7 +131,7 @@ def environment(rendered: list[dict], deployment: str) -> set[str]:
 
 
 def test_configuration_names_only_variables_the_code_reads(rendered):
-    read = {field.validation_alias for field in Settings.model_fields.values()}
+    read = variable_names(Settings)
     deployments = [name(r) for r in rendered if r["kind"] == "Deployment"]
     for deployment in deployments:
         assert environment(rendered, deployment) - {"HOME"} <= read, deployment

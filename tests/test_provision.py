@@ -79,35 +79,38 @@ def test_the_acl_file_is_what_valkey_takes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("env", "listening", "why"),
+    ("env", "published", "listening", "why"),
     [
-        ({}, ["127.0.0.1:8000"], None),
-        ({}, ["[::1]:8000", "localhost:8000"], None),
-        ({}, ["0.0.0.0:8000"], "it listens on 0.0.0.0:8000"),
-        ({}, ["unix:/run/api.sock"], None),
+        ({}, None, ["127.0.0.1:8000"], None),
+        ({}, None, ["[::1]:8000", "localhost:8000"], None),
+        ({}, None, ["0.0.0.0:8000"], "it listens on 0.0.0.0:8000"),
+        ({}, None, ["unix:/run/api.sock"], None),
         # compose: 0.0.0.0 inside the container, published on loopback
-        ({"FILTERVIZ_BIND_ADDR": "127.0.0.1"}, ["0.0.0.0:8000"], None),
-        ({"FILTERVIZ_BIND_ADDR": "0.0.0.0"}, [], "its ports are published on 0.0.0.0 (FILTERVIZ_BIND_ADDR)"),
-        ({"FILTERVIZ_BIND_ADDR": "192.168.1.5"}, [], "its ports are published on 192.168.1.5 (FILTERVIZ_BIND_ADDR)"),
-        ({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "FILTERVIZ_BIND_ADDR": "127.0.0.1"}, [], "it runs in Kubernetes"),
+        ({}, "127.0.0.1", ["0.0.0.0:8000"], None),
+        ({}, "0.0.0.0", [], "its ports are published on 0.0.0.0 (FILTERVIZ_BIND_ADDR)"),
+        ({}, "192.168.1.5", [], "its ports are published on 192.168.1.5 (FILTERVIZ_BIND_ADDR)"),
+        ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "127.0.0.1", [], "it runs in Kubernetes"),
     ],
 )
-def test_a_stack_is_exposed_where_others_can_reach_it(env, listening, why):
-    assert exposure(env, listening) == why
+def test_a_stack_is_exposed_where_others_can_reach_it(env, published, listening, why):
+    assert exposure(env, published, listening) == why
 
 
 def test_a_default_is_refused_where_exposed_naming_it_and_why():
     defaults = {"S3_SECRET_ACCESS_KEY": "filterviz-secret", "REDIS_PASSWORD": "filterviz-redis"}
-    refuse_default_secrets("the API", defaults, {}, ["127.0.0.1:8000"])  # loopback: allowed
-    refuse_default_secrets("the API", {"S3_SECRET_ACCESS_KEY": "long-random"}, {"KUBERNETES_SERVICE_HOST": "x"})
+    refuse_default_secrets("the API", defaults, {}, ["127.0.0.1:8000"], published=None)  # loopback: allowed
+    kubernetes = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    refuse_default_secrets("the API", {"S3_SECRET_ACCESS_KEY": "long-random"}, kubernetes, published=None)
     with pytest.raises(DefaultSecretsError) as refused:
-        refuse_default_secrets("the API", defaults, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+        refuse_default_secrets("the API", defaults, kubernetes, published=None)
     message = str(refused.value)
     assert "S3_SECRET_ACCESS_KEY, REDIS_PASSWORD hold a documented default" in message
     assert "it runs in Kubernetes" in message and "S3_SECRET_ACCESS_KEY=<" in message
     # The example Secret of deploy/k8s is documented too.
     with pytest.raises(DefaultSecretsError, match="S3_SECRET_ACCESS_KEY holds"):
-        refuse_default_secrets("s3-init", {"S3_SECRET_ACCESS_KEY": "change-me"}, {"KUBERNETES_SERVICE_HOST": "x"})
+        refuse_default_secrets("s3-init", {"S3_SECRET_ACCESS_KEY": "change-me"}, kubernetes, published=None)
+    with pytest.raises(DefaultSecretsError, match=r"published on 0\.0\.0\.0 \(FILTERVIZ_BIND_ADDR\)"):
+        refuse_default_secrets("the stack", defaults, {}, published="0.0.0.0")
 
 
 def test_settings_read_secrets_from_files_and_a_variable_wins(tmp_path, monkeypatch):

@@ -106,8 +106,6 @@ def test_make_up_stops_before_starting_anything_when_the_weights_cannot_be_fetch
     monkeypatch.delenv("FILTERVIZ_WEIGHTS", raising=False)  # imagenet, the default
     monkeypatch.setenv("FILTERVIZ_IMAGENET_WEIGHTS", str(tmp_path / "vgg16.h5"))
     monkeypatch.setenv("FILTERVIZ_WEIGHTS_URL", f"http://127.0.0.1:{free_port()}/weights.h5")
-    monkeypatch.setattr(devstack_main, "STATE", tmp_path / "state")
-    monkeypatch.setattr(devstack_main, "PIDS", tmp_path / "state" / "pids.json")
-    assert devstack_main.up() == 1
+    assert devstack_main.up(devstack_main.LocalStackSettings(local_dir=tmp_path / "state")) == 1
     assert "FILTERVIZ_WEIGHTS=random:1" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()

@@ -69,7 +69,7 @@ def start_process(settings: Settings, app: Celery) -> WorkerState:
         jobs, storage, CeleryDispatch(app), lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
         events=events,
     )  # fmt: skip
-    name = process_name()
+    name = process_name(settings)
     info = {
         "weights": loaded.weights,
         "device": loaded.runtime.get("device"),
@@ -82,9 +82,9 @@ def start_process(settings: Settings, app: Celery) -> WorkerState:
     return WorkerState(loaded, lifecycle, storage, heartbeat, name)
 
 
-def process_name() -> str:
+def process_name(settings: Settings) -> str:
     """How this process names itself in leases, heartbeats and receipts: `<worker or host>:<pid>`."""
-    return f"{os.environ.get('FILTERVIZ_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
+    return f"{settings.worker_name or socket.gethostname()}:{os.getpid()}"
 
 
 def in_pool_process() -> bool:

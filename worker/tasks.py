@@ -70,7 +70,7 @@ def watch_pool_starts(**_: Any) -> None:
     before it takes any (shared/deliveries.py)."""
     exit_when_a_pool_process_cannot_start()
     metrics.serve(settings.worker_metrics_port)
-    HoldingsBeat(parent_redis, process_name(), held_units).start()
+    HoldingsBeat(parent_redis, process_name(settings), held_units).start()
 
 
 def unit_of(request: Any) -> tuple[str, str] | None:
@@ -90,7 +90,7 @@ def record_receipt(request: Any = None, **_: Any) -> None:
     if unit is None:
         return
     try:
-        deliveries.received(parent_redis, *unit, process_name())
+        deliveries.received(parent_redis, *unit, process_name(settings))
     except REDIS_ERRORS:  # the unit is then found by the sweep's timer instead
         log.warning("could not record the receipt of %s", deliveries.member(*unit))
 

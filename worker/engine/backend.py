@@ -13,6 +13,9 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from shared.environment import ConfigurationError
+from shared.setting_groups import BackendSettings
+
 # A tensor of the backend Keras runs on (tf.Tensor, jax.Array, a keras.Variable): Keras ships no
 # types, so to the type checker it is Any.
 Tensor = Any
@@ -31,10 +34,10 @@ class BackendError(RuntimeError):
 
 def requested_backend() -> str:
     """The backend the environment asks for: FILTERVIZ_BACKEND, else KERAS_BACKEND, else TensorFlow."""
-    name = os.environ.get("FILTERVIZ_BACKEND") or os.environ.get("KERAS_BACKEND") or TENSORFLOW
-    if name not in BACKENDS:
-        raise BackendError(f"backend {name!r} is not supported: choose one of {', '.join(BACKENDS)}")
-    return name
+    try:
+        return BackendSettings.from_environment().backend  # not Settings: one variable, before keras is imported
+    except ConfigurationError as error:
+        raise BackendError(f"backend not supported: {error}") from None
 
 
 def select_backend() -> str:
