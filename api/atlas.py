@@ -33,6 +33,7 @@ from shared.cost import over_budget
 from shared.jobs import SUCCEEDED
 from shared.layers import find_layer
 from shared.manifest import MANIFEST_FILE
+from shared.models import DEFAULT_MODEL
 from shared.spec import describe_problems
 from shared.storage import job_key
 
@@ -204,7 +205,7 @@ def list_units(atlas_id: str, layer: str):
     """The layer's units rendered so far: index, final loss, dead or alive, picture."""
     record = _record(atlas_id)
     units = _units(record, layer)
-    known = find_layer(layer)
+    known = find_layer(layer, record["params"].get("model", DEFAULT_MODEL))
     total = known.filters if known else 0
     return {"atlas": record["id"], "layer": layer, "filters": total,
             "units": [_public(record, layer, units[k]) for k in sorted(units)]}  # fmt: skip

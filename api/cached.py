@@ -26,7 +26,7 @@ def cached_filters(services: Services, spec: JobSpec) -> Cached:
         return Cached()
     redis = services.jobs.redis
     configured = numerics_identity(services.settings.weights, services.settings.precision)
-    weights = cache.weights_for_lookup(redis, configured)
+    weights = cache.weights_for_lookup(redis, configured, spec.model)
     if weights is None:
         return Cached()
     hits = cache.lookup(redis, spec, weights, cache.cache_seconds(services.settings))

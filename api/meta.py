@@ -9,8 +9,9 @@ from api.errors import UNAVAILABLE_RETRY_SECONDS
 from api.openapi import openapi_document
 from api.schemas import AnyObject, Health, Models, Readiness
 from api.services import current_services
-from shared.layers import MODELS
+from shared.layers import default_layer, model_tables
 from shared.methods import describe_methods
+from shared.models import ARCHITECTURES
 from shared.version import package_version
 from shared.workers import count_live
 
@@ -18,22 +19,28 @@ meta = Blueprint("meta", __name__)
 
 
 @meta.get("/v1/models")
-@documented("listModels", "Models and their conv layers with filter counts", replies={200: Reply("The models", Models)})
+@documented("listModels", "Models and their layers with filter counts", replies={200: Reply("The models", Models)})
 def list_models():
     """Each model with its conv layers and their filter counts, and the methods with their parameters and
     defaults (from static tables, no TensorFlow)."""
     methods = describe_methods()
+    tables = model_tables()
     return {
         "models": [
             {
                 "name": name,
+                "description": architecture.description,
+                "preprocessing": architecture.preprocessing,
+                "min_image_size": architecture.min_input,
+                "parameters": tables[name].parameters,
+                "default_layer": default_layer(name),
                 "methods": [method["name"] for method in methods],
                 "layers": [
                     {"name": layer.name, "filters": layer.filters, "min_image_size": layer.min_image_size}
-                    for layer in layers
+                    for layer in tables[name].layers
                 ],
             }
-            for name, layers in MODELS.items()
+            for name, architecture in ARCHITECTURES.items()
         ],
         "methods": methods,
     }

@@ -34,10 +34,11 @@ import numpy as np
 from keras import ops
 
 from shared.methods import METHODS, SEED
+from shared.models import ARCHITECTURES, seed_preprocessing
 from shared.pictures import encode_png, stitch_grid
 from shared.settings import Settings
 from worker.engine import AscentEngine, picture
-from worker.engine.network import caffe_preprocess, layer_stack, pre_activation
+from worker.engine.network import cut_at, pre_activation, preprocess
 from worker.engine.precision import FLOAT32, PRECISIONS
 from worker.engine.tf_step import compiled
 from worker.loading import load_engine
@@ -102,15 +103,19 @@ class Meter:
     """Pre-ReLU activations of one layer's channels on pictures, as each method feeds its network."""
 
     def __init__(self, engine: AscentEngine, layer: str, size: int, seed: int) -> None:
-        stack = layer_stack(engine.network, layer)
-        self._activations = compiled(lambda x: ops.mean(pre_activation(stack, x, ops.relu), axis=(1, 2)))
-        self._peak = compiled(lambda x: ops.max(ops.relu(pre_activation(stack, x, ops.relu)), axis=(1, 2)))
+        cut = cut_at(engine.network, layer)
+        self._preprocessing = {
+            SEED: seed_preprocessing(engine.model),
+            "other": ARCHITECTURES[engine.model].preprocessing,
+        }
+        self._activations = compiled(lambda x: ops.mean(pre_activation(cut, x, ops.relu), axis=(1, 2)))
+        self._peak = compiled(lambda x: ops.max(ops.relu(pre_activation(cut, x, ops.relu)), axis=(1, 2)))
         self.seed = seed
         self.transforms = random_transforms(TRANSFORMS, size, seed)
 
     def network_input(self, method: str, pictures: np.ndarray) -> object:
         x = ops.convert_to_tensor(pictures.astype(np.float32))
-        return x if method == SEED else caffe_preprocess(x)  # the seed feeds raw pixels
+        return preprocess(self._preprocessing[SEED if method == SEED else "other"], x)
 
     def channel_means(self, method: str, pictures: np.ndarray) -> np.ndarray:
         """(pictures, channels) mean pre-ReLU activation."""

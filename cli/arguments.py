@@ -7,13 +7,15 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from shared.methods import METHODS, SEED
+from shared.models import ARCHITECTURES, DEFAULT_MODEL
 from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
 from shared.version import package_version
 
 USAGE_ERROR = 2
 # An unknown layer's message sends the user here (the API's says GET /v1/models).
-CLI_LAYERS = "`filterviz layers` lists the conv layers"
+CLI_LAYERS = "`filterviz layers --model NAME` lists a model's layers"
+MODEL_HELP = "the network (default %(default)s; `filterviz layers --model NAME` lists its layers)"
 DESCRIPTION = """render filter pictures into a folder without any service (one job, or the whole atlas),
 submit to a service, or list the conv layers"""
 
@@ -76,11 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--batch-size", type=int, help="filters per batch (default: sized to memory)")
     render.add_argument("--out", type=Path, default=Path("out"), help="output folder (default %(default)s)")
 
-    commands.add_parser("layers", help="list the conv layers and their filter counts")
+    layers = commands.add_parser("layers", help="list a model's layers and their filter counts")
+    layers.add_argument("--model", choices=list(ARCHITECTURES), default=DEFAULT_MODEL, help=MODEL_HELP)
 
-    weights = commands.add_parser("weights", help="the ImageNet weights file")
+    weights = commands.add_parser("weights", help="the ImageNet weights files")
     weights_actions = weights.add_subparsers(dest="weights_action", required=True, parser_class=_OneLineParser)
-    weights_actions.add_parser("fetch", help="download Keras' ImageNet no-top file where it is missing, hash-checked")
+    fetch = weights_actions.add_parser(
+        "fetch", help="download Keras' ImageNet no-top file where it is missing, hash-checked"
+    )
+    fetch.add_argument("--model", choices=list(ARCHITECTURES), default=DEFAULT_MODEL, help=MODEL_HELP)
 
     submit = commands.add_parser("submit", help="submit a job to a running service, wait for it, download its results")
     add_job_arguments(submit)
@@ -94,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     atlas = commands.add_parser(
         "atlas", help="every filter of every conv layer under one method: rendered here, or on a service (--api)"
     )
+    atlas.add_argument("--model", choices=list(ARCHITECTURES), default=DEFAULT_MODEL, help=MODEL_HELP)
     atlas.add_argument("--method", choices=list(METHODS), default=SEED, help="how pictures are made")
     atlas.add_argument("--param", type=parse_param, action="append", default=[], metavar="NAME=VALUE",
                        help="a parameter of the method (repeatable)")  # fmt: skip
@@ -101,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     atlas.add_argument("--steps", type=int, help="ascent steps (default: the method's)")
     atlas.add_argument("--step-size", type=float, help="step size or learning rate (default: the method's)")
     atlas.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default %(default)s)")
-    atlas.add_argument("--layers", help="only these layers, e.g. block1_conv1,block1_conv2 (default: all 13)")
+    atlas.add_argument("--layers", help="only these layers, e.g. block1_conv1,block1_conv2 (default: all)")
     atlas.add_argument("--filters-per-layer", type=int, help="only the first N filters of each layer")
     atlas.add_argument("--weights", help="here: imagenet, random:<seed> or a file (default: $FILTERVIZ_WEIGHTS)")
     atlas.add_argument("--out", type=Path, default=Path("atlas"), help="here: output folder (default %(default)s)")
@@ -113,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that describe a job, the same for `render` and `submit`."""
     defaults = JobSpec.model_fields
-    parser.add_argument("--layer", default=defaults["layer"].default, help="conv layer (default %(default)s)")
+    parser.add_argument("--model", choices=list(ARCHITECTURES), default=DEFAULT_MODEL, help=MODEL_HELP)
+    parser.add_argument(
+        "--layer", help=f"layer (default: the model's first at 1/16; {defaults['layer'].default} for vgg16)"
+    )
     parser.add_argument("--filters", type=parse_filters, help="e.g. 0-199 or 1,5,9 (default: first 200)")
     parser.add_argument("--size", type=int, default=defaults["image_size"].default, help="image side in px")
     parser.add_argument(
@@ -141,12 +151,14 @@ def spec_from_args(args: argparse.Namespace, settings: Settings) -> JobSpec:
 def request_from_args(args: argparse.Namespace) -> dict:
     """The job request (POST /v1/jobs body) the job arguments describe, not yet validated."""
     request = {
+        "model": args.model,
         "method": args.method,
         "method_params": dict(args.param),
-        "layer": args.layer,
         "image_size": args.size,
         "grid": {"n": args.grid, "margin": args.margin},
     }
+    if args.layer is not None:
+        request["layer"] = args.layer
     if args.steps is not None:
         request["steps"] = args.steps
     if args.step_size is not None:

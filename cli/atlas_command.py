@@ -31,8 +31,8 @@ REFUSED, UNAVAILABLE = 5, 6
 
 def atlas_request(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /v1/atlas body the arguments describe."""
-    request: dict[str, Any] = {"method": args.method, "method_params": dict(args.param), "image_size": args.size,
-                               "seed": args.seed}  # fmt: skip
+    request: dict[str, Any] = {"model": args.model, "method": args.method, "method_params": dict(args.param),
+                               "image_size": args.size, "seed": args.seed}  # fmt: skip
     for name in ("steps", "step_size", "filters_per_layer"):
         if getattr(args, name) is not None:
             request[name] = getattr(args, name)
@@ -81,12 +81,12 @@ def run_atlas_here(args: argparse.Namespace, request: dict[str, Any], settings: 
     if not todo:
         return 0
     if (args.weights or settings.weights) == "imagenet":
-        fetch_imagenet_weights(settings)
+        fetch_imagenet_weights(settings, args.model)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     from worker.loading import load_engine, pick_batch_size
     from worker.render import render, write_folder
 
-    loaded = load_engine(args.weights or settings.weights, settings)
+    loaded = load_engine(args.weights or settings.weights, settings, args.model)
     for name, spec in todo:
         advance, close = progress_reporter(len(spec.filters))
         try:

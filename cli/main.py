@@ -16,9 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "layers":
-            return list_layers()
+            return list_layers(args.model)
         if args.command == "weights":
-            print(f"ImageNet weights at {fetch_imagenet_weights(Settings())}")
+            print(f"ImageNet weights of {args.model} at {fetch_imagenet_weights(Settings(), args.model)}")
             return 0
         if args.command == "atlas":  # exit codes: cli/atlas_command.py
             return run_atlas(args)

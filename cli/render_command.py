@@ -45,7 +45,7 @@ def run_render(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"out: {args.out} exists and is not a folder")
 
     if (args.weights or settings.weights) == "imagenet":
-        fetch_imagenet_weights(settings)  # where it is missing; before TensorFlow, so offline fails fast
+        fetch_imagenet_weights(settings, spec.model)  # where it is missing; before TensorFlow, so offline fails fast
     # TensorFlow is imported only once the arguments are known to be good: errors come fast.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     from worker.loading import load_engine, pick_batch_size
@@ -53,7 +53,7 @@ def run_render(args: argparse.Namespace, settings: Settings) -> int:
     from worker.render import render, write_folder
 
     try:
-        loaded = load_engine(args.weights or settings.weights, settings)
+        loaded = load_engine(args.weights or settings.weights, settings, spec.model)
     except WeightsError as error:
         raise UsageError(f"weights: {error}") from None
     batch_size = args.batch_size or pick_batch_size(spec, len(spec.filters), settings)
@@ -71,18 +71,21 @@ def run_render(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def fetch_imagenet_weights(settings: Settings) -> Path:
-    """The ImageNet file, downloaded where it is missing (never another file instead); UsageError if that fails."""
+def fetch_imagenet_weights(settings: Settings, model: str) -> Path:
+    """A model's ImageNet file, downloaded where it is missing (never another file instead); UsageError
+    if that fails."""
     from worker.weights_fetch import WeightsFetchError, ensure_imagenet_weights
 
     try:
-        return ensure_imagenet_weights(settings.imagenet_weights, settings.weights_url, settings.weights_hash)[0]
+        return ensure_imagenet_weights(settings.imagenet_weights, settings.weights_url, settings.weights_hash, model)[0]
     except WeightsFetchError as error:
         raise UsageError(f"weights: {error}") from None
 
 
-def list_layers() -> int:
-    """Print each conv layer with its filter count."""
-    for layer in conv_layers():
-        print(f"{layer.name:<14} {layer.filters:>4} filters  (image_size >= {layer.min_image_size})")
+def list_layers(model: str) -> int:
+    """Print each layer of `model` shown, with its filter count."""
+    layers = conv_layers(model)
+    width = max(len(layer.name) for layer in layers)
+    for layer in layers:
+        print(f"{layer.name:<{width}} {layer.filters:>4} filters  (image_size >= {layer.min_image_size})")
     return 0

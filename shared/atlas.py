@@ -21,16 +21,17 @@ An atlas is not private: any caller may read it (the pictures are those of the s
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared import cache
 from shared.cost import Budget, filter_flops
 from shared.jobs import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, now
-from shared.layers import conv_layers
+from shared.layers import conv_layers, model_tables
 from shared.manifest import MANIFEST_FILE
 from shared.methods import SEED, AnyMethodParams, MethodName
+from shared.models import DEFAULT_MODEL, ModelName
 from shared.spec import API_LAYERS, JobSpec, Limits, parse_spec
 from shared.storage import Storage, job_key
 
@@ -48,7 +49,7 @@ class AtlasRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model: Literal["vgg16"] = "vgg16"
+    model: ModelName = DEFAULT_MODEL
     method: MethodName = SEED
     # Validated with each job's spec (by the method's model), kept here as asked for: the atlas' id hashes it.
     method_params: AnyMethodParams = Field(default_factory=dict)
@@ -57,7 +58,7 @@ class AtlasRequest(BaseModel):
     step_size: float | None = Field(None, gt=0, le=1000, allow_inf_nan=False)
     seed: int = Field(0, ge=0, lt=2**63)
     # A part of the atlas: these layers only (default every conv layer), the first N filters of each.
-    layers: list[str] | None = Field(None, min_length=1, max_length=len(conv_layers()))
+    layers: list[str] | None = Field(None, min_length=1, max_length=max(len(t.layers) for t in model_tables().values()))
     filters_per_layer: int | None = Field(None, ge=1)
 
 

@@ -34,6 +34,7 @@ import redis
 
 from shared.keys import AGREED_WEIGHTS, CACHE_INDEX
 from shared.manifest import filter_file
+from shared.models import DEFAULT_MODEL
 from shared.spec import JobSpec
 from shared.storage import TRANSFERS, Storage, Upload, job_key
 from shared.workers import live_workers
@@ -90,8 +91,18 @@ def cache_seconds(settings: Any) -> int:
     return max(settings.cache_days, settings.job_record_days + 1) * 86400
 
 
-def weights_for_lookup(db: redis.Redis, configured: str) -> str | None:
-    """Which weights the API keys its lookups by: the one identity every live worker publishes
+def weights_for_lookup(db: redis.Redis, configured: str, model: str = DEFAULT_MODEL) -> str | None:
+    """Which weights the API keys a lookup for `model` by: VGG16's identity (`_vgg16_weights`), or for
+    another model the same where it is seeded random weights (random:<seed> names every model's); None
+    (no lookup) otherwise: workers publish VGG16's identity only."""
+    found = _vgg16_weights(db, configured)
+    if model != DEFAULT_MODEL and found is not None and not found.startswith("random:"):
+        return None
+    return found
+
+
+def _vgg16_weights(db: redis.Redis, configured: str) -> str | None:
+    """The one identity every live worker publishes
     (recorded as the last agreed); with no worker live, FILTERVIZ_WEIGHTS when it names its identity
     itself (random:<seed>, at FILTERVIZ_PRECISION), else the last agreed; None (no lookup) when live
     workers disagree."""

@@ -2,7 +2,7 @@
 
 The API refuses a job over budget and sizes its chunks by cost, so that every chunk fits its
 time limit on the configured worker class. FLOPs are counted as bench/engine.py counts them:
-2 per multiply-add of each 3x3 conv up to the layer, forward plus input gradient (about equal)
+2 per multiply-add of each convolution up to the layer (shared/layers.py), forward plus input gradient (about equal)
 per image and step.
 """
 
@@ -12,8 +12,9 @@ from math import floor, isqrt
 
 from PIL import Image
 
-from shared.layers import conv_layers
+from shared.layers import convolutions_up_to, layer_named
 from shared.methods import METHODS
+from shared.models import DEFAULT_MODEL
 from shared.spec import JobSpec
 
 # Forward pass plus the gradient with respect to the input: about twice the forward FLOPs.
@@ -25,16 +26,12 @@ RGB = 3
 TERA = 1e12
 
 
-def forward_flops(layer_name: str, image_size: int, model: str = "vgg16") -> int:
-    """Multiply-add FLOPs (2 per MAC) of every 3x3 conv up to and including `layer_name`, for one image."""
-    flops, channels_in = 0, RGB
-    for conv in conv_layers(model):
-        side = image_size // conv.downsampling
-        flops += 2 * side * side * 9 * channels_in * conv.filters
-        channels_in = conv.filters
-        if conv.name == layer_name:
-            return flops
-    raise ValueError(f"unknown layer {layer_name!r}")
+def forward_flops(layer_name: str, image_size: int, model: str = DEFAULT_MODEL) -> int:
+    """Multiply-add FLOPs (2 per MAC) of every convolution up to and including `layer_name`, for one image."""
+    layer = layer_named(layer_name, model)
+    return sum(
+        2 * (image_size // conv.downsampling) ** 2 * conv.macs_per_pixel for conv in convolutions_up_to(layer, model)
+    )
 
 
 def network_input(spec: JobSpec) -> tuple[int, int]:

@@ -17,6 +17,8 @@ MESSAGES = {
     "picture_missing": "a picture this job needed was deleted or expired before it finished; submit the job again",
     "weights_mismatch": "workers with different weights took parts of this job (its pictures would not "
     "match); submit it again",
+    "weights_unavailable": "the workers can't render this model now: its weights are missing on them, or "
+    "too large for their memory; choose another model, or ask the operator",
 }
 OTHER = "the job failed on the service's side; submit it again, and tell the operator if it fails again"
 

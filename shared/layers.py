@@ -1,48 +1,87 @@
-"""The conv layers of each model, as a static table: the API validates against it without TensorFlow."""
+"""The layers a picture is shown for, per network, and the convolutions up to each: read from
+shared/model_tables.json (written from the networks by `python -m worker.architectures`), so the API
+validates and prices a job without TensorFlow."""
 
+import json
 from dataclasses import dataclass
+from functools import cache
+
+from shared.models import ARCHITECTURES, DEFAULT_MODEL, TABLES
+
+
+@dataclass(frozen=True)
+class Convolution:
+    """One convolution of a network, as the cost model counts it: the input's shrink factor at its
+    output, its multiply-adds per output pixel and its output channels."""
+
+    downsampling: int
+    macs_per_pixel: int
+    channels: int
 
 
 @dataclass(frozen=True)
 class ConvLayer:
-    """One convolution layer: its Keras name, filter count and downsampling before it."""
+    """A layer shown: its Keras name, channel (filter) count, how much smaller than the input its
+    output is, how many of the network's convolutions run up to it, and the smallest input side it
+    takes (its output at least one pixel, and no smaller than its network takes)."""
 
     name: str
     filters: int
-    # Each VGG block starts after a 2x2 max-pool, so block b sees the image shrunk by 2**(b-1).
     downsampling: int
-
-    @property
-    def min_image_size(self) -> int:
-        """Smallest input side for which this layer's output is at least one pixel."""
-        return self.downsampling
+    convolutions: int
+    min_image_size: int
 
 
-def _vgg16_layers() -> tuple[ConvLayer, ...]:
-    blocks = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
-    return tuple(
-        ConvLayer(f"block{block}_conv{conv}", filters, 2 ** (block - 1))
-        for block, (filters, convs) in enumerate(blocks, start=1)
-        for conv in range(1, convs + 1)
-    )
+@dataclass(frozen=True)
+class ModelTable:
+    """What the built network says: its layers shown, its convolutions in order and its weights' size."""
+
+    layers: tuple[ConvLayer, ...]
+    convolutions: tuple[Convolution, ...]
+    parameters: int
 
 
-MODELS: dict[str, tuple[ConvLayer, ...]] = {"vgg16": _vgg16_layers()}
+@cache
+def model_tables() -> dict[str, ModelTable]:
+    """Every architecture's table, from shared/model_tables.json."""
+    raw = json.loads(TABLES.read_text())
+    return {
+        name: ModelTable(
+            tuple(
+                ConvLayer(**layer, min_image_size=max(layer["downsampling"], ARCHITECTURES[name].min_input))
+                for layer in table["layers"]
+            ),
+            tuple(Convolution(*conv) for conv in table["convolutions"]),
+            table["parameters"],
+        )
+        for name, table in raw.items()
+    }
 
 
-def conv_layers(model: str = "vgg16") -> tuple[ConvLayer, ...]:
-    """The conv layers of `model`, input to output."""
-    return MODELS[model]
+def conv_layers(model: str = DEFAULT_MODEL) -> tuple[ConvLayer, ...]:
+    """The layers shown of `model`, input to output."""
+    return model_tables()[model].layers
 
 
-def find_layer(name: str, model: str = "vgg16") -> ConvLayer | None:
-    """The layer called `name`, or None when the model has no such conv layer."""
-    return next((layer for layer in MODELS[model] if layer.name == name), None)
+def convolutions_up_to(layer: ConvLayer, model: str = DEFAULT_MODEL) -> tuple[Convolution, ...]:
+    """The convolutions `model` runs to compute `layer`, in order."""
+    return model_tables()[model].convolutions[: layer.convolutions]
 
 
-def layer_named(name: str, model: str = "vgg16") -> ConvLayer:
+def find_layer(name: str, model: str = DEFAULT_MODEL) -> ConvLayer | None:
+    """The layer called `name`, or None when the model shows no such layer."""
+    return next((layer for layer in conv_layers(model) if layer.name == name), None)
+
+
+def layer_named(name: str, model: str = DEFAULT_MODEL) -> ConvLayer:
     """The layer called `name`, which must exist (a validated spec's layer); ValueError otherwise."""
     layer = find_layer(name, model)
     if layer is None:
         raise ValueError(f"unknown layer {name!r} for {model}")
     return layer
+
+
+def default_layer(model: str) -> str:
+    """The layer a job shows when it names none: the first at 1/16 of the input, as deep as VGG16's
+    block5_conv1, where filters show whole textures and parts of objects."""
+    return next(layer.name for layer in conv_layers(model) if layer.downsampling >= 16)

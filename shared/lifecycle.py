@@ -4,7 +4,8 @@
        │                             │
        ├───────── cancel ────────────┴──> canceled
        └── deadline_exceeded, chunk_failed_repeatedly, storage_unavailable,
-           render_failed, chunk_timeout, weights_mismatch, chunk_missing, picture_missing ──> failed
+           render_failed, chunk_timeout, weights_mismatch, weights_unavailable, chunk_missing,
+           picture_missing ──> failed
 
 A job's work comes in units: its chunks (0, 1, ...) and the finish step ("finish"), each a
 Celery task. A unit that is delivered to a worker goes through `begin`, then holds a *lease*
@@ -83,6 +84,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -104,6 +106,7 @@ from shared.jobs import (
     now,
 )
 from shared.keys import SWEEP_LOCK, lease_key, pending_key
+from shared.numerics import WeightsUnavailable
 from shared.retention import delete_job
 from shared.scheduling import Scheduler, split_member
 from shared.spec import JobSpec
@@ -308,9 +311,11 @@ class Lifecycle:
     # --- a unit starts -------------------------------------------------------------------------
 
     def begin(
-        self, job_id: str, unit: str, worker: str, weights: str, filters: list[int] | None = None
+        self, job_id: str, unit: str, worker: str, weights: Callable[[str], str], filters: list[int] | None = None
     ) -> Unit | Skipped:
-        """Take the unit when it should run now; otherwise say why not (the task then does nothing)."""
+        """Take the unit when it should run now; otherwise say why not (the task then does nothing).
+        `weights(model)`: the identity of the weights the worker renders that model with (raises
+        WeightsUnavailable where it can't)."""
         deliveries.forget(self._redis, job_id, unit)  # from here on its lease, or its end, covers it
         job = self.jobs.get(job_id)
         if job is None or job.status in FINISHED:
@@ -340,11 +345,17 @@ class Lifecycle:
             self.fail(taken, "chunk_failed_repeatedly", f"{_describe(unit)} was started {outcome[1] - 1} times "
                       "and never finished (its worker process died each time)")  # fmt: skip
             return Skipped("failed")
-        recorded = self.jobs.claim_weights(job_id, weights) if unit != FINISH else weights
-        if recorded != weights:
-            message = f"workers disagree on weights: job uses {recorded}, worker {worker} has {weights}"
-            self.fail(taken, "weights_mismatch", message)
-            return Skipped("failed")
+        if unit != FINISH:  # a finish renders only what the cache lost, under the job's weights
+            try:
+                own = weights(job.spec.model)
+            except WeightsUnavailable as error:
+                self.fail(taken, "weights_unavailable", f"worker {worker}: {error}")
+                return Skipped("failed")
+            recorded = self.jobs.claim_weights(job_id, own)
+            if recorded != own:
+                message = f"workers disagree on weights: job uses {recorded}, worker {worker} has {own}"
+                self.fail(taken, "weights_mismatch", message)
+                return Skipped("failed")
         if self.jobs.mark_running(job_id):
             self._moved(job_id, RUNNING)
         return taken

@@ -10,3 +10,8 @@ def numerics_identity(weights: str, precision: str) -> str:
     (tests/test_backends.py) and share; so does a GPU's float32, whose pictures differ from the CPU's
     by about 2 levels of 255 (median; README's GPUs): equal in kind, a few steps of ascent apart."""
     return weights if precision == "float32" else f"{weights}@{precision}"
+
+
+class WeightsUnavailable(Exception):
+    """A worker can't render a model: its weights are missing or don't load, or it doesn't fit the
+    worker's memory. The message says which, and what to do."""

@@ -76,6 +76,9 @@ class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
     # TensorFlow threads per worker process (0: the CPUs it may use, a container's CPU quota
     # included); 1 packs one worker per core.
     tf_threads: int = Field(0, ge=0, validation_alias="FILTERVIZ_TF_THREADS")
+    # The weights a worker keeps loaded, all models together (float32 parameters: VGG16's are 57 MB,
+    # ConvNeXt Tiny's 107 MB); past it, the least recently used model is dropped (worker/loading.py).
+    model_memory_mb: int = Field(1024, ge=64, validation_alias="FILTERVIZ_MODEL_MEMORY_MB")
     # What the network computes in (worker/engine/precision.py): float32, bfloat16 or float16 (mixed:
     # the image and its update stay float32), or auto (bfloat16 where the CPU or GPU has it natively).
     precision: str = Field(

@@ -12,7 +12,7 @@ All take numbers strictly: JSON `true` is not 1, `"20"` is not 20, `64.0` is not
 import secrets
 from functools import cache
 from math import isqrt
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -28,13 +28,14 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from shared.layers import MODELS, find_layer
+from shared.layers import ConvLayer, default_layer, find_layer, model_tables
 from shared.methods import METHODS, SEED, AnyMethodParams, MethodName
+from shared.models import ARCHITECTURES, DEFAULT_MODEL, ModelName
 
 DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
 # No conv layer of any model has more filters: ranges and indexes are bounded by it before
 # anything is built from them (a {start, stop} range of 10^9 would otherwise be materialised).
-MAX_LAYER_FILTERS = max(layer.filters for layers in MODELS.values() for layer in layers)
+MAX_LAYER_FILTERS = max(layer.filters for table in model_tables().values() for layer in table.layers)
 MIN_PRIORITY, MAX_PRIORITY = -3, 3  # a job's priority in fair dispatch, 0 by default
 
 # Where an unknown layer's message sends the user: the API's route unless the caller names another
@@ -106,7 +107,7 @@ class JobSpecInput(BaseModel):
     # Set on the public form only (see limited_spec_model); None for stored specs.
     limits: ClassVar[Limits | None] = None
 
-    model: Literal["vgg16"] = "vgg16"
+    model: ModelName = Field(DEFAULT_MODEL, description="the network: GET /v1/models lists them and their layers")
     method: MethodName = SEED
     # The method's own parameters, validated by its model (shared/methods.py); stored as a dict with
     # every default filled in.
@@ -115,7 +116,9 @@ class JobSpecInput(BaseModel):
         validate_default=True,
         description="the parameters of the job's method: those of the schema titled by its name",
     )
-    layer: str = Field("block5_conv1", max_length=64)
+    layer: str = Field(
+        default_layer(DEFAULT_MODEL), max_length=64, description="default: the model's first layer at 1/16 of the input"
+    )
     # A list or a {start, stop} range; validated into the explicit list of filter indices (JobSpec).
     filters: RequestedFilters | None = Field(None, validate_default=True)
     image_size: int = Field(128, ge=1)
@@ -138,13 +141,15 @@ class JobSpecInput(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _method_defaults(cls, data: Any) -> Any:
-        # steps and step_size default to the method's own (step_size is its learning rate).
-        name = data.get("method", SEED) if isinstance(data, dict) else None
-        # Anything but a known name is left for the field's own check to name (a dict can't be a key).
-        method = METHODS.get(name) if isinstance(name, str) else None
-        if method is None:
+        # steps and step_size default to the method's own (step_size is its learning rate); the layer
+        # to the model's. Anything but a known name is left for the field's own check to name.
+        if not isinstance(data, dict):
             return data
-        return {"steps": method.steps, "step_size": method.step_size, **data}
+        model, name = data.get("model", DEFAULT_MODEL), data.get("method", SEED)
+        layer = {"layer": default_layer(model)} if isinstance(model, str) and model in ARCHITECTURES else {}
+        method = METHODS.get(name) if isinstance(name, str) else None
+        steps = {"steps": method.steps, "step_size": method.step_size} if method else {}
+        return {**steps, **layer, **data}
 
     @field_validator("method_params")
     @classmethod
@@ -158,7 +163,7 @@ class JobSpecInput(BaseModel):
     @field_validator("layer")
     @classmethod
     def _known_layer(cls, layer: str, info: ValidationInfo) -> str:
-        model = info.data.get("model", "vgg16")
+        model = info.data.get("model", DEFAULT_MODEL)
         if find_layer(layer, model) is None:
             raise ValueError(
                 f"unknown layer {layer!r} for {model}; {(info.context or {}).get(LAYERS_HINT, API_LAYERS)}"
@@ -168,7 +173,7 @@ class JobSpecInput(BaseModel):
     @field_validator("filters")
     @classmethod
     def _filters_in_layer(cls, filters: list[int] | FilterRange | None, info: ValidationInfo) -> list[int]:
-        layer = find_layer(info.data["layer"]) if "layer" in info.data else None
+        layer = _layer_of(info)
         count, name = (layer.filters, layer.name) if layer else (MAX_LAYER_FILTERS, "every layer")
         limit = cls.limits.max_filters if cls.limits else MAX_LAYER_FILTERS
         if filters is None:
@@ -212,12 +217,19 @@ class JobSpecInput(BaseModel):
     @field_validator("image_size")
     @classmethod
     def _image_size_fits(cls, size: int, info: ValidationInfo) -> int:
-        layer = find_layer(info.data["layer"]) if "layer" in info.data else None
+        layer = _layer_of(info)
         if layer is not None and size < layer.min_image_size:
             raise ValueError(
                 f"image_size {size} is too small for {layer.name}: it needs at least {layer.min_image_size}"
             )
         return size
+
+
+def _layer_of(info: ValidationInfo) -> ConvLayer | None:
+    """The spec's layer, where its model and layer passed their checks."""
+    if "layer" not in info.data or "model" not in info.data:
+        return None
+    return find_layer(info.data["layer"], info.data["model"])
 
 
 class JobSpec(JobSpecInput):

@@ -72,9 +72,9 @@ def jobs(redis_server):
 
 @pytest.fixture(scope="session")
 def loaded_model():
-    from worker.model import load_vgg16
+    from worker.model import load_network
 
-    return load_vgg16(TEST_WEIGHTS)
+    return load_network(TEST_WEIGHTS)
 
 
 @pytest.fixture(scope="session")

@@ -42,8 +42,8 @@ def post_raw(client, body: str | bytes):
 @pytest.mark.parametrize(
     ("body", "status", "field", "words"),
     [
-        ('{"filters": {"start": 0, "stop": 2336070789}}', 422, "filters.stop", "above the limit of 512"),
-        ('{"filters": {"start": 0, "stop": 9223372036854775808}}', 422, "filters.stop", "above the limit of 512"),
+        ('{"filters": {"start": 0, "stop": 2336070789}}', 422, "filters.stop", "above the limit of 2048"),
+        ('{"filters": {"start": 0, "stop": 9223372036854775808}}', 422, "filters.stop", "above the limit of 2048"),
         ('{"filters": {"start": 0, "stop": 1' + "0" * 4000 + "}}", 422, "filters.stop", "above the limit"),
         ("[" * 20000, 400, "body", "recursion limit exceeded"),
         ('{"a":' * 5000 + "1" + "}" * 5000, 400, "body", "recursion limit exceeded"),

@@ -67,7 +67,7 @@ def test_layers_lists_every_conv_layer_with_its_filter_count():
     [
         (
             ["--layer", "block6_conv1"],
-            "unknown layer 'block6_conv1' for vgg16; `filterviz layers` lists the conv layers",
+            "unknown layer 'block6_conv1' for vgg16; `filterviz layers --model NAME` lists a model's layers",
         ),
         (["--layer", "block1_conv1", "--filters", "60-70"], "filter 70 is out of range"),
         (["--filters", "1-x"], "bad filter list"),

@@ -9,6 +9,7 @@ from shared.jobs import job_keys
 from shared.keys import lease_key
 from shared.lifecycle import DONE, FINISH, Lifecycle, Skipped, Unit
 from shared.manifest import MANIFEST_FILE
+from shared.numerics import WeightsUnavailable
 from shared.pictures import encode_png
 from shared.spec import parse_spec
 from shared.storage import job_key
@@ -16,6 +17,13 @@ from shared.workers import publish
 from tests.fakes import Heard, MemoryStorage, Sent
 
 WEIGHTS = "random:3"
+
+
+def weights_of(model: str) -> str:
+    """The identity a worker with random:3 weights claims for any model."""
+    return WEIGHTS
+
+
 SPEC = parse_spec({"layer": "block1_conv1", "filters": [0, 1, 2, 3], "image_size": 32, "grid": {"n": 2}})
 
 
@@ -29,7 +37,7 @@ def world(jobs):
 
 
 def started(lifecycle: Lifecycle, job_id: str, unit: str, filters: list[int] | None = None) -> Unit:
-    began = lifecycle.begin(job_id, unit, "host:1", WEIGHTS, filters)
+    began = lifecycle.begin(job_id, unit, "host:1", weights_of, filters)
     assert isinstance(began, Unit), began
     return began
 
@@ -42,7 +50,7 @@ def test_a_job_goes_from_submission_to_succeeded_telling_each_move_once(world):
 
     first = started(lifecycle, "job", "0", [0, 1])
     assert lifecycle.jobs.status("job") == "running"
-    assert lifecycle.begin("job", "0", "host:1", WEIGHTS) == Skipped("held")  # a duplicate delivery
+    assert lifecycle.begin("job", "0", "host:1", weights_of) == Skipped("held")  # a duplicate delivery
     assert lifecycle.chunk_done(first, finish_here=True) is False  # chunk 1 is still to come
     assert sent.chunks == [("job", 0), ("job", 1)]  # its slot went to the next chunk
 
@@ -51,7 +59,7 @@ def test_a_job_goes_from_submission_to_succeeded_telling_each_move_once(world):
     finish = started(lifecycle, "job", FINISH)
     assert lifecycle.finish_done(finish, "2026-12-02T00:00:00Z") is True
     assert lifecycle.jobs.status("job") == "succeeded"
-    assert lifecycle.begin("job", "1", "host:1", WEIGHTS) == Skipped("succeeded")  # a late duplicate
+    assert lifecycle.begin("job", "1", "host:1", weights_of) == Skipped("succeeded")  # a late duplicate
     assert heard.moves == [("job", "running", None), ("job", "succeeded", None)]
 
 
@@ -59,14 +67,14 @@ def test_a_done_chunk_delivered_again_is_skipped_as_done(world):
     lifecycle, _, _, _ = world
     lifecycle.submit("job", SPEC, [[0, 1], [2, 3]], client="alice", owner=None)
     lifecycle.chunk_done(started(lifecycle, "job", "0", [0, 1]))
-    assert lifecycle.begin("job", "0", "host:1", WEIGHTS) == Skipped(DONE)
+    assert lifecycle.begin("job", "0", "host:1", weights_of) == Skipped(DONE)
 
 
 def test_the_finish_waits_for_every_chunk(world):
     lifecycle, _, _, _ = world
     lifecycle.submit("job", SPEC, [[0, 1], [2, 3]], client="alice", owner=None)
     lifecycle.chunk_done(started(lifecycle, "job", "0", [0, 1]))
-    assert lifecycle.begin("job", FINISH, "host:1", WEIGHTS) == Skipped("chunks not done")
+    assert lifecycle.begin("job", FINISH, "host:1", weights_of) == Skipped("chunks not done")
 
 
 def test_cancel_ends_the_job_once_and_its_units_are_skipped(world):
@@ -74,7 +82,7 @@ def test_cancel_ends_the_job_once_and_its_units_are_skipped(world):
     lifecycle.submit("job", SPEC, [[0, 1, 2, 3]], client="alice", owner=None)
     assert lifecycle.cancel("job") is True
     assert lifecycle.cancel("job") is False  # already ended: nothing moves, nothing is told
-    assert lifecycle.begin("job", "0", "host:1", WEIGHTS) == Skipped("canceled")
+    assert lifecycle.begin("job", "0", "host:1", weights_of) == Skipped("canceled")
     assert heard.moves == [("job", "canceled", None)]
 
 
@@ -84,7 +92,7 @@ def test_a_unit_started_more_than_its_attempts_fails_its_job(world):
     for _ in range(2):  # each start's process died: its lease is taken over
         started(lifecycle, "job", "0", [0, 1, 2, 3])
         lifecycle.jobs.redis.delete(lease_key("job", "0"))
-    assert lifecycle.begin("job", "0", "host:1", WEIGHTS) == Skipped("failed")
+    assert lifecycle.begin("job", "0", "host:1", weights_of) == Skipped("failed")
     job = lifecycle.jobs.get("job")
     assert job is not None and job.error is not None and job.error.code == "chunk_failed_repeatedly"
     assert heard.moves[-1] == ("job", "failed", "chunk_failed_repeatedly")
@@ -94,9 +102,26 @@ def test_a_worker_with_other_weights_fails_the_job_never_mixing_them(world):
     lifecycle, _, _, _ = world
     lifecycle.submit("job", SPEC, [[0, 1], [2, 3]], client="alice", owner=None)
     started(lifecycle, "job", "0", [0, 1])
-    assert lifecycle.begin("job", "1", "host:1", "random:4", [2, 3]) == Skipped("failed")
+    assert lifecycle.begin("job", "1", "host:1", lambda model: "random:4", [2, 3]) == Skipped("failed")
     job = lifecycle.jobs.get("job")
     assert job is not None and job.error is not None and job.error.code == "weights_mismatch"
+
+
+def test_a_worker_that_cannot_load_the_jobs_model_fails_it_with_a_code(world):
+    lifecycle, _, heard, _ = world
+    spec = parse_spec({"model": "resnet50", "layer": "conv2_block1_out", "filters": [0, 1], "image_size": 32})
+    lifecycle.submit("job", spec, [[0, 1]], client="alice", owner=None)
+    asked = []
+
+    def weights(model: str) -> str:
+        asked.append(model)
+        raise WeightsUnavailable("resnet50 needs 90 MB of weights; this worker keeps 64 MB")
+
+    assert lifecycle.begin("job", "0", "host:1", weights, [0, 1]) == Skipped("failed")
+    job = lifecycle.jobs.get("job")
+    assert asked == ["resnet50"]
+    assert job is not None and job.error is not None and job.error.code == "weights_unavailable"
+    assert "needs 90 MB" in job.error.message and heard.moves[-1] == ("job", "failed", "weights_unavailable")
 
 
 def test_a_job_whose_every_filter_is_cached_succeeds_at_submission(world):
@@ -134,4 +159,4 @@ def test_a_lease_counts_as_stale_once_unrenewed_for_stale_seconds(world):
     assert 4.0 < lifecycle.stale_in("job", "0") <= 5.0  # 30 s lease: stale once 5 s pass unrenewed
     lifecycle.jobs.redis.pexpire(lease_key("job", "0"), 24_000)  # 6 s without renewal
     assert lifecycle.stale_in("job", "0") == 0.0
-    assert isinstance(lifecycle.begin("job", "0", "other:2", WEIGHTS), Unit)  # taken over
+    assert isinstance(lifecycle.begin("job", "0", "other:2", weights_of), Unit)  # taken over

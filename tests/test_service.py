@@ -12,6 +12,7 @@ import redis
 import requests
 
 from devstack.local import LocalStack, wait_until
+from shared.models import ARCHITECTURES
 from shared.storage import Storage
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import SMALL_JOB, fetch_png, get_job, running_stack, submit, wait_for
@@ -219,8 +220,21 @@ def test_a_filter_outside_the_job_is_404_and_delete_of_an_unknown_job_is_404(api
     assert requests.put(f"{api}/v1/jobs", json={}, timeout=10).status_code == 405
 
 
+def test_a_job_on_another_model_renders_it_on_the_same_workers(api):
+    job = submit(api, {"model": "mobilenet_v2", "layer": "block_3_project_BN", "filters": {"start": 0, "stop": 4},
+                       "image_size": 32, "method": "fourier", "steps": 2, "grid": {"n": 2}})  # fmt: skip
+    done = wait_for(api, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    manifest = requests.get(f"{api}/v1/jobs/{job['id']}/manifest.json", timeout=10).json()
+    assert (manifest["params"]["model"], manifest["weights"]) == ("mobilenet_v2", TEST_WEIGHTS)
+    assert [entry["index"] for entry in manifest["filters"]] == [0, 1, 2, 3]
+
+
 def test_models_health_readiness_and_docs(api):
-    layers = requests.get(f"{api}/v1/models", timeout=10).json()["models"][0]["layers"]
+    models = requests.get(f"{api}/v1/models", timeout=10).json()["models"]
+    assert [model["name"] for model in models] == list(ARCHITECTURES)
+    assert models[0]["default_layer"] == "block5_conv1" and models[4]["min_image_size"] == 75  # inception_v3
+    layers = models[0]["layers"]
     assert {"name": "block5_conv1", "filters": 512, "min_image_size": 16} in layers
     assert requests.get(f"{api}/healthz", timeout=10).json()["status"] == "ok"
     ready = requests.get(f"{api}/readyz", timeout=10).json()

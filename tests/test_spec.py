@@ -54,7 +54,7 @@ def test_grid_side():
         ({"grid": {"n": 99}}, "grid.n", "above the limit"),
         ({"grid": {"n": 4, "gap": 1}}, "grid.gap", "Extra inputs"),
         ({"colour": "red"}, "colour", "Extra inputs"),
-        ({"model": "resnet50"}, "model", "vgg16"),
+        ({"model": "resnet51"}, "model", "resnet50"),
     ],
 )
 def test_bad_values_name_their_field(data, field, words):
@@ -89,7 +89,7 @@ def test_numbers_are_taken_strictly(data, field):
 )
 def test_a_huge_range_is_refused_on_its_bounds(stop, echoed):
     found = problems({"filters": {"start": 0, "stop": stop}})
-    assert found == [{"field": "filters.stop", "reason": f"{echoed} is above the limit of 512"}]
+    assert found == [{"field": "filters.stop", "reason": f"{echoed} is above the limit of 2048"}]
 
 
 def test_a_range_longer_than_the_limit_is_refused_before_it_is_built():

@@ -5,12 +5,12 @@ import pytest
 
 from shared.spec import parse_spec
 from worker.engine import AscentEngine
-from worker.model import WeightsError, file_sha256, load_vgg16
+from worker.model import WeightsError, file_sha256, load_network
 from worker.render import render
 
 
 def test_random_weights_are_seeded():
-    a, b, c = load_vgg16("random:7"), load_vgg16("random:7"), load_vgg16("random:8")
+    a, b, c = load_network("random:7"), load_network("random:7"), load_network("random:8")
     assert a.weights == "random:7"
     kernel = lambda m: m.network.get_layer("block3_conv1").get_weights()[0]  # noqa: E731
     assert np.array_equal(kernel(a), kernel(b))
@@ -20,7 +20,7 @@ def test_random_weights_are_seeded():
 def test_weights_file_gives_the_same_pictures_as_the_model_it_was_saved_from(loaded_model, engine, tmp_path):
     path = tmp_path / "vgg16.weights.h5"
     loaded_model.network.save_weights(path)
-    from_file = load_vgg16(str(path))
+    from_file = load_network(str(path))
     assert from_file.weights == f"file:{file_sha256(path)}"
 
     spec = parse_spec({"layer": "block3_conv3", "filters": list(range(6)), "image_size": 32, "steps": 3, "seed": 9})
@@ -33,17 +33,17 @@ def test_weights_file_gives_the_same_pictures_as_the_model_it_was_saved_from(loa
 def test_missing_imagenet_weights_say_how_to_provide_them(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(WeightsError, match="FILTERVIZ_IMAGENET_WEIGHTS"):
-        load_vgg16("imagenet")
+        load_network("imagenet")
     with pytest.raises(WeightsError, match="not found"):
-        load_vgg16("imagenet", str(tmp_path / "elsewhere.h5"))
+        load_network("imagenet", str(tmp_path / "elsewhere.h5"))
 
 
 def test_unreadable_weights_file_is_an_error(tmp_path):
     junk = tmp_path / "junk.weights.h5"
     junk.write_bytes(b"not hdf5")
     with pytest.raises(WeightsError, match="could not be loaded"):
-        load_vgg16(str(junk))
+        load_network(str(junk))
     with pytest.raises(WeightsError, match="does not exist"):
-        load_vgg16(str(tmp_path / "absent.h5"))
+        load_network(str(tmp_path / "absent.h5"))
     with pytest.raises(WeightsError, match="random:<integer seed>"):
-        load_vgg16("random:abc")
+        load_network("random:abc")

@@ -1,19 +1,24 @@
-"""Setting up the engine once per process: backend, precision, device, weights, network; and sizing its batches."""
+"""Setting up the engine once per process: backend, precision, device, weights, networks (one per
+model, loaded on first use and kept while memory allows); and sizing its batches."""
 
 import functools
+import gc
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from shared.cost import filter_flops
-from shared.numerics import numerics_identity
+from shared.layers import model_tables
+from shared.models import DEFAULT_MODEL
+from shared.numerics import WeightsUnavailable, numerics_identity
 from shared.settings import Settings
 from shared.spec import JobSpec
 from worker.device import gpu_compute_capability, gpu_free_memory_mb, has_gpu, limit_threads, runtime_versions
 from worker.engine import AscentEngine, auto_batch_size
 from worker.engine.precision import apply_precision, cpu_flags, resolve_precision
-from worker.model import load_vgg16
+from worker.model import WeightsError, load_network
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +32,7 @@ UNKNOWN_GPU_BATCH_MEMORY_MB = 4096
 
 @dataclass(frozen=True)
 class LoadedEngine:
-    """An engine over a loaded VGG16, which weights it carries, and the runtime it runs on."""
+    """An engine over a loaded network, which weights it carries, and the runtime it runs on."""
 
     engine: AscentEngine
     weights: str
@@ -35,21 +40,69 @@ class LoadedEngine:
     load_seconds: float
 
 
-def load_engine(weights_source: str, settings: Settings) -> LoadedEngine:
-    """Configure the device and precision and load VGG16 with the given weights (raises WeightsError)."""
+def load_engine(weights_source: str, settings: Settings, model: str = DEFAULT_MODEL) -> LoadedEngine:
+    """Configure the device and precision and load `model` with the given weights (raises WeightsError)."""
     started = time.perf_counter()
     limit_threads(settings.tf_threads)
     precision = apply_precision(resolve_precision(settings.precision, gpu_compute_capability(), cpu_flags()))
     runtime = runtime_versions(precision)
-    loaded = load_vgg16(weights_source, settings.imagenet_weights)
+    loaded = load_network(weights_source, settings.imagenet_weights, model)
     seconds = time.perf_counter() - started
     log.info(
-        "VGG16 ready on %s (%s, %s) with weights %s in %.1f s",
-        runtime["device"], runtime["backend"], precision, loaded.weights, seconds,
+        "%s ready on %s (%s, %s) with weights %s in %.1f s",
+        model, runtime["device"], runtime["backend"], precision, loaded.weights, seconds,
     )  # fmt: skip
     # Jobs and cache entries are claimed with the precision too: bf16 pictures never mix with float32 ones.
     identity = numerics_identity(loaded.weights, precision)
-    return LoadedEngine(AscentEngine(loaded.network), identity, runtime, seconds)
+    return LoadedEngine(AscentEngine(loaded.network, model), identity, runtime, seconds)
+
+
+def model_megabytes(model: str) -> int:
+    """The memory a loaded network's weights take (float32), from its parameter count."""
+    return -(-model_tables()[model].parameters * 4 // 2**20)
+
+
+class Engines:
+    """A worker's loaded networks, one per model: VGG16 at start, any other on its first job, the least
+    recently used dropped when the next would not fit FILTERVIZ_MODEL_MEMORY_MB."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._loaded: OrderedDict[str, LoadedEngine] = OrderedDict()
+        self.get(DEFAULT_MODEL)
+
+    @property
+    def loaded(self) -> list[str]:
+        """The models loaded now, the least recently used first."""
+        return list(self._loaded)
+
+    @property
+    def default(self) -> LoadedEngine:
+        """VGG16's engine: what the worker's heartbeat says it carries."""
+        return self._loaded.get(DEFAULT_MODEL) or self.get(DEFAULT_MODEL)
+
+    def get(self, model: str) -> LoadedEngine:
+        """The model's engine, loaded now where it is not (raises WeightsUnavailable, saying why)."""
+        if model in self._loaded:
+            self._loaded.move_to_end(model)
+            return self._loaded[model]
+        needed, budget = model_megabytes(model), self._settings.model_memory_mb
+        if needed > budget:
+            raise WeightsUnavailable(f"{model} needs {needed} MB of weights; this worker keeps {budget} MB "
+                                     "(FILTERVIZ_MODEL_MEMORY_MB)")  # fmt: skip
+        while self._loaded and sum(map(model_megabytes, self._loaded)) + needed > budget:
+            dropped, _ = self._loaded.popitem(last=False)
+            log.info("dropped %s to make room for %s", dropped, model)
+        gc.collect()  # the dropped network's memory, before the next one takes its own
+        try:
+            self._loaded[model] = load_engine(self._settings.weights, self._settings, model)
+        except WeightsError as error:
+            raise WeightsUnavailable(str(error)) from None
+        return self._loaded[model]
+
+    def identity(self, model: str) -> str:
+        """The identity of the weights this worker renders `model` with (loading it where it is not)."""
+        return self.get(model).weights
 
 
 def pick_batch_size(spec: JobSpec, filter_count: int, settings: Settings) -> int:
@@ -57,7 +110,7 @@ def pick_batch_size(spec: JobSpec, filter_count: int, settings: Settings) -> int
     if settings.batch_size:
         return settings.batch_size
     budget = settings.batch_memory_mb or default_batch_memory_mb()
-    return auto_batch_size(spec.layer, spec.image_size, filter_count, budget)
+    return auto_batch_size(spec.layer, spec.image_size, filter_count, budget, spec.model)
 
 
 def slice_batch_size(spec: JobSpec, settings: Settings, measured_gflops: float | None = None) -> int:

@@ -1,7 +1,8 @@
-"""VGG16 with the weights a worker was told to use, and the identity of those weights.
+"""A network of shared/models.py with the weights a worker was told to use, and their identity.
 
 A weights source is one of:
-  imagenet         Keras' ImageNet no-top file, from FILTERVIZ_IMAGENET_WEIGHTS or Keras' cache
+  imagenet         Keras' ImageNet no-top file of that network, from Keras' cache (VGG16's from
+                   FILTERVIZ_IMAGENET_WEIGHTS where set)
   random:<seed>    seeded random weights, for tests and offline runs
   <path>           a weights file (.weights.h5 saved by Keras, or the legacy .h5 format)
 """
@@ -13,8 +14,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from shared.models import ARCHITECTURES, DEFAULT_MODEL
+from worker.architectures import build
+
 # Where the ImageNet file is expected lives with its download, which needs no TensorFlow.
-from worker.weights_fetch import IMAGENET_NOTOP_FILE, imagenet_weights_path
+from worker.weights_fetch import imagenet_weights_path
+
+# The layers whose kernels random weights fill.
+KERNEL_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.layers.Dense)
 
 
 class WeightsError(Exception):
@@ -23,36 +30,38 @@ class WeightsError(Exception):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """VGG16 without its top, and which weights it carries (e.g. 'imagenet:<sha256>', 'random:1')."""
+    """A network without its top, and which weights it carries (e.g. 'imagenet:<sha256>', 'random:1')."""
 
     network: keras.Model
     weights: str
 
 
-def load_vgg16(source: str, imagenet_path: str | None = None) -> LoadedModel:
-    """Build VGG16 (no top, any input size) carrying the weights named by `source`.
+def load_network(source: str, imagenet_path: str | None = None, model: str = DEFAULT_MODEL) -> LoadedModel:
+    """Build `model` (no top, any input size) carrying the weights named by `source`.
 
     Never falls back to other weights: a source that can't be loaded raises WeightsError.
     """
-    network = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
+    architecture = ARCHITECTURES[model]
+    network = build(architecture)
     if source.startswith("random:"):
         seed = _parse_random_seed(source)
         _fill_random(network, seed)
         return LoadedModel(network, f"random:{seed}")
     if source == "imagenet":
-        path = imagenet_weights_path(imagenet_path)
+        path = imagenet_weights_path(imagenet_path, model)
         if not path.is_file():
             raise WeightsError(
-                f"ImageNet weights not found at {path}. Run `filterviz weights fetch` (on a machine with "
-                f"internet, then copy {IMAGENET_NOTOP_FILE} there), or set FILTERVIZ_IMAGENET_WEIGHTS to its path; "
+                f"ImageNet weights of {model} not found at {path}. Run `filterviz weights fetch --model {model}` (on a "
+                f"machine with internet, then copy {architecture.weights_file} there), or for VGG16 set "
+                "FILTERVIZ_IMAGENET_WEIGHTS to its path; "
                 "for a trial run, FILTERVIZ_WEIGHTS=random:1."
             )
-        _load_file(network, path)
+        _load_file(network, path, model)
         return LoadedModel(network, f"imagenet:{file_sha256(path)}")
     path = Path(source)
     if not path.is_file():
         raise WeightsError(f"weights file {source} does not exist (expected 'imagenet', 'random:<seed>' or a path)")
-    _load_file(network, path)
+    _load_file(network, path, model)
     return LoadedModel(network, f"file:{file_sha256(path)}")
 
 
@@ -74,18 +83,24 @@ def _parse_random_seed(source: str) -> int:
 
 def _fill_random(network: keras.Model, seed: int) -> None:
     # He-normal kernels and zero biases from our own generator: the same seed gives the same
-    # weights whatever Keras' initialisers or global seeds do.
+    # weights whatever Keras' initialisers or global seeds do. Normalisation statistics and scales
+    # keep their initial values, which are constants.
     rng = np.random.default_rng(seed)
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            kernel, bias = layer.get_weights()
-            fan_in = np.prod(kernel.shape[:-1])
-            kernel = rng.standard_normal(kernel.shape) * np.sqrt(2.0 / fan_in)
-            layer.set_weights([kernel.astype(np.float32), np.zeros_like(bias)])
+    for layer in network._flatten_layers(include_self=False, recursive=True):
+        for variable in layer.weights if isinstance(layer, KERNEL_LAYERS) else ():
+            name = variable.path.rsplit("/", 1)[-1]
+            if name.endswith("kernel"):
+                shape = tuple(variable.shape)
+                # A depthwise kernel sums over its window only; the others over window and channels.
+                depthwise = name == "depthwise_kernel" or isinstance(layer, keras.layers.DepthwiseConv2D)
+                fan_in = np.prod(shape[:2] if depthwise else shape[:-1])
+                variable.assign((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+            elif name == "bias":
+                variable.assign(np.zeros(variable.shape, np.float32))
 
 
-def _load_file(network: keras.Model, path: Path) -> None:
+def _load_file(network: keras.Model, path: Path, model: str) -> None:
     try:
         network.load_weights(path)
     except Exception as error:  # h5py, OSError and Keras' ValueError all mean "not usable weights"
-        raise WeightsError(f"weights file {path} could not be loaded as VGG16 weights: {error}") from None
+        raise WeightsError(f"weights file {path} could not be loaded as {model} weights: {error}") from None

@@ -1,9 +1,9 @@
 """A worker process's life: it starts only when healthy, beats while alive, and stops gracefully.
 
-- Start: load VGG16 and reach Redis and S3, or exit non-zero before running any task. Celery logs
-  and swallows exceptions raised in worker_process_init, so a pool process that can't start
-  signals its parent (SIGUSR2), which stops with exit code 1, and leaves; Compose or Kubernetes
-  restart the worker.
+- Start: load VGG16 (other models on their first job) and reach Redis and S3, or exit non-zero
+  before running any task. Celery logs and swallows exceptions raised in worker_process_init, so a
+  pool process that can't start signals its parent (SIGUSR2), which stops with exit code 1, and
+  leaves; Compose or Kubernetes restart the worker.
 - Alive: a heartbeat thread (leases, stop flags, the worker's heartbeat) and a sweeper thread.
 - Stop: on SIGTERM the Celery parent starts a warm shutdown and sends SIGUSR2 to its pool
   processes; a pool process running a unit stops it at its next check (between steps) and gives
@@ -46,7 +46,7 @@ GIVE_BACK_SIGNAL = START_FAILED_SIGNAL = signal.SIGUSR2
 class WorkerState:
     """What a worker process sets up once and every task uses."""
 
-    loaded: Any  # worker.loading.LoadedEngine
+    engines: Any  # worker.loading.Engines
     lifecycle: Lifecycle
     storage: Storage
     heartbeat: Heartbeat
@@ -57,9 +57,10 @@ class WorkerState:
 
 def start_process(settings: Settings, app: Celery) -> WorkerState:
     """Load the weights, check Redis and S3, and start the heartbeat and sweeper threads (raises on failure)."""
-    from worker.loading import load_engine
+    from worker.loading import Engines
 
-    loaded = load_engine(settings.weights, settings)
+    engines = Engines(settings)
+    loaded = engines.default
     job_store(settings, START_CHECK_SECONDS).ping()
     call_with_retry(Storage(settings).check, START_CHECK_SECONDS, transient_s3_error)
     storage = Storage(settings, settings.retry_seconds)
@@ -79,7 +80,7 @@ def start_process(settings: Settings, app: Celery) -> WorkerState:
     heartbeat = Heartbeat(lifecycle, name, info)
     heartbeat.start()
     Sweeper(lifecycle, name, settings.sweep_seconds).start()
-    return WorkerState(loaded, lifecycle, storage, heartbeat, name)
+    return WorkerState(engines, lifecycle, storage, heartbeat, name)
 
 
 def process_name(settings: Settings) -> str:

@@ -103,9 +103,8 @@ def start_pool_process(**_: Any) -> None:
         _state = start_process(settings, app)
     except Exception as error:
         refuse_to_start(error)
-    log.info(
-        "worker %s ready: weights %s loaded in %.1f s", _state.name, _state.loaded.weights, _state.loaded.load_seconds
-    )
+    loaded = _state.engines.default
+    log.info("worker %s ready: weights %s loaded in %.1f s", _state.name, loaded.weights, loaded.load_seconds)
     try:
         _state.lifecycle.fill()  # one more slot: send it a chunk now, not at the next sweep
     except REDIS_ERRORS:
@@ -168,7 +167,7 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
     from worker.render import render_filters
 
     current = state()
-    unit = current.lifecycle.begin(job_id, str(chunk_index), current.name, current.loaded.weights, filters)
+    unit = current.lifecycle.begin(job_id, str(chunk_index), current.name, current.engines.identity, filters)
     if isinstance(unit, Skipped):
         if unit.why == DONE:  # sent again: the finish may have died with the process that ran it here
             return {"chunk": chunk_index, "skipped": unit.why, "finish": _finish_if_orphaned(current, job_id)}
@@ -191,7 +190,7 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
     )
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, f"chunk {chunk_index}"):
         rendered = render_filters(
-            current.loaded.engine, spec, filters, batch_size=batch_size, on_progress=advance,
+            current.engines.get(spec.model).engine, spec, filters, batch_size=batch_size, on_progress=advance,
             should_stop=watch.should_stop,
         )  # fmt: skip
         if watch.reason == YIELDING and rendered:
@@ -218,7 +217,7 @@ def _store_filters(current: WorkerState, job_id: str, spec: Any, rendered: list,
     pngs = [encode_png(r.picture) for r in rendered]
     own = [(job_key(job_id, filter_file(r.index)), png, "image/png") for r, png in zip(rendered, pngs, strict=True)]
     entries = filter_entries(rendered, **extra, worker=current.name)
-    cache.store(current.storage, current.lifecycle.jobs.redis, spec, current.loaded.weights,
+    cache.store(current.storage, current.lifecycle.jobs.redis, spec, current.engines.identity(spec.model),
                 zip(entries, pngs, strict=True), cache.cache_seconds(settings), alongside=own)  # fmt: skip
     return entries
 
@@ -249,7 +248,8 @@ def _render_gone_hits(
     log.warning("job %s: the cached pictures of filters %s are gone from the bucket: rendering them again",
                 unit.job_id, gone)  # fmt: skip
     spec = unit.job.spec
-    rendered = render_filters(current.loaded.engine, spec, gone, batch_size=pick_batch_size(spec, len(gone), settings),
+    engine = current.engines.get(spec.model).engine
+    rendered = render_filters(engine, spec, gone, batch_size=pick_batch_size(spec, len(gone), settings),
                               should_stop=lambda: watch.reason not in (None, WORKER_STOPPING))  # fmt: skip
     if len(rendered) < len(gone):
         return None
@@ -281,7 +281,7 @@ def finish_job(job_id: str) -> dict[str, Any]:
 
 def _finish(current: WorkerState, job_id: str, just_stored: dict[int, dict] | None = None) -> dict[str, Any]:
     """just_stored: the chunk records the calling task stored just before, by chunk (not read back)."""
-    unit = current.lifecycle.begin(job_id, FINISH, current.name, current.loaded.weights)
+    unit = current.lifecycle.begin(job_id, FINISH, current.name, current.engines.identity)
     if isinstance(unit, Skipped):
         return {"skipped": unit.why}
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, "the finish step"):
@@ -310,7 +310,7 @@ def _assemble(current: WorkerState, unit: Unit, watch: Watch, just_stored: dict[
     stored = write_results(
         current.storage,
         job,
-        weights=job.weights or current.loaded.weights,
+        weights=job.weights or current.engines.identity(job.spec.model),
         entries=[*rendered, *again],
         hits=hits,
         timings={
@@ -319,7 +319,7 @@ def _assemble(current: WorkerState, unit: Unit, watch: Watch, just_stored: dict[
             "finished_at": finished_at,
             "chunks": [{"chunk": r["chunk"], "worker": r["worker"], "seconds": r["seconds"]} for r in records],
         },
-        runtime=current.loaded.runtime,
+        runtime=current.engines.default.runtime,
         # a finish runs to its end on shutdown, not for a job that ended
         still_wanted=lambda: watch.reason in (None, WORKER_STOPPING),
     )

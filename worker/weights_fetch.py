@@ -15,11 +15,10 @@ from pathlib import Path
 
 import requests
 
-IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+from shared.models import ARCHITECTURES, DEFAULT_MODEL
+
 # Where keras.applications.VGG16(include_top=False) downloads it from, and the hash Keras checks
 # (an md5: Keras' get_file tells md5 from sha256 by the length of the hex digest, and so do we).
-KERAS_NOTOP_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg16/{IMAGENET_NOTOP_FILE}"
-KERAS_NOTOP_HASH = "6d6bbae143d832006294945121d1f1fc"
 # Offline, a connection attempt should fail in seconds, not hang; a slow transfer is still fine.
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 60.0
@@ -31,12 +30,13 @@ class WeightsFetchError(Exception):
     """The weights could not be fetched or did not match their hash; the message says what to do."""
 
 
-def imagenet_weights_path(configured: str | None = None) -> Path:
-    """Where the ImageNet no-top weights are expected: the configured path, else Keras' cache."""
-    if configured:
+def imagenet_weights_path(configured: str | None = None, model: str = DEFAULT_MODEL) -> Path:
+    """Where a network's ImageNet no-top weights are expected: Keras' cache, or for VGG16 the
+    configured path (FILTERVIZ_IMAGENET_WEIGHTS) where set."""
+    if configured and model == DEFAULT_MODEL:
         return Path(configured)
     keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return keras_home / "models" / IMAGENET_NOTOP_FILE
+    return keras_home / "models" / ARCHITECTURES[model].weights_file
 
 
 def hasher_for(expected_hash: str) -> "hashlib._Hash":
@@ -48,31 +48,41 @@ def hasher_for(expected_hash: str) -> "hashlib._Hash":
 
 
 def ensure_imagenet_weights(
-    configured_path: str | None = None, url: str | None = None, expected_hash: str | None = None
+    configured_path: str | None = None,
+    url: str | None = None,
+    expected_hash: str | None = None,
+    model: str = DEFAULT_MODEL,
 ) -> tuple[Path, bool]:
-    """The ImageNet weights file, downloaded first if it is missing (saying so on stderr, with a
-    progress bar on a terminal); returns (path, downloaded). Unset arguments mean Keras' own."""
-    path = imagenet_weights_path(configured_path)
+    """A network's ImageNet weights file, downloaded first if it is missing (saying so on stderr, with
+    a progress bar on a terminal); returns (path, downloaded). Unset arguments mean Keras' own; the
+    path, URL and hash configured apply to VGG16 (FILTERVIZ_IMAGENET_WEIGHTS, _WEIGHTS_URL, _WEIGHTS_HASH)."""
+    architecture = ARCHITECTURES[model]
+    if model != DEFAULT_MODEL:
+        url = expected_hash = None
+    path = imagenet_weights_path(configured_path, model)
     if path.is_file():
         return path, False
-    url = url or KERAS_NOTOP_URL
-    print(f"ImageNet weights missing at {path}: downloading {url}", file=sys.stderr)
+    url = url or architecture.weights_url
+    expected_hash = expected_hash or architecture.weights_hash
+    print(f"ImageNet weights of {model} missing at {path}: downloading {url}", file=sys.stderr)
+    if expected_hash is None:
+        print("Keras publishes no hash of this file: it is not checked (its sha256 is its identity)", file=sys.stderr)
     update, close = terminal_progress()
     try:
-        download(url, path, expected_hash or KERAS_NOTOP_HASH, update)
+        download(url, path, expected_hash, update)
     finally:
         close()
     return path, True
 
 
 def download(
-    url: str, destination: Path, expected_hash: str, progress: Callable[[int, int | None], None] | None = None
+    url: str, destination: Path, expected_hash: str | None, progress: Callable[[int, int | None], None] | None = None
 ) -> None:
     """Stream `url` into `destination` if its hash is `expected_hash`; otherwise leave nothing behind.
 
     `progress(bytes_so_far, total_or_None)` is called after each block.
     """
-    hasher = hasher_for(expected_hash)
+    hasher = hasher_for(expected_hash) if expected_hash else hashlib.sha256()
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -92,7 +102,7 @@ def download(
                     progress(stream.tell(), total)
             stream.flush()
             os.fsync(stream.fileno())
-        if hasher.hexdigest() != expected_hash.lower():
+        if expected_hash and hasher.hexdigest() != expected_hash.lower():
             raise WeightsFetchError(
                 f"the file downloaded from {url} has {hasher.name} {hasher.hexdigest()}, not {expected_hash}, "
                 "so it was deleted: check FILTERVIZ_WEIGHTS_URL and FILTERVIZ_WEIGHTS_HASH (or a proxy that "

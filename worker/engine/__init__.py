@@ -22,10 +22,11 @@ import keras  # noqa: E402
 
 from shared.layers import layer_named  # noqa: E402
 from shared.methods import METHODS, SEED  # noqa: E402
+from shared.models import ARCHITECTURES, DEFAULT_MODEL, seed_preprocessing  # noqa: E402
 from worker.engine.backend import step_module  # noqa: E402
 from worker.engine.core import FilterAscent  # noqa: E402
 from worker.engine.loop import CompiledRecipe, ascend_recipe_batch, compile_recipe  # noqa: E402
-from worker.engine.network import layer_stack  # noqa: E402
+from worker.engine.network import cut_at, preprocess  # noqa: E402
 from worker.engine.recipes import build_recipe, picture  # noqa: E402
 from worker.engine.seed import ascend_seed_batch, start_image  # noqa: E402
 from worker.engine.sizing import activation_bytes_per_image, auto_batch_size  # noqa: E402
@@ -45,30 +46,46 @@ COMPILED_RECIPES_KEPT = 8  # each holds traced graphs; a worker sees few distinc
 class AscentEngine:
     """Runs the ascent on one loaded network; compiled steps are cached per layer, size and method."""
 
-    def __init__(self, network: keras.Model) -> None:
+    def __init__(self, network: keras.Model, model: str = DEFAULT_MODEL) -> None:
         self._network = network
+        self._model = model
+        self._architecture = ARCHITECTURES[model]
         self._steps: dict[tuple[str, int], Callable] = {}
         self._recipes: OrderedDict[tuple, CompiledRecipe] = OrderedDict()
 
     @property
     def network(self) -> keras.Model:
-        """The loaded VGG16 the engine ascends."""
+        """The loaded network the engine ascends."""
         return self._network
+
+    @property
+    def model(self) -> str:
+        """Which architecture of shared/models.py the network is."""
+        return self._model
 
     def compiled_step(self, layer: str, image_size: int) -> Callable:
         """Method `seed`'s compiled step for a layer and image size (any batch size), built on first use."""
         key = (layer, image_size)
         if key not in self._steps:
-            cut = keras.Model(self._network.input, self._network.get_layer(layer).output)
-            self._steps[key] = step_module().seed_step(cut, image_size)
+            self._steps[key] = step_module().seed_step(self._seed_cut(layer), image_size)
         return self._steps[key]
+
+    def _seed_cut(self, layer: str) -> keras.Model:
+        """The network up to `layer`'s output, behind what `seed` feeds it (shared/models.py)."""
+        up_to = keras.Model(self._network.input, self._network.get_layer(layer).output)
+        kind = seed_preprocessing(self._model)
+        if kind == "none":
+            return up_to
+        pixels = keras.Input((None, None, 3))
+        return keras.Model(pixels, up_to(preprocess(kind, pixels)))
 
     def compiled_recipe(self, layer: str, method: str, params: Mapping[str, Any] | None) -> CompiledRecipe:
         """A method's compiled recipe on a layer, built on first use (the least recently used is dropped)."""
         resolved = METHODS[method].resolve(params)
         key = (layer, method, tuple(sorted(resolved.items())))
         if key not in self._recipes:
-            self._recipes[key] = compile_recipe(layer_stack(self._network, layer), build_recipe(method, resolved))
+            recipe = build_recipe(method, resolved)
+            self._recipes[key] = compile_recipe(cut_at(self._network, layer), recipe, self._architecture.preprocessing)
             if len(self._recipes) > COMPILED_RECIPES_KEPT:
                 self._recipes.popitem(last=False)
         self._recipes.move_to_end(key)
@@ -108,7 +125,7 @@ class AscentEngine:
             per_batch = batch_size
         else:
             compiled = self.compiled_recipe(layer, method, method_params)
-            min_size = layer_named(layer).min_image_size
+            min_size = layer_named(layer, self._model).min_image_size
 
             def run(batch: list[int]) -> list[FilterAscent] | None:
                 return ascend_recipe_batch(

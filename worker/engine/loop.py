@@ -6,10 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 from keras import ops
 
+from shared.models import Preprocessing
 from worker.engine.backend import Tensor
 from worker.engine.backend import active as backend
 from worker.engine.core import FilterAscent, filter_keys
-from worker.engine.network import Stack, caffe_preprocess, channel_means, pre_activation
+from worker.engine.network import Cut, activate, channel_means, pre_activation, preprocess
 from worker.engine.objectives import channel_mean
 from worker.engine.recipes import Recipe
 from worker.engine.schedule import octaves
@@ -24,13 +25,13 @@ class CompiledRecipe:
     evaluate: Callable
 
 
-def compile_recipe(stack: Stack, recipe: Recipe) -> CompiledRecipe:
+def compile_recipe(cut: Cut, recipe: Recipe, preprocessing: Preprocessing) -> CompiledRecipe:
     """Compile the recipe's step (losses under random transforms, gradient, update) and evaluation."""
-    objective = channel_mean(stack, pre_relu=recipe.pre_relu)
+    objective = channel_mean(cut, pre_relu=recipe.pre_relu)
     copies = recipe.transform.copies
 
     def network_input(rgb: Tensor) -> Tensor:
-        return caffe_preprocess(rgb) if recipe.caffe_preprocess else rgb
+        return preprocess(preprocessing, rgb)
 
     def losses_of(variable, filters, keys, step, progress, redirect):
         seen = recipe.transform.apply(recipe.param.rgb(variable), keys, step, progress)
@@ -40,12 +41,12 @@ def compile_recipe(stack: Stack, recipe: Recipe) -> CompiledRecipe:
         return ops.mean(ops.reshape(losses, (-1, copies)), axis=1)
 
     def evaluate(variable, filters):
-        """The image, its objective and its mean post-ReLU activation, with no transform."""
+        """The image, its objective and the mean of its channel's positive part, with no transform."""
         rgb = recipe.param.rgb(variable)
-        activations = pre_activation(stack, network_input(rgb), ops.relu)
-        relu_mean = channel_means(ops.relu(activations), filters)
-        value = relu_mean if not recipe.pre_relu else channel_means(activations, filters)
-        return rgb, value, relu_mean
+        pre = pre_activation(cut, network_input(rgb), ops.relu)
+        post = activate(cut, pre, ops.relu)
+        value = channel_means(pre if recipe.pre_relu else post, filters)
+        return rgb, value, channel_means(ops.relu(post), filters)
 
     return CompiledRecipe(recipe, backend.recipe_step(losses_of, recipe.optimizer.update), backend.compiled(evaluate))
 

@@ -3,14 +3,14 @@
 from collections.abc import Callable
 
 from worker.engine.backend import Tensor
-from worker.engine.network import Stack, channel_means, pre_activation
+from worker.engine.network import Cut, activate, channel_means, pre_activation
 
 
-def channel_mean(stack: Stack, *, pre_relu: bool) -> Callable:
+def channel_mean(cut: Cut, *, pre_relu: bool) -> Callable:
     """losses(network_input, filters, relu) -> one loss per image: its filter's channel mean."""
 
     def losses(x: Tensor, filters: Tensor, relu: Callable) -> Tensor:
-        activations = pre_activation(stack, x, relu)
-        return channel_means(activations if pre_relu else relu(activations), filters)
+        activations = pre_activation(cut, x, relu)
+        return channel_means(activations if pre_relu else activate(cut, activations, relu), filters)
 
     return losses

@@ -24,7 +24,6 @@ class Recipe:
     optimizer: NormalisedAscent | Adam | NAdam
     pre_relu: bool = False
     redirect_steps: int = 0
-    caffe_preprocess: bool = True  # VGG16's own input preprocessing
     octaves: int = 1
     octave_scale: float = 1.2
     # Pixel images are shown standardised to this contrast; sigmoid images already are 0..255.

@@ -1,0 +1,75 @@
+"""Building each network of shared/models.py with Keras, and the table the API reads in its place.
+
+`python -m worker.architectures` rebuilds shared/model_tables.json from the networks themselves: the
+layers a picture is shown for (with their channels and downsampling), every convolution in order (what
+the cost model counts) and the parameter count (what a loaded network weighs).
+"""
+
+import json
+import math
+import sys
+from typing import Any
+
+import keras
+
+from shared.models import ARCHITECTURES, TABLES, Architecture, shown
+
+# The side the tables are measured at: a power of two, so each output side gives its stride exactly.
+MEASURED_SIDE = 256
+
+
+def build(architecture: Architecture, side: int | None = None) -> keras.Model:
+    """The network without its top and without weights, for inputs of any side (or of `side`)."""
+    constructor = getattr(keras.applications, architecture.keras_name)
+    return constructor(include_top=False, weights=None, input_shape=(side, side, 3))
+
+
+def _macs_per_pixel(layer: keras.layers.Layer, channels_in: int) -> int | None:
+    """Multiply-adds per output pixel of a convolution (None for any other layer)."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        depthwise = math.prod(layer.kernel_size) * channels_in * layer.depth_multiplier
+        return depthwise + channels_in * layer.depth_multiplier * layer.filters
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return math.prod(layer.kernel_size) * channels_in * layer.depth_multiplier
+    if isinstance(layer, keras.layers.Conv2D):
+        return math.prod(layer.kernel_size) * channels_in // layer.groups * layer.filters
+    if isinstance(layer, keras.layers.Dense):  # a 1x1 convolution, applied to every pixel (ConvNeXt)
+        return channels_in * layer.units
+    return None
+
+
+def _downsampling(shape: Any) -> int:
+    return 2 ** round(math.log2(MEASURED_SIDE / max(1, shape[1])))
+
+
+def table(architecture: Architecture) -> dict[str, Any]:
+    """The architecture's layers shown, its convolutions and its parameter count."""
+    network = build(architecture, MEASURED_SIDE)
+    layers, convolutions = [], []
+    for layer in network._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.InputLayer) or len(layer.output.shape) != 4:
+            continue
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+        macs = _macs_per_pixel(layer, inputs[0].shape[-1])
+        if macs is not None:
+            convolutions.append((_downsampling(layer.output.shape), macs, layer.output.shape[-1]))
+        if shown(architecture, layer.name):
+            channels = int(layer.output.shape[-1])
+            layers.append({"name": layer.name, "filters": channels, "downsampling": _downsampling(layer.output.shape),
+                           "convolutions": len(convolutions)})  # fmt: skip
+    return {"layers": layers, "convolutions": convolutions, "parameters": network.count_params()}
+
+
+def tables() -> dict[str, Any]:
+    """Every architecture's table, as shared/model_tables.json holds them."""
+    return {name: table(architecture) for name, architecture in ARCHITECTURES.items()}
+
+
+def main() -> int:
+    TABLES.write_text(json.dumps(tables(), indent=1) + "\n")
+    print(f"wrote {TABLES}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
