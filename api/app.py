@@ -17,6 +17,7 @@ from api.metrics import init_metrics
 from api.readiness import WriteProbe
 from api.services import Services
 from api.throttle import failed_logins
+from api.uploads import upload
 from api.web import web
 from api.webhooks import webhooks
 from api.workers import workers
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(web)
     app.register_blueprint(workers)
     app.register_blueprint(webhooks)
+    app.register_blueprint(upload)
     register_error_handlers(app)
     require_tokens(app, tokens, failed_logins(settings.redis_url, settings.failed_auth_limit))
     init_rate_limit(app, settings, "jobs.submit_job")

@@ -9,6 +9,7 @@ from api.services import Services
 from shared import cache
 from shared.numerics import numerics_identity
 from shared.spec import JobSpec
+from shared.uploads import upload_identity
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,11 @@ def cached_filters(services: Services, spec: JobSpec) -> Cached:
     if not spec.cache:
         return Cached()
     redis = services.jobs.redis
-    configured = numerics_identity(services.settings.weights, services.settings.precision)
-    weights = cache.weights_for_lookup(redis, configured, spec.model)
+    if spec.weights is not None:  # an upload's identity is its content's (shared/uploads.py)
+        weights: str | None = numerics_identity(upload_identity(spec.weights), services.settings.precision)
+    else:
+        configured = numerics_identity(services.settings.weights, services.settings.precision)
+        weights = cache.weights_for_lookup(redis, configured, spec.model)
     if weights is None:
         return Cached()
     hits = cache.lookup(redis, spec, weights, cache.cache_seconds(services.settings))

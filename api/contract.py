@@ -49,6 +49,7 @@ class Contract:
     query: type[BaseModel] | None = None
     # A model, or the name of a component the document builds itself (JobRequest: the deployment's limits).
     body: type[BaseModel] | str | None = None
+    body_media: str = JSON
 
 
 def documented(
@@ -58,11 +59,13 @@ def documented(
     path: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
     body: type[BaseModel] | str | None = None,
+    body_media: str = JSON,
 ) -> Callable[[View], View]:
     """Attach a route's contract to its view function (under the route decorator)."""
 
     def attach(view: View) -> View:
-        view.contract = Contract(operation_id, summary, replies, path, query, body)  # type: ignore[attr-defined]
+        contract = Contract(operation_id, summary, replies, path, query, body, body_media)
+        view.contract = contract  # type: ignore[attr-defined]
         return view
 
     return attach

@@ -68,18 +68,21 @@ def on_starting(server) -> None:
 
 
 @cache
-def _max_body_bytes() -> int:
+def _max_body_bytes(upload: bool) -> int:
     from shared.settings import Settings
 
-    return Settings().max_body_bytes
+    settings = Settings()
+    return settings.model_upload_mb * 2**20 if upload else settings.max_body_bytes
 
 
 def pre_request(worker, req) -> None:
-    """A body the app will refuse unread (413 over FILTERVIZ_MAX_BODY_BYTES) leaves the connection
-    unusable: its answer says `Connection: close` (gunicorn drops a Connection header the app sets)."""
+    """A body the app will refuse unread (413 over FILTERVIZ_MAX_BODY_BYTES, or an upload's limit)
+    leaves the connection unusable: its answer says `Connection: close` (gunicorn drops a Connection
+    header the app sets)."""
     worker.log.debug("%s %s", req.method, req.path)
     length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), None)
-    if length is not None and length.isdigit() and int(length) > _max_body_bytes():
+    upload = req.method == "POST" and req.path == "/v1/models"
+    if length is not None and length.isdigit() and int(length) > _max_body_bytes(upload):
         req.force_close()
 
 

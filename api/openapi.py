@@ -81,7 +81,7 @@ def _operation(contract: Contract, operation_id: str, rule: Rule) -> dict[str, A
     if parameters:
         operation["parameters"] = parameters
     if contract.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(contract.body)}}}
+        operation["requestBody"] = {"required": True, "content": {contract.body_media: {"schema": _ref(contract.body)}}}
     operation["responses"] = {str(status): _response(reply) for status, reply in sorted(contract.replies.items())}
     return operation
 

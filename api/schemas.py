@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from shared.models import ModelName
+
 # A job's parameters: the job spec under this deployment's limits, a component the document builds itself.
 JobParams = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/JobSpec"}]})]
 
@@ -74,6 +76,25 @@ class FilterList(BaseModel):
     id: str
     status: str
     filters: list[StoredFilter]
+
+
+class UploadForm(BaseModel):
+    """The form of POST /v1/models: a weights file and the architecture it is for."""
+
+    file: bytes = Field(description="Keras weights (HDF5: model.save_weights of the architecture without its top)")
+    architecture: ModelName
+    name: str | None = Field(None, max_length=64, description="a label for people")
+
+
+class Upload(BaseModel):
+    """An uploaded weights file: name it as a job's `weights` (its `id`)."""
+
+    id: str = Field(pattern=r"^upload:[0-9a-f]{64}$")
+    architecture: ModelName
+    name: str | None
+    bytes: int
+    parameters: int
+    created_at: str
 
 
 class Models(BaseModel):

@@ -50,6 +50,8 @@ class AtlasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: ModelName = DEFAULT_MODEL
+    # Uploaded weights for the model (POST /v1/models), or None: the deployment's.
+    weights: str | None = Field(None, pattern=r"^upload:[0-9a-f]{64}$")
     method: MethodName = SEED
     # Validated with each job's spec (by the method's model), kept here as asked for: the atlas' id hashes it.
     method_params: AnyMethodParams = Field(default_factory=dict)
@@ -64,9 +66,11 @@ class AtlasRequest(BaseModel):
 
 def job_request(request: AtlasRequest, layer: str, filters: list[int]) -> dict[str, Any]:
     """The job request (POST /v1/jobs body) of some filters of one layer of the atlas."""
-    body = {"model": request.model, "method": request.method, "method_params": request.method_params,
-            "layer": layer, "filters": filters, "image_size": request.image_size, "seed": request.seed,
-            "grid": ATLAS_GRID}  # fmt: skip
+    body: dict[str, Any] = {
+        "model": request.model, "weights": request.weights, "method": request.method,
+        "method_params": request.method_params, "layer": layer, "filters": filters, "image_size": request.image_size,
+        "seed": request.seed, "grid": ATLAS_GRID,
+    }  # fmt: skip
     if request.steps is not None:
         body["steps"] = request.steps
     if request.step_size is not None:
@@ -102,7 +106,9 @@ def plan(
 
 def atlas_id(request: AtlasRequest) -> str:
     """The atlas's id: a hash of what it renders, so that asking again resumes it."""
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # Without weights when it names none: an atlas asked for before uploads existed keeps its id.
+    asked = request.model_dump(mode="json", exclude={"weights"} if request.weights is None else None)
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

@@ -311,10 +311,10 @@ class Lifecycle:
     # --- a unit starts -------------------------------------------------------------------------
 
     def begin(
-        self, job_id: str, unit: str, worker: str, weights: Callable[[str], str], filters: list[int] | None = None
+        self, job_id: str, unit: str, worker: str, weights: Callable[[JobSpec], str], filters: list[int] | None = None
     ) -> Unit | Skipped:
         """Take the unit when it should run now; otherwise say why not (the task then does nothing).
-        `weights(model)`: the identity of the weights the worker renders that model with (raises
+        `weights(spec)`: the identity of the weights the worker renders the job with (raises
         WeightsUnavailable where it can't)."""
         deliveries.forget(self._redis, job_id, unit)  # from here on its lease, or its end, covers it
         job = self.jobs.get(job_id)
@@ -347,7 +347,7 @@ class Lifecycle:
             return Skipped("failed")
         if unit != FINISH:  # a finish renders only what the cache lost, under the job's weights
             try:
-                own = weights(job.spec.model)
+                own = weights(job.spec)
             except WeightsUnavailable as error:
                 self.fail(taken, "weights_unavailable", f"worker {worker}: {error}")
                 return Skipped("failed")

@@ -79,6 +79,8 @@ class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
     # The weights a worker keeps loaded, all models together (float32 parameters: VGG16's are 57 MB,
     # ConvNeXt Tiny's 107 MB); past it, the least recently used model is dropped (worker/loading.py).
     model_memory_mb: int = Field(1024, ge=64, validation_alias="FILTERVIZ_MODEL_MEMORY_MB")
+    # The largest weights file POST /v1/models takes (ConvNeXt Tiny's no-top weights are 107 MB).
+    model_upload_mb: int = Field(256, ge=1, validation_alias="FILTERVIZ_MODEL_UPLOAD_MB")
     # What the network computes in (worker/engine/precision.py): float32, bfloat16 or float16 (mixed:
     # the image and its update stay float32), or auto (bfloat16 where the CPU or GPU has it natively).
     precision: str = Field(

@@ -108,6 +108,10 @@ class JobSpecInput(BaseModel):
     limits: ClassVar[Limits | None] = None
 
     model: ModelName = Field(DEFAULT_MODEL, description="the network: GET /v1/models lists them and their layers")
+    # None: the deployment's (FILTERVIZ_WEIGHTS); or weights uploaded for the model (shared/uploads.py).
+    weights: str | None = Field(
+        None, pattern=r"^upload:[0-9a-f]{64}$", description="uploaded weights for the model (POST /v1/models): its id"
+    )
     method: MethodName = SEED
     # The method's own parameters, validated by its model (shared/methods.py); stored as a dict with
     # every default filled in.

@@ -21,11 +21,12 @@ import pytest
 import redis
 
 TEST_WEIGHTS = "random:3"
+SERVICE_CHUNK_SIZE = 4
 TIERS = ("unit", "engine", "stack", "browser", "compose")
 # Fixtures that put a test in a tier, checked in this order (the first that matches wins).
 TIER_FIXTURES = {
     "browser": {"browser"},
-    "stack": {"stack", "seaweedfs", "api", "sliced"},
+    "stack": {"stack", "service_stack", "seaweedfs", "api", "sliced"},
     "engine": {"engine", "loaded_model", "runs"},
 }
 
@@ -75,6 +76,16 @@ def loaded_model():
     from worker.model import load_network
 
     return load_network(TEST_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def service_stack(tmp_path_factory):
+    """One stack for the modules that submit jobs and read them back without breaking anything:
+    Redis, S3, the API and two workers (alpha, beta), chunks of SERVICE_CHUNK_SIZE filters."""
+    from tests.service_helpers import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("service"), ["alpha", "beta"], SERVICE_CHUNK_SIZE) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

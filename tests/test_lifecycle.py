@@ -11,7 +11,7 @@ from shared.lifecycle import DONE, FINISH, Lifecycle, Skipped, Unit
 from shared.manifest import MANIFEST_FILE
 from shared.numerics import WeightsUnavailable
 from shared.pictures import encode_png
-from shared.spec import parse_spec
+from shared.spec import JobSpec, parse_spec
 from shared.storage import job_key
 from shared.workers import publish
 from tests.fakes import Heard, MemoryStorage, Sent
@@ -19,8 +19,8 @@ from tests.fakes import Heard, MemoryStorage, Sent
 WEIGHTS = "random:3"
 
 
-def weights_of(model: str) -> str:
-    """The identity a worker with random:3 weights claims for any model."""
+def weights_of(spec: JobSpec) -> str:
+    """The identity a worker with random:3 weights claims for any job."""
     return WEIGHTS
 
 
@@ -102,7 +102,7 @@ def test_a_worker_with_other_weights_fails_the_job_never_mixing_them(world):
     lifecycle, _, _, _ = world
     lifecycle.submit("job", SPEC, [[0, 1], [2, 3]], client="alice", owner=None)
     started(lifecycle, "job", "0", [0, 1])
-    assert lifecycle.begin("job", "1", "host:1", lambda model: "random:4", [2, 3]) == Skipped("failed")
+    assert lifecycle.begin("job", "1", "host:1", lambda spec: "random:4", [2, 3]) == Skipped("failed")
     job = lifecycle.jobs.get("job")
     assert job is not None and job.error is not None and job.error.code == "weights_mismatch"
 
@@ -113,8 +113,8 @@ def test_a_worker_that_cannot_load_the_jobs_model_fails_it_with_a_code(world):
     lifecycle.submit("job", spec, [[0, 1]], client="alice", owner=None)
     asked = []
 
-    def weights(model: str) -> str:
-        asked.append(model)
+    def weights(spec: JobSpec) -> str:
+        asked.append(spec.model)
         raise WeightsUnavailable("resnet50 needs 90 MB of weights; this worker keeps 64 MB")
 
     assert lifecycle.begin("job", "0", "host:1", weights, [0, 1]) == Skipped("failed")

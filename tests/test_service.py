@@ -14,16 +14,15 @@ import requests
 from devstack.local import LocalStack, wait_until
 from shared.models import ARCHITECTURES
 from shared.storage import Storage
-from tests.conftest import TEST_WEIGHTS
-from tests.service_helpers import SMALL_JOB, fetch_png, get_job, running_stack, submit, wait_for
+from tests.conftest import SERVICE_CHUNK_SIZE, TEST_WEIGHTS
+from tests.service_helpers import SMALL_JOB, fetch_png, get_job, submit, wait_for
 
-CHUNK_SIZE = 4
+CHUNK_SIZE = SERVICE_CHUNK_SIZE
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("stack"), ["alpha", "beta"], CHUNK_SIZE) as stack:
-        yield stack
+def stack(service_stack):
+    return service_stack
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,25 @@ def test_the_form_offers_every_layer_with_the_spec_defaults(page):
     expect(page.get_by_label("to (not included)")).to_have_value("64")
 
 
+def test_choosing_a_model_offers_its_layers_and_submits_it(page, stack):
+    open_page(page)
+    expect(page.get_by_label("Model").locator("option")).to_have_count(10)
+    page.get_by_label("Model").select_option("resnet50")
+    layer = page.get_by_label("Layer")
+    expect(layer).to_have_value("conv4_block1_out")  # the model's own default
+    expect(layer.locator("option")).to_have_count(17)
+    expect(page.locator("#model-summary")).to_contain_text("ResNet50")
+    layer.select_option("conv2_block1_out")
+    page.get_by_label("to (not included)").fill("2")
+    page.get_by_label("Image size (px)").fill("32")
+    page.get_by_label("Steps").fill("1")
+    page.get_by_role("button", name="Submit").click()
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
+    job = requests.get(f"{stack.api_url}/v1/jobs/{page.url.rsplit('/', 1)[1]}", timeout=10).json()
+    assert (job["params"]["model"], job["params"]["layer"]) == ("resnet50", "conv2_block1_out")
+
+
 def test_submit_watch_the_job_finish_and_open_a_filter(page, stack):
     job = {**SMALL_JOB, "grid": {"n": 3}}
     open_page(page)
@@ -382,3 +401,24 @@ def test_two_methods_side_by_side_filter_by_filter(page, stack):
     expect(page.locator("#submit")).to_be_hidden()
     page.get_by_role("link", name="fourier").click()
     expect(page).to_have_url(re.compile(rf"/jobs/{second_id}$"))
+
+
+def test_the_same_filters_under_two_weights_side_by_side(page, stack, tmp_path):
+    from worker.model import load_network
+
+    weights = tmp_path / "fine-tuned.weights.h5"
+    load_network("random:5").network.save_weights(weights)
+    uploaded = requests.post(f"{stack.api_url}/v1/models", data={"architecture": "vgg16"},
+                             files={"file": weights.read_bytes()}, timeout=60).json()  # fmt: skip
+    before, after = (submit(stack.api_url, {**TINY_JOB, **extra}) for extra in ({}, {"weights": uploaded["id"]}))
+    open_page(page, f"/compare?a={before['id']}&b={after['id']}")
+    expect(page.locator("#compare-status")).to_contain_text(f"{uploaded['id']}: succeeded 4/4", timeout=120_000)
+    expect(page.locator("#compare-status")).to_contain_text(f"{TEST_WEIGHTS}: succeeded 4/4")
+    expect(page.locator("#compare-head th")).to_have_text(
+        ["Filter", re.compile(f"^{TEST_WEIGHTS}"), re.compile("^upload:")]
+    )
+    expect(page.locator("#compare-error-line")).to_have_text("")  # nothing but the weights differs
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#compare-rows img')].filter(i => i.naturalWidth === 32).length === 8"
+    )
+    page.screenshot(path=ARTIFACTS / "web-compare-weights.png", full_page=True)

@@ -3,12 +3,16 @@ model, loaded on first use and kept while memory allows); and sizing its batches
 
 import functools
 import gc
+import hashlib
 import logging
+import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from shared import uploads
 from shared.cost import filter_flops
 from shared.layers import model_tables
 from shared.models import DEFAULT_MODEL
@@ -62,47 +66,83 @@ def model_megabytes(model: str) -> int:
     return -(-model_tables()[model].parameters * 4 // 2**20)
 
 
-class Engines:
-    """A worker's loaded networks, one per model: VGG16 at start, any other on its first job, the least
-    recently used dropped when the next would not fit FILTERVIZ_MODEL_MEMORY_MB."""
+class UploadFiles:
+    """Uploaded weights (shared/uploads.py) on this worker's disk: fetched from the bucket on first use,
+    checked against their content address, and kept for the process's life."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, storage: Any, folder: Path | None = None) -> None:
+        self._storage = storage
+        self._folder = folder or Path(tempfile.gettempdir()) / "filterviz-uploads"
+
+    def path(self, weights: str) -> Path:
+        """The local file of upload `weights` (raises WeightsUnavailable where the bucket lost it)."""
+        sha256 = uploads.upload_sha256(weights)
+        path = self._folder / f"{sha256}.weights.h5"
+        if path.is_file():
+            return path
+        data = self._storage.get(uploads.weights_key(sha256))
+        if data is None or hashlib.sha256(data).hexdigest() != sha256:
+            raise WeightsUnavailable(f"the uploaded weights {weights} are gone from the bucket")
+        self._folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        partial.write_bytes(data)
+        partial.replace(path)  # whole or not at all
+        return path
+
+
+class Engines:
+    """A worker's loaded networks, one per model and weights: VGG16 with the deployment's at start, any
+    other on its first job, the least recently used dropped when the next would not fit
+    FILTERVIZ_MODEL_MEMORY_MB. `weights` None means the deployment's (FILTERVIZ_WEIGHTS), else an
+    upload's id."""
+
+    def __init__(self, settings: Settings, upload_files: UploadFiles | None = None) -> None:
         self._settings = settings
-        self._loaded: OrderedDict[str, LoadedEngine] = OrderedDict()
+        self._uploads = upload_files
+        self._loaded: OrderedDict[tuple[str, str | None], LoadedEngine] = OrderedDict()
         self.get(DEFAULT_MODEL)
 
     @property
-    def loaded(self) -> list[str]:
-        """The models loaded now, the least recently used first."""
+    def loaded(self) -> list[tuple[str, str | None]]:
+        """The (model, weights) loaded now, the least recently used first."""
         return list(self._loaded)
 
     @property
     def default(self) -> LoadedEngine:
-        """VGG16's engine: what the worker's heartbeat says it carries."""
-        return self._loaded.get(DEFAULT_MODEL) or self.get(DEFAULT_MODEL)
+        """VGG16's engine with the deployment's weights: what the worker's heartbeat says it carries."""
+        return self.get(DEFAULT_MODEL)
 
-    def get(self, model: str) -> LoadedEngine:
-        """The model's engine, loaded now where it is not (raises WeightsUnavailable, saying why)."""
-        if model in self._loaded:
-            self._loaded.move_to_end(model)
-            return self._loaded[model]
+    def get(self, model: str, weights: str | None = None) -> LoadedEngine:
+        """The engine of `model` with `weights`, loaded now where it is not (raises WeightsUnavailable,
+        saying why)."""
+        key = (model, weights)
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
         needed, budget = model_megabytes(model), self._settings.model_memory_mb
         if needed > budget:
             raise WeightsUnavailable(f"{model} needs {needed} MB of weights; this worker keeps {budget} MB "
                                      "(FILTERVIZ_MODEL_MEMORY_MB)")  # fmt: skip
-        while self._loaded and sum(map(model_megabytes, self._loaded)) + needed > budget:
+        while self._loaded and sum(model_megabytes(loaded) for loaded, _ in self._loaded) + needed > budget:
             dropped, _ = self._loaded.popitem(last=False)
             log.info("dropped %s to make room for %s", dropped, model)
         gc.collect()  # the dropped network's memory, before the next one takes its own
         try:
-            self._loaded[model] = load_engine(self._settings.weights, self._settings, model)
+            self._loaded[key] = load_engine(self._source(weights), self._settings, model)
         except WeightsError as error:
             raise WeightsUnavailable(str(error)) from None
-        return self._loaded[model]
+        return self._loaded[key]
 
-    def identity(self, model: str) -> str:
-        """The identity of the weights this worker renders `model` with (loading it where it is not)."""
-        return self.get(model).weights
+    def identity(self, spec: JobSpec) -> str:
+        """The identity of the weights this worker renders `spec` with (loading them where they are not)."""
+        return self.get(spec.model, spec.weights).weights
+
+    def _source(self, weights: str | None) -> str:
+        if weights is None:
+            return self._settings.weights
+        if self._uploads is None:
+            raise WeightsUnavailable(f"this process can't fetch uploaded weights ({weights})")
+        return str(self._uploads.path(weights))
 
 
 def pick_batch_size(spec: JobSpec, filter_count: int, settings: Settings) -> int:

@@ -57,13 +57,13 @@ class WorkerState:
 
 def start_process(settings: Settings, app: Celery) -> WorkerState:
     """Load the weights, check Redis and S3, and start the heartbeat and sweeper threads (raises on failure)."""
-    from worker.loading import Engines
+    from worker.loading import Engines, UploadFiles
 
-    engines = Engines(settings)
+    storage = Storage(settings, settings.retry_seconds)
+    engines = Engines(settings, UploadFiles(storage))
     loaded = engines.default
     job_store(settings, START_CHECK_SECONDS).ping()
     call_with_retry(Storage(settings).check, START_CHECK_SECONDS, transient_s3_error)
-    storage = Storage(settings, settings.retry_seconds)
     jobs = job_store(settings, settings.retry_seconds)
     events = CountingEvents(JobEvents(jobs, send_webhook(app)))
     lifecycle = Lifecycle(

@@ -190,7 +190,8 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
     )
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, f"chunk {chunk_index}"):
         rendered = render_filters(
-            current.engines.get(spec.model).engine, spec, filters, batch_size=batch_size, on_progress=advance,
+            current.engines.get(spec.model, spec.weights).engine, spec, filters, batch_size=batch_size,
+            on_progress=advance,
             should_stop=watch.should_stop,
         )  # fmt: skip
         if watch.reason == YIELDING and rendered:
@@ -217,7 +218,7 @@ def _store_filters(current: WorkerState, job_id: str, spec: Any, rendered: list,
     pngs = [encode_png(r.picture) for r in rendered]
     own = [(job_key(job_id, filter_file(r.index)), png, "image/png") for r, png in zip(rendered, pngs, strict=True)]
     entries = filter_entries(rendered, **extra, worker=current.name)
-    cache.store(current.storage, current.lifecycle.jobs.redis, spec, current.engines.identity(spec.model),
+    cache.store(current.storage, current.lifecycle.jobs.redis, spec, current.engines.identity(spec),
                 zip(entries, pngs, strict=True), cache.cache_seconds(settings), alongside=own)  # fmt: skip
     return entries
 
@@ -248,7 +249,7 @@ def _render_gone_hits(
     log.warning("job %s: the cached pictures of filters %s are gone from the bucket: rendering them again",
                 unit.job_id, gone)  # fmt: skip
     spec = unit.job.spec
-    engine = current.engines.get(spec.model).engine
+    engine = current.engines.get(spec.model, spec.weights).engine
     rendered = render_filters(engine, spec, gone, batch_size=pick_batch_size(spec, len(gone), settings),
                               should_stop=lambda: watch.reason not in (None, WORKER_STOPPING))  # fmt: skip
     if len(rendered) < len(gone):
@@ -310,7 +311,7 @@ def _assemble(current: WorkerState, unit: Unit, watch: Watch, just_stored: dict[
     stored = write_results(
         current.storage,
         job,
-        weights=job.weights or current.engines.identity(job.spec.model),
+        weights=job.weights or current.engines.identity(job.spec),
         entries=[*rendered, *again],
         hits=hits,
         timings={

@@ -104,25 +104,35 @@ export function element(tag, attributes = {}, ...children) {
 // ---- the form ----
 
 let layers = new Map(); // layer name -> filter count
+const models = new Map(); // model name -> its description in /v1/models: layers, default layer, smallest input
 const methods = new Map(); // method name -> its description in /v1/models: defaults, parameters, bounds
 
 async function loadModels() {
-  const { models, methods: described } = await api("/v1/models");
-  loadLayers(models[0]);
-  loadMethods(described.filter((method) => models[0].methods.includes(method.name)));
-}
-
-function loadLayers(model) {
-  const select = $("layer");
-  for (const layer of model.layers) {
-    layers.set(layer.name, layer.filters);
-    select.append(element("option", { value: layer.name }, `${layer.name} (${layer.filters} filters)`));
+  const { models: described, methods: methodList } = await api("/v1/models");
+  const select = $("model");
+  for (const model of described) {
+    models.set(model.name, model);
+    select.append(element("option", { value: model.name }, model.name));
   }
-  select.value = "block5_conv1";
-  select.addEventListener("change", () => {
-    $("filters-stop").value = Math.min(200, layers.get(select.value));
+  select.addEventListener("change", () => loadLayers(models.get(select.value)));
+  $("layer").addEventListener("change", () => {
+    $("filters-stop").value = Math.min(200, layers.get($("layer").value));
     showFilterHint();
   });
+  loadLayers(described[0]);
+  loadMethods(methodList.filter((method) => described[0].methods.includes(method.name)));
+}
+
+// The chosen model's layers, its default layer chosen.
+function loadLayers(model) {
+  const select = $("layer");
+  layers = new Map(model.layers.map((layer) => [layer.name, layer.filters]));
+  select.replaceChildren(
+    ...model.layers.map((layer) => element("option", { value: layer.name }, `${layer.name} (${layer.filters} filters)`)),
+  );
+  select.value = model.default_layer;
+  $("model-summary").textContent = `${model.description}; images of ${model.min_image_size} px or more`;
+  $("filters-stop").value = Math.min(200, layers.get(select.value));
   showFilterHint();
 }
 
@@ -181,6 +191,7 @@ function numberOrText(id) {
 
 function jobRequest() {
   const request = {
+    model: $("model").value,
     layer: $("layer").value,
     method: $("method").value,
     filters: { start: numberOrText("filters-start"), stop: numberOrText("filters-stop") },

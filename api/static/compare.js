@@ -64,39 +64,56 @@ async function loadFilters(side, job) {
 
 function draw(compare) {
   const jobs = compare.sides.map((side) => side.job);
-  $("compare-status").replaceChildren(...jobs.flatMap((job, i) => [i ? " · " : "", `${job.params.method}: `,
+  $("compare-status").replaceChildren(...jobs.flatMap((job, i) => [i ? " · " : "", `${label(jobs, job)}: `,
     element("span", { class: `status status-${job.status}` }, job.status), ` ${job.progress.done}/${job.progress.total}`]));
   $("compare-error-line").textContent = differences(jobs);
   // Redrawn only when something new arrived: pictures already shown are not fetched again.
   const state = JSON.stringify(compare.sides.map((side) => [side.job.status, side.filters.size, side.final]));
   if (state === compare.drawn) return;
   compare.drawn = state;
-  $("compare-title").textContent = `${jobs[0].params.layer}: ${jobs.map((job) => job.params.method).join(" and ")}, filter by filter`;
+  $("compare-title").textContent = `${jobs[0].params.layer}: ${jobs.map((job) => label(jobs, job)).join(" and ")}, filter by filter`;
   $("compare-head").replaceChildren(element("tr", {}, element("th", { scope: "col" }, "Filter"),
-    ...jobs.map((job) => element("th", { scope: "col" }, heading(job)))));
+    ...jobs.map((job) => element("th", { scope: "col" }, heading(jobs, job)))));
   const indexes = [...new Set(jobs.flatMap((job) => job.params.filters))].sort((a, b) => a - b);
   $("compare-rows").replaceChildren(...indexes.map((index) => element("tr", { "data-index": index },
     element("th", { scope: "row" }, String(index)),
-    ...compare.sides.map((side) => cell(side, index)))));
+    ...compare.sides.map((side) => cell(jobs, side, index)))));
 }
 
-function heading(job) {
+// What tells the two sides apart: their methods, or where those agree and the weights don't, their
+// weights (the same filters before and after fine-tuning, say).
+function weightsOf(job) {
+  return job.params.weights ?? job.weights ?? "the service's weights";
+}
+
+function comparedBy(jobs) {
+  const sameMethod = jobs[0].params.method === jobs[1].params.method;
+  return sameMethod && weightsOf(jobs[0]) !== weightsOf(jobs[1]) ? "weights" : "method";
+}
+
+function label(jobs, job) {
+  return comparedBy(jobs) === "weights" ? weightsOf(job) : job.params.method;
+}
+
+function heading(jobs, job) {
   const p = job.params;
-  const link = element("a", { href: `/jobs/${job.id}`, "data-route": "" }, p.method);
+  const link = element("a", { href: `/jobs/${job.id}`, "data-route": "" }, label(jobs, job));
   return element("span", {}, link, element("br"),
     element("span", { class: "hint" }, `${p.steps} steps × ${p.step_size}, ${p.image_size} px, seed ${p.seed}`));
 }
 
-// What differs between the two jobs besides the method and its settings, if anything.
+// What differs between the two jobs besides what is compared (the method and its settings, or the
+// weights where the methods agree), if anything.
 function differences(jobs) {
   const [a, b] = jobs.map((job) => job.params);
+  const compared = comparedBy(jobs);
   const differ = ["model", "layer", "image_size", "seed"].filter((name) => a[name] !== b[name]);
   if (a.filters.join() !== b.filters.join()) differ.push("filters");
-  if (jobs[0].weights && jobs[1].weights && jobs[0].weights !== jobs[1].weights) differ.push("weights");
-  return differ.length ? `These two jobs differ in ${differ.join(", ")}: not only the method changes.` : "";
+  if (compared === "method" && jobs[0].weights && jobs[1].weights && jobs[0].weights !== jobs[1].weights) differ.push("weights");
+  return differ.length ? `These two jobs differ in ${differ.join(", ")}: not only the ${compared} changes.` : "";
 }
 
-function cell(side, index) {
+function cell(jobs, side, index) {
   const { job } = side;
   const entry = side.filters.get(index);
   if (!entry) {
@@ -105,7 +122,7 @@ function cell(side, index) {
   }
   const url = job.links.filter.replace("{index}", index);
   const state = entry.dead ? "dead" : entry.revived ? "revived" : "alive";
-  const image = element("img", { alt: `Filter ${index} under ${job.params.method}`, width: PICTURE_PX, height: PICTURE_PX });
+  const image = element("img", { alt: `Filter ${index} under ${label(jobs, job)}`, width: PICTURE_PX, height: PICTURE_PX });
   showResult(image, "src", url);
   const link = element("a", {}, "picture");
   showResult(link, "href", url);

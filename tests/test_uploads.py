@@ -1,0 +1,163 @@
+"""Your own weights, on the real service: an upload round trip (a job with them, then the same job
+with the deployment's to compare), and hostile uploads refused with nothing stored."""
+
+import hashlib
+import http.client
+import io
+import json
+import pickle
+import zipfile
+from urllib.parse import urlsplit
+
+import h5py
+import numpy as np
+import pytest
+import requests
+
+from shared.storage import Storage
+from shared.uploads import UPLOAD_PREFIX, may_use
+from tests.conftest import TEST_WEIGHTS
+from tests.service_helpers import fetch_png, submit, wait_for
+
+JOB = {"layer": "block2_conv1", "filters": {"start": 0, "stop": 4}, "image_size": 32, "steps": 3, "seed": 7,
+       "grid": {"n": 2}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def api(service_stack):
+    return service_stack.api_url
+
+
+@pytest.fixture(scope="module")
+def weights_files(tmp_path_factory):
+    """A fine-tuned VGG16, as far as the service can tell (seeded random weights saved by Keras), and
+    ResNet50's, saved the same way."""
+    from worker.model import load_network
+
+    folder = tmp_path_factory.mktemp("weights")
+    files = {}
+    for model in ("vgg16", "resnet50"):
+        files[model] = folder / f"{model}.weights.h5"
+        load_network("random:5", model=model).network.save_weights(files[model])
+    return files
+
+
+def upload(api: str, data: bytes, architecture: str = "vgg16", **fields: str) -> requests.Response:
+    form = {"architecture": architecture, **fields}
+    return requests.post(f"{api}/v1/models", data=form, files={"file": ("weights.h5", data)}, timeout=60)
+
+
+def stored_uploads(stack) -> list[str]:
+    return Storage(stack.settings).list_keys(UPLOAD_PREFIX)
+
+
+def test_uploaded_weights_render_a_job_beside_the_deployments(api, service_stack, weights_files):
+    data = weights_files["vgg16"].read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    answer = upload(api, data, name="fine-tuned on flowers")
+    assert answer.status_code == 201, answer.text
+    record = answer.json()
+    assert (record["id"], record["architecture"], record["name"]) == (
+        f"upload:{sha256}",
+        "vgg16",
+        "fine-tuned on flowers",
+    )
+    assert record["parameters"] == 14_714_688 and record["bytes"] == len(data)
+    assert requests.get(f"{api}{answer.headers['Location']}", timeout=10).json() == record
+    again = upload(api, data)  # content-addressed: kept once
+    assert again.status_code == 201 and again.json()["id"] == record["id"]
+    assert sorted(stored_uploads(service_stack)) == [
+        f"{UPLOAD_PREFIX}{sha256}.json",
+        f"{UPLOAD_PREFIX}{sha256}.weights.h5",
+    ]
+
+    own = submit(api, {**JOB, "weights": record["id"]})
+    deployments = submit(api, JOB)
+    for job in (own, deployments):
+        done = wait_for(api, job["id"], {"succeeded", "failed"})
+        assert done["status"] == "succeeded", done["error"]
+    manifests = [
+        requests.get(f"{api}/v1/jobs/{job['id']}/manifest.json", timeout=10).json() for job in (own, deployments)
+    ]
+    assert [manifest["weights"] for manifest in manifests] == [f"file:{sha256}", TEST_WEIGHTS]
+    assert manifests[0]["params"]["weights"] == record["id"]
+    # Before and after: the same filters, seed and steps under the two weights paint other pictures.
+    grids = [fetch_png(f"{api}/v1/jobs/{job['id']}/grid.png") for job in (own, deployments)]
+    assert grids[0].shape == grids[1].shape and not np.array_equal(grids[0], grids[1])
+
+
+def test_a_job_naming_weights_it_cannot_use_is_a_422_naming_weights(api, weights_files):
+    record = upload(api, weights_files["vgg16"].read_bytes()).json()
+    for body, words in [
+        ({**JOB, "weights": "upload:" + "0" * 64}, "no upload"),
+        ({**JOB, "model": "resnet50", "layer": "conv2_block1_out", "weights": record["id"]}, "holds vgg16 weights"),
+        ({**JOB, "weights": "imagenet"}, "should match pattern"),
+    ]:
+        answer = requests.post(f"{api}/v1/jobs", json=body, timeout=10)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["problems"][0]["field"] == "weights" and words in answer.text
+
+
+def _archive(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _hdf5_of_strings() -> bytes:
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as weights:
+        weights.create_dataset("layers/payload", data=np.array([b"cos\nsystem\n(S'id'\ntR."], dtype=object),
+                               dtype=h5py.string_dtype())  # fmt: skip
+    return buffer.getvalue()
+
+
+LAMBDA_CONFIG = json.dumps({"class_name": "Functional", "config": {"layers": [{"class_name": "Lambda"}]}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("make", "architecture", "words"),
+    [
+        (lambda files: files["resnet50"].read_bytes(), "vgg16", "vgg16 without its top holds 14,714,688"),
+        (lambda files: pickle.dumps({"weights": [1.0, 2.0]}), "vgg16", "pickled"),
+        (lambda files: _hdf5_of_strings(), "vgg16", "only floating-point weights"),
+        (lambda files: b"not weights at all", "vgg16", "not a Keras weights file"),
+        (lambda files: _archive({"../../etc/cron.d/x": b"* * * * * root sh"}), "vgg16", "outside it"),
+        (lambda files: _archive({"config.json": LAMBDA_CONFIG, "model.weights.h5": b""}), "vgg16", "Lambda layer"),
+        (lambda files: _archive({"payload.pkl": pickle.dumps(1)}), "vgg16", "pickled or NumPy"),
+        (lambda files: files["vgg16"].read_bytes(), "vgg17", "architecture: one of"),
+    ],
+)
+def test_hostile_uploads_are_refused_naming_why_and_nothing_is_stored(
+    api, service_stack, weights_files, make, architecture, words
+):
+    before = stored_uploads(service_stack)
+    answer = upload(api, make(weights_files), architecture)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "upload_refused" and words in error["message"]
+    assert stored_uploads(service_stack) == before
+
+
+def test_a_2_gb_upload_is_a_413_before_its_body_is_read(api, service_stack):
+    before = stored_uploads(service_stack)
+    address = urlsplit(api)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.putrequest("POST", "/v1/models")
+    connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+    connection.putheader("Content-Length", str(2 * 2**30))
+    connection.endheaders()
+    connection.send(b"--x\r\n")  # and no more: the answer must not wait for the rest
+    answer = connection.getresponse()
+    assert answer.status == 413 and "FILTERVIZ_MODEL_UPLOAD_MB" in answer.read().decode()
+    assert stored_uploads(service_stack) == before
+
+
+@pytest.mark.unit
+def test_an_upload_is_its_owners_and_admins_and_anyones_where_it_has_no_owner():
+    owned, unowned = {"owners": ["alice"]}, {"owners": []}
+    assert may_use(owned, "alice", admin=False) and not may_use(owned, "bob", admin=False)
+    assert may_use(owned, "root", admin=True) and may_use(unowned, "bob", admin=False)
+    assert may_use(owned, None, admin=False)  # an API without tokens: every caller sees everything
