@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds (exit 4)")
     submit.add_argument("--retries", type=int, default=5, help="retries of 429, 503, refused connections (default 5)")
     submit.add_argument("--out", type=Path, help="with --wait: download grid, filters and manifest into this folder")
+    submit.add_argument("--weights", help="weights uploaded for the model (`filterviz upload` prints their id)")
+
+    upload = commands.add_parser("upload", help="upload weights for an architecture to a service; prints their id")
+    upload.add_argument("file", type=Path, help="Keras weights of the architecture without its top (.weights.h5)")
+    upload.add_argument("--architecture", choices=list(ARCHITECTURES), required=True, help="the network they are for")
+    upload.add_argument("--name", help="a label for people")
+    upload.add_argument("--api", default="http://localhost:8000", help="the service's URL (default %(default)s)")
+    upload.add_argument("--token", help="bearer token, where the service asks for one")
+    upload.add_argument("--retries", type=int, default=5, help="retries of 429, 503, refused connections (default 5)")
 
     atlas = commands.add_parser(
         "atlas", help="every filter of every conv layer under one method: rendered here, or on a service (--api)"

@@ -8,6 +8,7 @@ from cli.arguments import USAGE_ERROR, UsageError, build_parser, request_from_ar
 from cli.atlas_command import run_atlas
 from cli.render_command import fetch_imagenet_weights, list_layers, run_render
 from cli.submit_command import run_submit
+from cli.upload_command import run_upload
 from shared.settings import Settings
 
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "atlas":  # exit codes: cli/atlas_command.py
             return run_atlas(args)
+        if args.command == "upload":  # exit codes: cli/upload_command.py
+            return run_upload(args)
         if args.command == "submit":  # exit codes: cli/submit_command.py
             return run_submit(args, request_from_args(args))
         return run_render(args, Settings())

@@ -30,6 +30,8 @@ def run_submit(args: argparse.Namespace, request: dict[str, Any]) -> int:
     if not args.wait and (args.out is not None or args.timeout is not None):
         print("filterviz submit: error: --out and --timeout need --wait", file=sys.stderr)
         return USAGE
+    if args.weights is not None:  # the service's: an upload's id (render's --weights are this machine's)
+        request = {**request, "weights": args.weights}
     with Client(args.api, token=args.token, retries=args.retries) as client:
         try:
             job = client.submit(request)

@@ -125,6 +125,12 @@ class Client:
         """POST /v1/jobs: queue a job (every field optional, see the README); returns it as queued."""
         return Job.from_resource(self._json("POST", "/v1/jobs", 202, json=request or {}))
 
+    def upload_weights(self, path: Path, architecture: str, name: str | None = None) -> dict[str, Any]:
+        """POST /v1/models: upload weights for an architecture; their record, whose `id` a job names as `weights`."""
+        form = {"architecture": architecture, **({"name": name} if name else {})}
+        with path.open("rb") as weights:
+            return self._json("POST", "/v1/models", 201, data=form, files={"file": (path.name, weights)})
+
     def start_atlas(self, request: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/atlas: start an atlas, or resume the one with the same parameters; its resource."""
         return self._json("POST", "/v1/atlas", 202, json=request)

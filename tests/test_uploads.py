@@ -161,3 +161,18 @@ def test_an_upload_is_its_owners_and_admins_and_anyones_where_it_has_no_owner():
     assert may_use(owned, "alice", admin=False) and not may_use(owned, "bob", admin=False)
     assert may_use(owned, "root", admin=True) and may_use(unowned, "bob", admin=False)
     assert may_use(owned, None, admin=False)  # an API without tokens: every caller sees everything
+
+
+def test_filterviz_upload_prints_the_id_and_submit_renders_with_it(api, weights_files, capsys, tmp_path):
+    from cli.main import main
+
+    assert main(["upload", str(weights_files["vgg16"]), "--architecture", "vgg16", "--api", api]) == 0
+    upload_id = capsys.readouterr().out.strip()
+    assert upload_id == f"upload:{hashlib.sha256(weights_files['vgg16'].read_bytes()).hexdigest()}"
+    args = ["submit", "--api", api, "--layer", "block1_conv1", "--filters", "0-1", "--size", "32", "--steps", "2",
+            "--grid", "1", "--weights", upload_id, "--wait", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["params"]["weights"] == upload_id
+    # Refused: the ResNet50 file as VGG16's (exit 5, the reason on stderr).
+    assert main(["upload", str(weights_files["resnet50"]), "--architecture", "vgg16", "--api", api]) == 5
+    assert "vgg16 without its top holds 14,714,688" in capsys.readouterr().err
