@@ -12,6 +12,7 @@ from api.services import current_services
 from shared.layers import default_layer, model_tables
 from shared.methods import describe_methods
 from shared.models import ARCHITECTURES
+from shared.objectives import describe_objectives
 from shared.version import package_version
 from shared.workers import count_live
 
@@ -21,8 +22,8 @@ meta = Blueprint("meta", __name__)
 @meta.get("/v1/models")
 @documented("listModels", "Models and their layers with filter counts", replies={200: Reply("The models", Models)})
 def list_models():
-    """Each model with its conv layers and their filter counts, and the methods with their parameters and
-    defaults (from static tables, no TensorFlow)."""
+    """Each model with its conv layers and their filter counts, the methods with their parameters and
+    defaults, and the kinds of objective terms with theirs (from static tables, no TensorFlow)."""
     methods = describe_methods()
     tables = model_tables()
     return {
@@ -43,6 +44,7 @@ def list_models():
             for name, architecture in ARCHITECTURES.items()
         ],
         "methods": methods,
+        "objectives": describe_objectives(),
     }
 
 

@@ -102,6 +102,7 @@ class Models(BaseModel):
 
     models: list[dict[str, Any]]
     methods: list[dict[str, Any]] = []
+    objectives: list[dict[str, Any]] = []
 
 
 class Workers(BaseModel):

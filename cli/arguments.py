@@ -1,8 +1,9 @@
 """The `filterviz` command line: its parser, and the job its arguments describe."""
 
 import argparse
+import json
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -64,6 +65,28 @@ def parse_param(text: str) -> tuple[str, int | float | bool]:
         raise argparse.ArgumentTypeError(
             f"bad method parameter {text!r}: the value must be a number, true or false"
         ) from None
+
+
+def parse_term(text: str) -> dict[str, Any]:
+    """An objective term: JSON (`{"kind": "direction", "vector": [...]}`), or `kind[:name=value,...]`
+    with numbers for values (the spec validates the rest)."""
+    if text.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"bad objective term {text[:60]!r}: {error}") from None
+        if not isinstance(parsed, dict):
+            raise argparse.ArgumentTypeError(f"bad objective term {text[:60]!r}: a JSON object is needed")
+        return parsed
+    kind, _, given = text.partition(":")
+    term: dict[str, Any] = {"kind": kind}
+    for pair in filter(None, given.split(",")):
+        name, _, value = pair.partition("=")
+        try:
+            term[name.strip()] = float(value) if "." in value or "e" in value.lower() else int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad objective term {text[:60]!r}: {name} must be a number") from None
+    return term
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +165,11 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "--param", type=parse_param, action="append", default=[], metavar="NAME=VALUE",
         help="a parameter of the method, e.g. crops=4 (repeatable; GET /v1/models or README lists them)",
     )  # fmt: skip
+    parser.add_argument(
+        "--objective", type=parse_term, action="append", metavar="KIND[:NAME=VALUE,...]",
+        help="a term of what is maximised, e.g. neuron:x=0.25 or layer:weight=0.1, or a JSON term (repeatable: "
+        "summed; default channel)",
+    )  # fmt: skip
     parser.add_argument("--steps", type=int, help="ascent steps (default: the method's)")
     parser.add_argument("--step-size", type=float, help="step size or learning rate (default: the method's)")
     parser.add_argument("--grid", type=int, default=8, help="grid is N x N filters (default %(default)s)")
@@ -168,6 +196,8 @@ def request_from_args(args: argparse.Namespace) -> dict:
     }
     if args.layer is not None:
         request["layer"] = args.layer
+    if args.objective:
+        request["objective"] = args.objective
     if args.steps is not None:
         request["steps"] = args.steps
     if args.step_size is not None:

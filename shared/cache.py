@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 
+from shared import objectives
 from shared.keys import AGREED_WEIGHTS, CACHE_INDEX
 from shared.manifest import filter_file
 from shared.models import DEFAULT_MODEL
@@ -64,6 +65,9 @@ def entry_hash(spec: JobSpec, weights: str, index: int) -> str:
         "seed": spec.seed,
         "filter": index,
     }
+    objective = spec.objective_terms
+    if not objectives.is_default(objective):  # the channel mean alone keeps the keys it always had
+        key["objective"] = objective
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

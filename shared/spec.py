@@ -31,6 +31,7 @@ from pydantic.fields import FieldInfo
 from shared.layers import ConvLayer, default_layer, find_layer, model_tables
 from shared.methods import METHODS, SEED, AnyMethodParams, MethodName
 from shared.models import ARCHITECTURES, DEFAULT_MODEL, ModelName
+from shared.objectives import DEFAULT_OBJECTIVE, AnyTerm, Channel, Direction, Objective, as_terms
 
 DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
 # No conv layer of any model has more filters: ranges and indexes are bounded by it before
@@ -123,6 +124,8 @@ class JobSpecInput(BaseModel):
     layer: str = Field(
         default_layer(DEFAULT_MODEL), max_length=64, description="default: the model's first layer at 1/16 of the input"
     )
+    # What the pictures maximise (shared/objectives.py): one term or a list, stored as the list.
+    objective: Objective = Field(default_factory=lambda: [Channel()], validate_default=True)
     # A list or a {start, stop} range; validated into the explicit list of filter indices (JobSpec).
     filters: RequestedFilters | None = Field(None, validate_default=True)
     image_size: int = Field(128, ge=1)
@@ -136,6 +139,11 @@ class JobSpecInput(BaseModel):
     priority: int = Field(0, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     # Recorded with the job so the same request can be rendered again identically.
     seed: int = Field(default_factory=lambda: secrets.randbelow(2**31), ge=0, lt=2**63)
+
+    @property
+    def objective_terms(self) -> list[dict[str, Any]]:
+        """The objective as plain terms, every default filled in (what the engine and the cache key take)."""
+        return [term.model_dump() for term in self.objective]
 
     @property
     def grid_side(self) -> int:
@@ -173,6 +181,22 @@ class JobSpecInput(BaseModel):
                 f"unknown layer {layer!r} for {model}; {(info.context or {}).get(LAYERS_HINT, API_LAYERS)}"
             )
         return layer
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _one_term_or_many(cls, objective: Any) -> Any:
+        return as_terms(objective)
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_fits(cls, terms: list[AnyTerm], info: ValidationInfo) -> list[AnyTerm]:
+        if info.data.get("method") == SEED and [term.model_dump() for term in terms] != DEFAULT_OBJECTIVE:
+            raise ValueError("method seed maximises its channel's mean alone (the Keras example): choose another")
+        layer = _layer_of(info)
+        for term in terms:
+            if isinstance(term, Direction) and layer is not None and len(term.vector) != layer.filters:
+                raise ValueError(f"a direction in {layer.name} has {layer.filters} numbers, not {len(term.vector)}")
+        return terms
 
     @field_validator("filters")
     @classmethod

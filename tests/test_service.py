@@ -229,6 +229,17 @@ def test_a_job_on_another_model_renders_it_on_the_same_workers(api):
     assert [entry["index"] for entry in manifest["filters"]] == [0, 1, 2, 3]
 
 
+def test_a_job_maximises_the_objective_it_asks_for(api):
+    objective = [{"kind": "neuron", "x": 0.25, "y": 0.75}, {"kind": "layer", "weight": 0.01}]
+    job = submit(api, {**SMALL_JOB, "method": "fourier", "steps": 3, "objective": objective})
+    done = wait_for(api, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    manifest = requests.get(f"{api}/v1/jobs/{job['id']}/manifest.json", timeout=10).json()
+    assert [term["kind"] for term in manifest["params"]["objective"]] == ["neuron", "layer"]
+    listed = requests.get(f"{api}/v1/models", timeout=10).json()["objectives"]
+    assert [entry["kind"] for entry in listed] == ["channel", "neuron", "layer", "direction"]
+
+
 def test_models_health_readiness_and_docs(api):
     models = requests.get(f"{api}/v1/models", timeout=10).json()["models"]
     assert [model["name"] for model in models] == list(ARCHITECTURES)

@@ -45,8 +45,8 @@ def ascend_spec(
     on_batch: Callable[[list[FilterAscent]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[FilterAscent]:
-    """The raw ascent of `filters` with the spec's method and its parameters, layer, size, steps, step size
-    and seed."""
+    """The raw ascent of `filters` with the spec's method and its parameters, objective, layer, size,
+    steps, step size and seed."""
     return engine.ascend(
         spec.layer,
         filters,
@@ -59,6 +59,7 @@ def ascend_spec(
         should_stop=should_stop,
         method=spec.method,
         method_params=spec.method_params,
+        objective=spec.objective_terms,
     )
 
 

@@ -14,6 +14,7 @@ from worker.engine.backend import select_backend
 # Keras reads its backend once, on import: choose it before anything below imports keras.
 select_backend()
 
+import json  # noqa: E402
 from collections import OrderedDict  # noqa: E402
 from collections.abc import Callable, Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
@@ -23,6 +24,7 @@ import keras  # noqa: E402
 from shared.layers import layer_named  # noqa: E402
 from shared.methods import METHODS, SEED  # noqa: E402
 from shared.models import ARCHITECTURES, DEFAULT_MODEL, seed_preprocessing  # noqa: E402
+from shared.objectives import DEFAULT_OBJECTIVE  # noqa: E402
 from worker.engine.backend import step_module  # noqa: E402
 from worker.engine.core import FilterAscent  # noqa: E402
 from worker.engine.loop import CompiledRecipe, ascend_recipe_batch, compile_recipe  # noqa: E402
@@ -79,13 +81,21 @@ class AscentEngine:
         pixels = keras.Input((None, None, 3))
         return keras.Model(pixels, up_to(preprocess(kind, pixels)))
 
-    def compiled_recipe(self, layer: str, method: str, params: Mapping[str, Any] | None) -> CompiledRecipe:
-        """A method's compiled recipe on a layer, built on first use (the least recently used is dropped)."""
+    def compiled_recipe(
+        self,
+        layer: str,
+        method: str,
+        params: Mapping[str, Any] | None,
+        objective: Sequence[Mapping[str, Any]] = DEFAULT_OBJECTIVE,
+    ) -> CompiledRecipe:
+        """A method's compiled recipe on a layer for an objective, built on first use (the least recently
+        used is dropped)."""
         resolved = METHODS[method].resolve(params)
-        key = (layer, method, tuple(sorted(resolved.items())))
+        key = (layer, method, tuple(sorted(resolved.items())), json.dumps(objective, sort_keys=True))
         if key not in self._recipes:
             recipe = build_recipe(method, resolved)
-            self._recipes[key] = compile_recipe(cut_at(self._network, layer), recipe, self._architecture.preprocessing)
+            cut = cut_at(self._network, layer)
+            self._recipes[key] = compile_recipe(cut, recipe, self._architecture.preprocessing, objective)
             if len(self._recipes) > COMPILED_RECIPES_KEPT:
                 self._recipes.popitem(last=False)
         self._recipes.move_to_end(key)
@@ -105,6 +115,7 @@ class AscentEngine:
         should_stop: Callable[[], bool] | None = None,
         method: str = SEED,
         method_params: Mapping[str, Any] | None = None,
+        objective: Sequence[Mapping[str, Any]] = DEFAULT_OBJECTIVE,
     ) -> list[FilterAscent]:
         """Ascend every filter in `filters` in the given order, by `method`.
 
@@ -124,7 +135,7 @@ class AscentEngine:
 
             per_batch = batch_size
         else:
-            compiled = self.compiled_recipe(layer, method, method_params)
+            compiled = self.compiled_recipe(layer, method, method_params, objective)
             min_size = layer_named(layer, self._model).min_image_size
 
             def run(batch: list[int]) -> list[FilterAscent] | None:

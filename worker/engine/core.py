@@ -10,6 +10,7 @@ class FilterAscent:
     """One filter's outcome: its image (RGB, 0..255 scale), its final loss, whether it is dead, steps run.
 
     `revived`: the filter was dead on its starting image and is alive on its final one.
+    `start_loss`: the objective on the starting image, where the method measures it (not `seed`).
     """
 
     index: int
@@ -18,6 +19,7 @@ class FilterAscent:
     dead: bool
     steps_run: int
     revived: bool = False
+    start_loss: float | None = None
 
 
 def filter_rng(seed: int, filter_index: int, stream: int = 0) -> np.random.Generator:

@@ -1,33 +1,39 @@
 """The loop every recipe shares: start images, octaves of compiled steps, a final clean evaluation."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from keras import ops
 
 from shared.models import Preprocessing
+from shared.objectives import DEFAULT_OBJECTIVE, tracks_channels
 from worker.engine.backend import Tensor
 from worker.engine.backend import active as backend
 from worker.engine.core import FilterAscent, filter_keys
 from worker.engine.network import Cut, activate, channel_means, pre_activation, preprocess
-from worker.engine.objectives import channel_mean
+from worker.engine.objectives import objective, objective_values
 from worker.engine.recipes import Recipe
 from worker.engine.schedule import octaves
 
 
 @dataclass(frozen=True)
 class CompiledRecipe:
-    """A recipe's compiled step and evaluation on one layer."""
+    """A recipe's compiled step and evaluation on one layer, for one objective."""
 
     recipe: Recipe
     step: Callable
     evaluate: Callable
+    # Whether each filter's own channel is maximised (else a filter's index only seeds its picture).
+    per_filter: bool = True
 
 
-def compile_recipe(cut: Cut, recipe: Recipe, preprocessing: Preprocessing) -> CompiledRecipe:
+def compile_recipe(
+    cut: Cut, recipe: Recipe, preprocessing: Preprocessing, terms: Sequence[Mapping[str, Any]] = DEFAULT_OBJECTIVE
+) -> CompiledRecipe:
     """Compile the recipe's step (losses under random transforms, gradient, update) and evaluation."""
-    objective = channel_mean(cut, pre_relu=recipe.pre_relu)
+    losses = objective(cut, terms, pre_relu=recipe.pre_relu)
     copies = recipe.transform.copies
 
     def network_input(rgb: Tensor) -> Tensor:
@@ -36,19 +42,23 @@ def compile_recipe(cut: Cut, recipe: Recipe, preprocessing: Preprocessing) -> Co
     def losses_of(variable, filters, keys, step, progress, redirect):
         seen = recipe.transform.apply(recipe.param.rgb(variable), keys, step, progress)
         relu = backend.redirectable_relu(redirect)
-        losses = objective(network_input(seen), ops.repeat(filters, copies, axis=0), relu)
+        # The transforms pad the picture: a position in it is that far in from the network's edges (the
+        # side is static in each compiled shape).
+        inset = getattr(recipe.transform, "pad", 0) / seen.shape[1]
+        values = losses(network_input(seen), ops.repeat(filters, copies, axis=0), relu, inset)
         # An image's loss is the mean over the copies (crops) it was seen as.
-        return ops.mean(ops.reshape(losses, (-1, copies)), axis=1)
+        return ops.mean(ops.reshape(values, (-1, copies)), axis=1)
 
     def evaluate(variable, filters):
         """The image, its objective and the mean of its channel's positive part, with no transform."""
         rgb = recipe.param.rgb(variable)
         pre = pre_activation(cut, network_input(rgb), ops.relu)
         post = activate(cut, pre, ops.relu)
-        value = channel_means(pre if recipe.pre_relu else post, filters)
+        value = objective_values(pre if recipe.pre_relu else post, filters, terms)
         return rgb, value, channel_means(ops.relu(post), filters)
 
-    return CompiledRecipe(recipe, backend.recipe_step(losses_of, recipe.optimizer.update), backend.compiled(evaluate))
+    step = backend.recipe_step(losses_of, recipe.optimizer.update)
+    return CompiledRecipe(recipe, step, backend.compiled(evaluate), tracks_channels(terms))
 
 
 def ascend_recipe_batch(
@@ -65,14 +75,15 @@ def ascend_recipe_batch(
     """Run a recipe on one batch, one image per filter; None when `should_stop` said so between steps.
 
     Filters never stop early (transforms and redirected gradients can bring a dead one back); a
-    filter is dead when its final picture leaves its channel at zero after the ReLU.
+    filter is dead when its final picture leaves its channel at zero after the ReLU (where the
+    objective is about its channel; otherwise none is).
     """
     recipe = compiled.recipe
     schedule = octaves(image_size, steps, recipe.octaves, recipe.octave_scale, min_size)
     variable = ops.convert_to_tensor(np.stack([recipe.param.init(seed, k, schedule[0].size) for k in filters]))
     filter_ids = ops.convert_to_tensor(np.array(filters, np.int32))
     keys = ops.convert_to_tensor(filter_keys(seed, filters))
-    _, _, start_activation = compiled.evaluate(variable, filter_ids)
+    _, start_value, start_activation = (np.asarray(x) for x in compiled.evaluate(variable, filter_ids))
     t, size = 0, schedule[0].size
     for octave in schedule:
         if octave.size != size:
@@ -93,9 +104,17 @@ def ascend_recipe_batch(
                 ops.convert_to_tensor(t <= recipe.redirect_steps),
             )
     rgb, value, activation = (np.asarray(x) for x in compiled.evaluate(variable, filter_ids))
-    started_dead = np.asarray(start_activation) <= 0
-    dead = activation <= 0
+    started_dead = (start_activation <= 0) & compiled.per_filter
+    dead = (activation <= 0) & compiled.per_filter
     return [
-        FilterAscent(k, rgb[i], float(value[i]), bool(dead[i]), steps, bool(started_dead[i] and not dead[i]))
+        FilterAscent(
+            k,
+            rgb[i],
+            float(value[i]),
+            bool(dead[i]),
+            steps,
+            bool(started_dead[i] and not dead[i]),
+            start_loss=float(start_value[i]),
+        )
         for i, k in enumerate(filters)
     ]
