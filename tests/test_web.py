@@ -422,3 +422,21 @@ def test_the_same_filters_under_two_weights_side_by_side(page, stack, tmp_path):
         "() => [...document.querySelectorAll('#compare-rows img')].filter(i => i.naturalWidth === 32).length === 8"
     )
     page.screenshot(path=ARTIFACTS / "web-compare-weights.png", full_page=True)
+
+
+def test_choose_a_neuron_objective_and_see_seed_refuse_it(page, stack):
+    open_page(page)
+    expect(page.locator("#neuron-position")).to_be_hidden()
+    page.get_by_label("Objective").select_option("neuron")
+    expect(page.locator("#objective-summary")).to_contain_text("one position")
+    page.get_by_label("across, 0 (left) to 1 (right)").fill("0.25")
+    fill_job(page, TINY_JOB)
+    page.get_by_role("button", name="Submit").click()  # seed: its channel's mean only
+    expect(page.locator("#objective-error")).to_contain_text("method seed maximises its channel's mean alone")
+    page.get_by_label("Method", exact=True).select_option("fourier")
+    page.get_by_label("Steps", exact=True).fill("2")
+    page.get_by_role("button", name="Submit").click()
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
+    job = requests.get(f"{stack.api_url}/v1/jobs/{page.url.rsplit('/', 1)[1]}", timeout=10).json()
+    assert job["params"]["objective"] == [{"weight": 1.0, "kind": "neuron", "x": 0.25, "y": 0.5}]

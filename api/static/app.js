@@ -108,7 +108,7 @@ const models = new Map(); // model name -> its description in /v1/models: layers
 const methods = new Map(); // method name -> its description in /v1/models: defaults, parameters, bounds
 
 async function loadModels() {
-  const { models: described, methods: methodList } = await api("/v1/models");
+  const { models: described, methods: methodList, objectives: objectiveList } = await api("/v1/models");
   const select = $("model");
   for (const model of described) {
     models.set(model.name, model);
@@ -121,6 +121,29 @@ async function loadModels() {
   });
   loadLayers(described[0]);
   loadMethods(methodList.filter((method) => described[0].methods.includes(method.name)));
+  loadObjectives(objectiveList);
+}
+
+// The kinds of objective a form can set (a direction's vector is for the API); the channel mean first.
+function loadObjectives(described) {
+  const select = $("objective");
+  for (const kind of described.filter((entry) => entry.kind !== "direction")) {
+    select.append(element("option", { value: kind.kind }, kind.kind));
+  }
+  const summaries = new Map(described.map((entry) => [entry.kind, entry.summary]));
+  const show = () => {
+    $("objective-summary").textContent = summaries.get(select.value);
+    $("neuron-position").hidden = select.value !== "neuron";
+  };
+  select.addEventListener("change", show);
+  show();
+}
+
+// The form's objective: none for the channel mean (the default), else its one term.
+function objectiveRequest() {
+  const kind = $("objective").value;
+  if (kind === "channel") return undefined;
+  return kind === "neuron" ? { kind, x: numberOrText("neuron-x"), y: numberOrText("neuron-y") } : { kind };
 }
 
 // The chosen model's layers, its default layer chosen.
@@ -208,6 +231,8 @@ function jobRequest() {
     const value = input.type === "checkbox" ? input.checked : numberOrText(input.id);
     if (value !== "") request.method_params[input.dataset.param] = value;
   }
+  const objective = objectiveRequest();
+  if (objective) request.objective = objective;
   return request;
 }
 
