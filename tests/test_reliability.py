@@ -297,7 +297,8 @@ def test_a_worker_with_bad_weights_exits_non_zero_and_takes_no_task(stack, api):
     broken = stack.spawn_worker("broken", env={"FILTERVIZ_WEIGHTS": "/nonexistent/vgg16.weights.h5"})
     assert broken.wait(timeout=120) != 0
     stack.processes.pop("broken")
-    assert "WeightsError" in (stack.workdir / "broken.log").read_text()
+    said = "WeightsUnavailable: weights file /nonexistent/vgg16.weights.h5 does not exist"
+    assert said in (stack.workdir / "broken.log").read_text()
     assert get_job(api, job["id"])["status"] == "queued"
     units = redis_of(stack).hgetall(f"filterviz:job:{job['id']}:units")
     assert not [name for name in units if name.startswith(b"starts:")]  # no chunk was started
