@@ -8,7 +8,7 @@ than their bound and need no help from the workers.
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import cast
 
 import redis
@@ -92,9 +92,11 @@ class Admission:
         return status in FINISHED or (status is None and not in_flight)
 
 
-def init_rate_limit(app: Flask, settings: Settings, endpoint: str) -> None:
-    """Rate-limit the view of `endpoint` (submission) per client with flask-limiter, counted in Redis."""
-    if settings.submit_rate_limit.strip().lower() in {"", "off"}:
+def init_rate_limit(app: Flask, settings: Settings, limits: Mapping[str, str]) -> None:
+    """Rate-limit the views of some endpoints per client with flask-limiter, counted in Redis: `limits`
+    maps an endpoint to its limit ("off" or empty: none)."""
+    limits = {endpoint: limit for endpoint, limit in limits.items() if limit.strip().lower() not in {"", "off"}}
+    if not limits:
         return
     limiter = Limiter(
         client_identity,
@@ -106,8 +108,9 @@ def init_rate_limit(app: Flask, settings: Settings, endpoint: str) -> None:
     )
     # The limit wraps this app's view: each app (and test) has its own limiter and storage.
     # The view is sync: the limiter's wrapper keeps its type, which Flask's sync-or-async RouteCallable blurs.
-    view = cast(Callable[..., ResponseReturnValue], app.view_functions[endpoint])
-    app.view_functions[endpoint] = limiter.limit(settings.submit_rate_limit)(view)
+    for endpoint, limit in limits.items():
+        view = cast(Callable[..., ResponseReturnValue], app.view_functions[endpoint])
+        app.view_functions[endpoint] = limiter.limit(limit)(view)
 
     @app.errorhandler(RateLimitExceeded)
     def _too_fast(error: RateLimitExceeded):
@@ -115,6 +118,7 @@ def init_rate_limit(app: Flask, settings: Settings, endpoint: str) -> None:
         wait = current.reset_at - time.time() if current else error.limit.limit.get_expiry()
         retry_after = max(1, math.ceil(wait))
         message = (
-            f"too many submissions from {client_identity()} (at most {error.description}); try again in {retry_after} s"
+            f"too many {request.method} {request.path} from {client_identity()} (at most {error.description}); "
+            f"try again in {retry_after} s"
         )
         return ApiError(429, "too_many_requests", message, retry_after=retry_after).response()

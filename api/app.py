@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(upload)
     register_error_handlers(app)
     require_tokens(app, tokens, failed_logins(settings.redis_url, settings.failed_auth_limit))
-    init_rate_limit(app, settings, "jobs.submit_job")
+    limits = {"jobs.submit_job": settings.submit_rate_limit, "uploads.upload_weights": settings.upload_rate_limit}
+    init_rate_limit(app, settings, limits)
     add_security_headers(app)
     return app

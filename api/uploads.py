@@ -29,6 +29,7 @@ def _refused(field: str, reason: str, status: int = 422) -> ApiError:
     415: error("Not multipart/form-data"),
     422: error("Refused, saying why: not HDF5 weights, pickled or object data, an archive, or weights that don't "
                "fit the architecture (each field named)"),
+    429: error("Too many uploads from this client (FILTERVIZ_UPLOAD_RATE_LIMIT)", retry=True),
     **UNAVAILABLE,
 })  # fmt: skip
 def upload_weights():

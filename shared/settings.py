@@ -130,6 +130,8 @@ class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
     max_active_jobs_per_client: int = Field(10, ge=1, validation_alias="FILTERVIZ_MAX_ACTIVE_JOBS_PER_CLIENT")
     # flask-limiter's notation, e.g. "120 per minute"; "off" turns the rate limit off.
     submit_rate_limit: str = Field("120 per minute", validation_alias="FILTERVIZ_SUBMIT_RATE_LIMIT")
+    # Weights uploads per client (POST /v1/models): each may be FILTERVIZ_MODEL_UPLOAD_MB of storage.
+    upload_rate_limit: str = Field("20 per hour", validation_alias="FILTERVIZ_UPLOAD_RATE_LIMIT")
 
     # Access (api/auth.py): a file of `<name> <user|admin> <sha256 hex>` lines turns bearer tokens on;
     # unset, the API is open (the local stack).

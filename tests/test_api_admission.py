@@ -18,6 +18,7 @@ ENV = {
     "FILTERVIZ_MAX_ACTIVE_JOBS_PER_CLIENT": str(PER_CLIENT),
     "FILTERVIZ_MAX_ACTIVE_JOBS": str(IN_ALL),
     "FILTERVIZ_SUBMIT_RATE_LIMIT": f"{RATE} per minute",
+    "FILTERVIZ_UPLOAD_RATE_LIMIT": "2 per minute",
     # Raised above its built-in default: a job using it must still load back (stored specs).
     "FILTERVIZ_MAX_STEPS": "1000",
 }
@@ -93,6 +94,17 @@ def test_submissions_are_rate_limited_per_client_even_invalid_ones(clients):
     assert status == 429 and body["error"]["code"] == "too_many_requests"
     assert 0 < int(headers["Retry-After"]) <= 61  # the rest of the minute's window
     assert bob.submit()[0] == 202  # another client is not slowed down
+
+
+def test_uploads_have_their_own_rate_limit(clients):
+    carol = clients("127.0.0.32")
+    junk = ("--x\r\nContent-Disposition: form-data; name=\"architecture\"\r\n\r\nvgg16\r\n--x\r\n"
+            'Content-Disposition: form-data; name="file"; filename="w.h5"\r\n\r\nnot weights\r\n--x--\r\n')  # fmt: skip
+    form = "multipart/form-data; boundary=x"
+    assert [carol.request("POST", "/v1/models", junk, form)[0] for _ in range(2)] == [422, 422]
+    status, headers, body = carol.request("POST", "/v1/models", junk, form)
+    assert status == 429 and "too many POST /v1/models" in body["error"]["message"] and int(headers["Retry-After"]) > 0
+    assert carol.submit()[0] == 202  # submissions are counted apart
 
 
 def test_a_job_within_a_raised_limit_is_served_after_it_is_stored(clients):
