@@ -17,6 +17,7 @@ from api.metrics import init_metrics
 from api.readiness import WriteProbe
 from api.services import Services
 from api.throttle import failed_logins
+from api.units import units
 from api.uploads import upload
 from api.web import web
 from api.webhooks import webhooks
@@ -72,9 +73,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(workers)
     app.register_blueprint(webhooks)
     app.register_blueprint(upload)
+    app.register_blueprint(units)
     register_error_handlers(app)
     require_tokens(app, tokens, failed_logins(settings.redis_url, settings.failed_auth_limit))
-    limits = {"jobs.submit_job": settings.submit_rate_limit, "uploads.upload_weights": settings.upload_rate_limit}
+    limits = {"jobs.submit_job": settings.submit_rate_limit, "uploads.upload_weights": settings.upload_rate_limit,
+              "units.unit_picture": settings.unit_rate_limit}  # fmt: skip
     init_rate_limit(app, settings, limits)
     add_security_headers(app)
     return app

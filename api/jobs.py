@@ -118,13 +118,14 @@ def request_body() -> dict[str, Any]:
     return body
 
 
-def _admissible_spec(body: dict[str, Any], settings: Settings) -> JobSpec:
-    """The validated spec, or 422 naming each bad field, or saying how far over budget the job is."""
+def admissible_spec(body: dict[str, Any], settings: Settings, code: str = "invalid_job") -> JobSpec:
+    """The validated spec, or 422 naming each bad field (error `code`), or saying how far over budget
+    the job is."""
     try:
         spec = parse_spec(body, settings.limits)
     except ValidationError as error:
         problems = describe_problems(error)
-        raise ApiError(422, "invalid_job", f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None
+        raise ApiError(422, code, f"{problems[0]['field']}: {problems[0]['reason']}", problems) from None
     reason = over_budget(spec, settings.budget)
     if reason is not None:
         raise ApiError(422, "over_budget", reason, [{"field": "body", "reason": reason}])
@@ -154,7 +155,7 @@ def submit_job():
     services = current_services()
     body = request_body()
     asked_webhook = take_request_fields(body)
-    spec = _admissible_spec(body, services.settings)
+    spec = admissible_spec(body, services.settings)
     check_priority(spec.priority)
     check_weights(spec)
     webhook = admissible_webhook(asked_webhook, services)

@@ -47,6 +47,9 @@ AGREED_WEIGHTS = "filterviz:cache:agreed-weights"  # string: the weights the liv
 
 # --- the API's admission and access (api/) ---------------------------------------------------------
 ACTIVE_JOBS = "filterviz:admission:active"  # sorted set (and + ":" + client): unfinished jobs -> when
+# --- units on demand (api/units.py) ----------------------------------------------------------------
+ON_DEMAND_JOB = "filterviz:units:job:"  # + unit hash: string, with a TTL: the job rendering (or that rendered) it
+ON_DEMAND_VISITOR = "filterviz:units:visitor:"  # + visitor: set of the on-demand jobs it started, with a TTL
 RATE_LIMITS = "filterviz:rate"  # flask-limiter's prefix: submissions per client and window
 FAILED_AUTH = "filterviz:failed-auth"  # the limits library's namespace: wrong tokens per address
 

@@ -132,6 +132,9 @@ class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
     submit_rate_limit: str = Field("120 per minute", validation_alias="FILTERVIZ_SUBMIT_RATE_LIMIT")
     # Weights uploads per client (POST /v1/models): each may be FILTERVIZ_MODEL_UPLOAD_MB of storage.
     upload_rate_limit: str = Field("20 per hour", validation_alias="FILTERVIZ_UPLOAD_RATE_LIMIT")
+    # Units rendered on demand (GET /v1/units/...png): asked per visitor and minute, and in flight at once.
+    unit_rate_limit: str = Field("120 per minute", validation_alias="FILTERVIZ_UNIT_RATE_LIMIT")
+    unit_renders_per_visitor: int = Field(4, ge=1, validation_alias="FILTERVIZ_UNIT_RENDERS_PER_VISITOR")
 
     # Access (api/auth.py): a file of `<name> <user|admin> <sha256 hex>` lines turns bearer tokens on;
     # unset, the API is open (the local stack).

@@ -62,10 +62,10 @@ def test_a_worker_keeps_the_models_its_memory_holds_and_drops_the_least_recently
     # Room for VGG16 (57 MB) or ResNet50 (90 MB), not both.
     budget = max(model_megabytes("vgg16"), model_megabytes("resnet50")) + 8
     engines = Engines(Settings(weights="random:1", model_memory_mb=budget))
-    assert engines.loaded == ["vgg16"]
+    assert engines.loaded == [("vgg16", None)]  # the deployment's weights
     for model in ("resnet50", "vgg16", "resnet50"):
         engine = engines.get(model).engine
-        assert engines.loaded == [model] and engine.model == model
+        assert engines.loaded == [(model, None)] and engine.model == model
         assert len(engine.ascend(conv_layers(model)[0].name, [0], image_size=32, steps=1, step_size=1.0, seed=0,
                                  batch_size=1)) == 1  # fmt: skip
     with pytest.raises(WeightsUnavailable, match="convnext_tiny needs 107 MB of weights; this worker keeps"):

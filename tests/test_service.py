@@ -32,9 +32,10 @@ def api(stack):
 
 @pytest.fixture(scope="module")
 def finished_small_job(api):
-    """The small job run once, undisturbed, with every resource seen while polling."""
+    """The small job run once, undisturbed, with every resource seen while polling (rendered, not
+    taken from the cache that the session's other modules fill)."""
     seen: list[dict] = []
-    job = submit(api, SMALL_JOB)
+    job = submit(api, {**SMALL_JOB, "cache": False})
     seen.append(job)
     wait_for(api, job["id"], {"succeeded", "failed"}, seen=seen)
     return job["id"], seen

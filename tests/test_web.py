@@ -15,7 +15,7 @@ from devstack.local import LocalStack, free_port
 from shared.job_errors import MESSAGES
 from shared.jobs import JobError, job_store
 from tests.conftest import TEST_WEIGHTS
-from tests.service_helpers import SMALL_JOB, running_stack, submit, wait_for
+from tests.service_helpers import SMALL_JOB, submit, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # Deep enough that each chunk takes a while: the job is still running when the test cancels it.
@@ -23,9 +23,9 @@ SLOW_JOB = {"layer": "block4_conv1", "filters": {"start": 0, "stop": 64}, "image
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("web-stack"), ["web"], chunk_size=4) as stack:
-        yield stack
+def stack(service_stack):
+    """The session's stack (tests/conftest.py): the page only submits jobs and reads them."""
+    return service_stack
 
 
 @pytest.fixture(scope="module")
@@ -440,3 +440,4 @@ def test_choose_a_neuron_objective_and_see_seed_refuse_it(page, stack):
     expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
     job = requests.get(f"{stack.api_url}/v1/jobs/{page.url.rsplit('/', 1)[1]}", timeout=10).json()
     assert job["params"]["objective"] == [{"weight": 1.0, "kind": "neuron", "x": 0.25, "y": 0.5}]
+    expect(page.locator("#job-params")).to_contain_text("neuron (x 0.25, y 0.5)")

@@ -358,6 +358,17 @@ function showQueue(queue) {
   line.textContent = `Waiting: ${ahead}` + (eta === null ? "" : `, starts in about ${Math.ceil(eta)} s`);
 }
 
+// "neuron (x 0.25, y 0.5) + 0.1 × layer": each term with its parameters and weight.
+function describeObjective(terms) {
+  if (terms.length === 0) return "channel";
+  return terms.map(({ kind, weight, vector, ...rest }) => {
+    const named = Object.entries(rest).map(([name, value]) => `${name} ${value}`);
+    if (vector) named.push(`${vector.length} numbers`);
+    const scaled = weight === 1 ? "" : `${weight} × `;
+    return `${scaled}${kind}${named.length ? ` (${named.join(", ")})` : ""}`;
+  }).join(" + ");
+}
+
 function showParams(job) {
   const { params } = job;
   const filters = params.filters;
@@ -366,11 +377,12 @@ function showParams(job) {
     ["layer", params.layer],
     ["filters", filters.length > 6 ? `${filters[0]} … ${filters[filters.length - 1]} (${filters.length})` : filters.join(", ")],
     ["method parameters", describeParams(params.method_params)],
+    ["objective", describeObjective(params.objective ?? [])],
     ["image size", `${params.image_size} px`],
     ["steps", `${params.steps} × ${params.step_size}`],
     ["grid", `${params.grid.n} × ${params.grid.n}, margin ${params.grid.margin} px`],
     ["seed", params.seed],
-    ["weights", job.weights ?? "not yet known"],
+    ["weights", params.weights ? `${params.weights} (uploaded)` : job.weights ?? "not yet known"],
     ["created", job.created_at],
     ["started", job.started_at ?? "–"],
     ["finished", job.finished_at ?? "–"],
