@@ -118,6 +118,12 @@ def atlas_unit(page: Page, job_id: str) -> None:
     expect(page.locator("figure.atlas-unit img")).to_have_js_property("complete", True)
 
 
+def atlas_layer_on_demand(page: Page, job_id: str) -> None:
+    open_page(page, "/atlas/vgg16/block2_conv2")
+    expect(page.locator("#atlas-on-demand")).to_be_visible()
+    page.wait_for_function("() => [...document.querySelectorAll('#atlas-units img')].some(i => i.naturalWidth > 0)")
+
+
 VIEWS: dict[str, Callable[[Page, str], None]] = {
     "home": home,
     "form-with-an-error": form_with_an_error,
@@ -129,6 +135,7 @@ VIEWS: dict[str, Callable[[Page, str], None]] = {
     "atlas-model": atlas_model,
     "atlas-layer": atlas_layer,
     "atlas-unit": atlas_unit,
+    "atlas-layer-on-demand": atlas_layer_on_demand,
 }
 
 

@@ -441,3 +441,17 @@ def test_choose_a_neuron_objective_and_see_seed_refuse_it(page, stack):
     job = requests.get(f"{stack.api_url}/v1/jobs/{page.url.rsplit('/', 1)[1]}", timeout=10).json()
     assert job["params"]["objective"] == [{"weight": 1.0, "kind": "neuron", "x": 0.25, "y": 0.5}]
     expect(page.locator("#job-params")).to_contain_text("neuron (x 0.25, y 0.5)")
+
+
+def test_a_layer_no_atlas_covers_renders_its_units_as_they_come_into_view(page, stack):
+    open_page(page, "/atlas/vgg16/block2_conv2")
+    expect(page.locator("#atlas-on-demand")).to_contain_text("No atlas covers block2_conv2 yet")
+    expect(page.locator("#atlas-units li")).to_have_count(128)
+    # The first row is in view: its pictures render, a few at a time, with nobody submitting a job.
+    loaded = "() => [...document.querySelectorAll('#atlas-units img')].filter(i => i.naturalWidth === 64).length"
+    page.wait_for_function(f"{loaded} >= 6", timeout=120_000)
+    page.screenshot(path=ARTIFACTS / "web-atlas-on-demand.png", full_page=False)
+    page.locator("#atlas-units li a").first.click()
+    expect(page).to_have_url(re.compile(r"/atlas/vgg16/block2_conv2/0$"))
+    page.wait_for_function("() => document.querySelector('.atlas-unit img')?.naturalWidth === 64")
+    expect(page.locator(".atlas-unit figcaption")).to_contain_text("rendered on demand")

@@ -52,7 +52,7 @@ function askForToken(refused) {
 }
 
 // fetch with the token; on a 401, ask for a token and send the request again.
-async function authorizedFetch(path, options = {}) {
+export async function authorizedFetch(path, options = {}) {
   for (;;) {
     const response = await fetch(path, authorized(options));
     if (response.status !== 401) return response;

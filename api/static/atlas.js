@@ -5,9 +5,15 @@
 //   /atlas/<model>/<layer>/<k>  one unit under each method rendered: picture, final loss, dead or alive, links
 // It reads the same /v1 API as any client.
 
-import { $, api, element, showResult } from "./app.js";
+import { $, api, authorizedFetch, element, showResult } from "./app.js";
 
 const THUMBNAIL_PX = 64;
+// Units on demand (api/units.py): a unit no atlas covers renders the first time it comes into view,
+// at most this many at a time (the service's bound per visitor), each asked again after its
+// Retry-After until its picture is there.
+const RENDERING_AT_ONCE = 4;
+const waiting = [];
+let rendering = 0;
 
 function routeLink(href, ...children) {
   return element("a", { href, "data-route": "" }, ...children);
@@ -35,6 +41,50 @@ const visible = new IntersectionObserver((entries) => {
     showResult(entry.target, "src", entry.target.dataset.src);
   }
 });
+
+const unitsInView = new IntersectionObserver((entries) => {
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    unitsInView.unobserve(entry.target);
+    waiting.push(entry.target);
+  }
+  renderWaiting();
+});
+
+function onDemandImage(url, alt, size) {
+  const image = element("img", { alt, width: size, height: size, class: "rendering", "data-unit": url });
+  unitsInView.observe(image);
+  return image;
+}
+
+function renderWaiting() {
+  while (rendering < RENDERING_AT_ONCE && waiting.length) {
+    const image = waiting.shift();
+    if (!image.isConnected) continue; // the visitor went elsewhere
+    rendering += 1;
+    askUntilRendered(image).finally(() => {
+      rendering -= 1;
+      renderWaiting();
+    });
+  }
+}
+
+async function askUntilRendered(image) {
+  while (image.isConnected) {
+    const response = await authorizedFetch(image.dataset.unit);
+    if (response.ok && response.status === 200) {
+      image.src = URL.createObjectURL(await response.blob());
+      image.classList.remove("rendering");
+      return;
+    }
+    if (response.status !== 202 && response.status !== 429) {
+      image.alt += ` (not available: ${response.status})`;
+      return;
+    }
+    const seconds = Number(response.headers.get("Retry-After")) || 2;
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  }
+}
 
 function lazyImage(url, alt, size) {
   const image = element("img", { alt, width: size, height: size, loading: "lazy", "data-src": url });
@@ -83,7 +133,7 @@ async function showLayer(model, layer) {
   crumbs(model, layer);
   const covering = await atlasesOf(model, layer);
   if (!covering.length) {
-    $("atlas-body").replaceChildren(element("p", {}, `No atlas covers ${layer} yet.`));
+    await showLayerOnDemand(model, layer);
     return;
   }
   const wanted = new URLSearchParams(location.search).get("atlas");
@@ -100,9 +150,31 @@ async function showLayer(model, layer) {
     element("ul", { id: "atlas-units", class: "atlas-units" }, ...items));
 }
 
+// Every unit of a layer no atlas covers, each rendered (seed, the atlas' 64 px) when it comes into view.
+async function showLayerOnDemand(model, layer) {
+  const { models } = await api("/v1/models");
+  const found = models.find((m) => m.name === model)?.layers.find((l) => l.name === layer);
+  if (!found) {
+    $("atlas-body").replaceChildren(element("p", {}, `${model} has no layer ${layer}.`));
+    return;
+  }
+  const items = Array.from({ length: found.filters }, (_, index) => element("li", {},
+    routeLink(`/atlas/${model}/${layer}/${index}`,
+      onDemandImage(`/v1/units/${model}/${layer}/${index}.png`, `unit ${index}`, THUMBNAIL_PX),
+      element("span", {}, `${index}`))));
+  $("atlas-body").replaceChildren(
+    element("p", { id: "atlas-on-demand" }, `No atlas covers ${layer} yet: each unit is rendered (seed, ${THUMBNAIL_PX} px) `
+      + `the first time it comes into view, ${RENDERING_AT_ONCE} at a time, and kept for everyone after.`),
+    element("ul", { id: "atlas-units", class: "atlas-units" }, ...items));
+}
+
 async function showUnit(model, layer, index) {
   crumbs(model, layer, index);
   const covering = await atlasesOf(model, layer);
+  // Where no atlas covers the layer, the unit under seed, rendered the first time anyone looks.
+  const onDemand = covering.length ? [] : [element("figure", { class: "atlas-unit" },
+    onDemandImage(`/v1/units/${model}/${layer}/${index}.png`, `${layer} unit ${index}, seed`, 256),
+    element("figcaption", {}, `seed, ${THUMBNAIL_PX} px: rendered on demand`))];
   const figures = await Promise.all(covering.map(async (atlas) => {
     const unit = await api(`/v1/atlas/${atlas.id}/layers/${layer}/units/${index}`).catch(() => null);
     if (!unit) return element("figure", { class: "atlas-unit" }, element("figcaption", {}, `${describe(atlas)}: not rendered yet`));
@@ -117,7 +189,7 @@ async function showUnit(model, layer, index) {
   const previous = index > 0 ? routeLink(`/atlas/${model}/${layer}/${index - 1}`, "← previous unit") : "";
   const next = routeLink(`/atlas/${model}/${layer}/${index + 1}`, "next unit →");
   $("atlas-body").replaceChildren(element("h3", { id: "atlas-unit-title" }, `${layer} · unit ${index}`),
-    element("div", { class: "atlas-figures" }, ...figures),
+    element("div", { class: "atlas-figures" }, ...figures, ...onDemand),
     element("p", {}, previous, " ", routeLink(`/atlas/${model}/${layer}`, "all units of the layer"), " ", next));
 }
 
