@@ -51,8 +51,10 @@ docker-up: ## build the images and start the compose stack on localhost:8000 (S3
 docker-down: ## stop the compose stack (volumes are kept; `docker compose down -v` drops them)
 	docker compose --profile gpu --profile flower down
 
+# Two processes: much of the suite waits (on outages it causes, image builds, timeouts), so a second
+# process fills that time. A file's tests stay in one process: they share its module's servers.
 test: install ## run the whole test suite (starts its own servers and a headless browser), with coverage
-	$(BIN)/python -m pytest --cov --cov-report=term --durations=25
+	$(BIN)/python -m pytest -n 2 --dist loadfile --cov --cov-report=term --durations=25
 
 test-fast: $(INSTALLED) ## the unit tier: no servers but a throwaway Valkey, no model (tests/conftest.py lists the tiers)
 	$(BIN)/python -m pytest -m unit -q

@@ -120,7 +120,8 @@ def test_statuses_and_progress_move_forward_only(finished_small_job):
     order = {"queued": 0, "running": 1, "succeeded": 2}
     statuses = [order[job["status"]] for job in seen]
     assert statuses == sorted(statuses)
-    assert seen[0]["status"] == "queued" and seen[-1]["status"] == "succeeded"
+    # The submit reply says what the job is by then: an idle worker may already have taken a chunk.
+    assert seen[0]["status"] in {"queued", "running"} and seen[-1]["status"] == "succeeded"
     done = [job["progress"]["done"] for job in seen]
     assert done == sorted(done) and done[0] == 0 and done[-1] == 16
     assert all(job["progress"]["total"] == 16 for job in seen)
