@@ -337,7 +337,17 @@ def get_manifest(job_id: str):
             path=JobPath, replies={200: Reply("The filters", FilterList), **UNKNOWN_JOB, **UNAVAILABLE})  # fmt: skip
 def list_filters(job_id: str):
     """The filters whose pictures are stored so far (a chunk's appear when it finishes), with their losses."""
-    resource = _resource(_job_id(job_id))
+    resource = visible_job(job_id)
+    return {"id": resource["id"], "status": resource["status"], "filters": stored_filters(resource)}
+
+
+def visible_job(raw_id: str) -> dict[str, Any]:
+    """The resource of the job `raw_id` names, or 404 (no such job, or another token's)."""
+    return _resource(_job_id(raw_id))
+
+
+def stored_filters(resource: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's filters whose pictures are stored so far, in index order: index, final loss, dead, URL."""
     storage = current_services().storage
     manifest = storage.get_json(job_key(resource["id"], MANIFEST_FILE)) if resource["status"] == SUCCEEDED else None
     if manifest is not None:
@@ -346,12 +356,13 @@ def list_filters(job_id: str):
         records = storage.chunk_records(resource["id"]).values()
         entries = [entry for record in records for entry in record["filters"]]
         entries += job_hits(storage, resource["id"]).values()
-    template = resource["links"]["filter"]
-    filters = [
-        {"index": e["index"], "loss": e["loss"], "dead": e["dead"], "url": template.format(index=e["index"])}
-        for e in sorted(entries, key=lambda e: e["index"])
-    ]
-    return {"id": resource["id"], "status": resource["status"], "filters": filters}
+    return [with_url(resource, entry) for entry in sorted(entries, key=lambda e: e["index"])]
+
+
+def with_url(resource: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """A filter's index, loss and dead, with the URL of its picture."""
+    url = resource["links"]["filter"].format(index=entry["index"])
+    return {"index": entry["index"], "loss": entry["loss"], "dead": entry["dead"], "url": url}
 
 
 @jobs.get("/jobs/<job_id>/filters/<int(signed=True):index>.png")

@@ -25,9 +25,8 @@ from shared import atlas as atlases
 from shared import cache
 from shared.jobs import FINISHED, SUCCEEDED
 from shared.keys import ON_DEMAND_JOB, ON_DEMAND_VISITOR
-from shared.layers import find_layer
+from shared.layers import is_unit
 from shared.methods import METHODS, SEED
-from shared.models import ARCHITECTURES
 from shared.spec import JobSpec
 
 units = Blueprint("units", __name__)
@@ -53,8 +52,7 @@ class UnitQuery(BaseModel):
 
 def unit_spec(model: str, layer: str, unit: int) -> JobSpec:
     """The one-filter job that renders the unit (404 for a path naming nothing, 422 for a bad query)."""
-    known = find_layer(layer, model) if model in ARCHITECTURES else None
-    if known is None or unit >= known.filters:
+    if not is_unit(model, layer, unit):
         raise ApiError(404, "unit_not_found", f"no unit {unit} of {layer[:64]!r} in {model[:64]!r}: GET /v1/models")
     method = request.args.get("method", SEED)
     if method not in METHODS:

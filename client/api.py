@@ -1,4 +1,5 @@
-"""`Client`: the filterviz HTTP API from Python (submit, wait, download, cancel, list); requests only.
+"""`Client`: the filterviz HTTP API from Python (submit, wait, follow, download, cancel, list); requests
+(and sseclient-py, which reads event streams over it) only.
 
 Retries (urllib3's Retry under requests): a connection that could not be made, and answers 429
 (too many jobs or submissions) and 503 (Redis or storage down), are retried for every method,
@@ -11,18 +12,23 @@ nothing. Read errors (timeouts, dropped answers) are not retried: a POST whose a
 may have created a job, and a second POST would make a duplicate.
 """
 
+import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from sseclient import SSEClient
 from urllib3.util.retry import Retry
 
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
+# The kinds of event a job's stream (GET /v1/jobs/{id}/events) carries that `wait` reads; `end` is last.
+STATUS, PROGRESS, END = "status", "progress", "end"
 RETRIED_STATUSES = (429, 503)
 # (connect, read) seconds per request: connecting is quick or hopeless; an answer may take a while.
 DEFAULT_TIMEOUT = (5.0, 30.0)
@@ -78,6 +84,45 @@ class Job:
         return self.status in FINISHED
 
 
+@dataclass(frozen=True)
+class Event:
+    """One event of a job's stream: its id (what resumes the stream after it), kind and data."""
+
+    id: str | None
+    kind: str
+    data: dict[str, Any]
+
+
+class _Watch:
+    """What `wait` knows of a job as events or polls come in; tells `on_progress` of each change."""
+
+    def __init__(self, job: Job, on_progress: Callable[[Job], None] | None) -> None:
+        self.job = job
+        self._on_progress = on_progress
+        if on_progress is not None:
+            on_progress(job)
+
+    def heard(self, event: Event) -> None:
+        if event.kind == STATUS:
+            self.seen(replace(self.job, status=event.data["status"]))
+        elif event.kind == PROGRESS:
+            self.seen(replace(self.job, done=event.data["done"], total=event.data["total"]))
+
+    def ended(self, job: Job) -> Job:
+        """The job as it ended, whole (links, timestamps): the last that `on_progress` hears."""
+        if job != self.job and self._on_progress is not None:
+            self._on_progress(job)
+        self.job = job
+        return job
+
+    def seen(self, job: Job) -> Job:
+        changed = (job.status, job.done, job.total) != (self.job.status, self.job.done, self.job.total)
+        self.job = job
+        if changed and self._on_progress is not None:
+            self._on_progress(job)
+        return job
+
+
 class Client:
     """The filterviz API at `base_url` (e.g. http://localhost:8000), with an optional bearer token."""
 
@@ -110,6 +155,12 @@ class Client:
         adapter = HTTPAdapter(max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # Event streams: a refused one (503, the API's streams are all taken) is answered by polling at
+        # once, not after the retries' waits.
+        self._unretried = requests.Session()
+        connect_only = HTTPAdapter(max_retries=Retry(total=retries, connect=retries, read=False, status=0, other=0))
+        self._unretried.mount("http://", connect_only)
+        self._unretried.mount("https://", connect_only)
 
     def __enter__(self) -> "Client":
         return self
@@ -120,6 +171,7 @@ class Client:
     def close(self) -> None:
         """Close the pooled connections."""
         self.session.close()
+        self._unretried.close()
 
     def submit(self, request: dict[str, Any] | None = None) -> Job:
         """POST /v1/jobs: queue a job (every field optional, see the README); returns it as queued."""
@@ -153,24 +205,57 @@ class Client:
         DELETE would delete a finished job's results instead)."""
         return Job.from_resource(self._json("POST", f"/v1/jobs/{job_id}/cancel", 200, json={}))
 
+    def follow(self, job_id: str, last_event_id: str | None = None, until: float | None = None) -> Iterator[Event]:
+        """GET /v1/jobs/{id}/events: the job's events as they come (`status`, `progress`, `filters`, `frame`,
+        and `end` last), after `last_event_id` if given; ends early at the monotonic time `until`.
+
+        ApiError when the stream can't be opened (503: the API holds as many streams as it may).
+        """
+        headers = {"Accept": "text/event-stream", **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+        response = self._call("GET", f"/v1/jobs/{job_id}/events", 200, stream=True, headers=headers, retried=False)
+        with closing(response):
+            for event in SSEClient(_chunks_until(response, until)).events():
+                yield Event(event.id, event.event, json.loads(event.data))
+                if event.event == END:
+                    return
+
     def wait(
         self,
         job_id: str,
         timeout: float | None = None,
         poll_seconds: float = 0.5,
         on_progress: Callable[[Job], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> Job:
-        """Poll until the job ends; `on_progress(job)` is called whenever its status or progress changes.
+        """Follow the job's event stream until it ends; where the stream can't be opened, poll every
+        `poll_seconds`. `on_progress(job)` is called whenever its status or progress changes, and
+        `on_event` hears every event of the stream (live frames included).
 
         Raises WaitTimeout after `timeout` seconds (None: wait for good); the job goes on running.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        last: tuple[str, int, int] | None = None
+        watch = _Watch(self.get(job_id), on_progress)
+        last_id: str | None = None
+        while not watch.job.finished:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(watch.job, timeout or 0.0)
+            try:
+                for event in self.follow(job_id, last_id, deadline):
+                    last_id = event.id or last_id
+                    watch.heard(event)
+                    if on_event is not None:
+                        on_event(event)
+            except ApiError:  # no stream to be had: poll instead
+                return self._poll(job_id, deadline, timeout, poll_seconds, watch)
+            except requests.RequestException:  # the stream broke off: open it again after the last event
+                time.sleep(poll_seconds)
+        return watch.ended(self.get(job_id))
+
+    def _poll(
+        self, job_id: str, deadline: float | None, timeout: float | None, poll_seconds: float, watch: "_Watch"
+    ) -> Job:
         while True:
-            job = self.get(job_id)
-            if on_progress is not None and (job.status, job.done, job.total) != last:
-                on_progress(job)
-            last = (job.status, job.done, job.total)
+            job = watch.seen(self.get(job_id))
             if job.finished:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
@@ -200,12 +285,17 @@ class Client:
     def _json(self, method: str, path: str, expected: int, **kwargs: Any) -> Any:
         return self._call(method, path, expected, **kwargs).json()
 
-    def _call(self, method: str, path: str, expected: int, **kwargs: Any) -> requests.Response:
-        """One request, retried by the adapter; ApiError unless the status is `expected`."""
+    def _call(
+        self, method: str, path: str, expected: int, headers: dict[str, str] | None = None, retried: bool = True,
+        **kwargs: Any,
+    ) -> requests.Response:  # fmt: skip
+        """One request, retried by the adapter (unless not `retried`: then only its connection);
+        ApiError unless the status is `expected`."""
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
-        headers = self._auth if _origin(url) == _origin(self.base_url) else {}
+        sent = {**(self._auth if _origin(url) == _origin(self.base_url) else {}), **(headers or {})}
+        session = self.session if retried else self._unretried
         try:
-            response = self.session.request(method, url, timeout=self.timeout, headers=headers, **kwargs)
+            response = session.request(method, url, timeout=self.timeout, headers=sent, **kwargs)
         except requests.ConnectionError as error:
             raise ApiError(None, "unreachable", f"{self.base_url} could not be reached: {error}") from None
         except requests.Timeout as error:
@@ -213,6 +303,15 @@ class Client:
         if response.status_code != expected:
             raise _api_error(response)
         return response
+
+
+def _chunks_until(response: requests.Response, until: float | None) -> Iterator[bytes]:
+    """The response's bytes as they come, up to the monotonic time `until` (checked at each piece: the
+    server sends a keepalive every few seconds)."""
+    for chunk in response.iter_content(chunk_size=None):
+        yield chunk
+        if until is not None and time.monotonic() >= until:
+            return
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

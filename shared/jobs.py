@@ -97,6 +97,7 @@ class JobKeys(NamedTuple):
     units: str  # hash: starts:<unit> -> starts, plan:<chunk> -> its filters (shared/lifecycle.py)
     done: str  # set: chunks whose record is stored
     queued: str  # list: chunks not yet sent to the broker (shared/scheduling.py)
+    events: str  # stream: what happens to the job, for GET /v1/jobs/{id}/events (shared/job_events.py)
 
 
 def owner_list(owner: str) -> str:
@@ -107,7 +108,7 @@ def owner_list(owner: str) -> str:
 def job_keys(job_id: str) -> JobKeys:
     """The Redis keys of one job."""
     base = JOB + job_id
-    return JobKeys(base, f"{base}:progress", f"{base}:units", f"{base}:done", f"{base}:queued")
+    return JobKeys(base, f"{base}:progress", f"{base}:units", f"{base}:done", f"{base}:queued", f"{base}:events")
 
 
 class JobStore:
@@ -233,12 +234,15 @@ class JobStore:
         """Keep where to send the job's events (before its chunks are queued, so before it can start)."""
         self.redis.hset(self._key(job_id), "webhook", webhook)
 
-    def set_chunk_progress(self, job_id: str, chunk_index: int, done: int) -> None:
-        """Filters done in one chunk; set, not added, so a chunk that runs again counts once."""
+    def set_chunk_progress(self, job_id: str, chunk_index: int, done: int) -> int:
+        """Filters done in one chunk; set, not added, so a chunk that runs again counts once. Returns
+        the job's filters done in all (cache hits included)."""
         with self.redis.pipeline() as pipe:
             pipe.hset(self._progress_key(job_id), str(chunk_index), done)
+            pipe.hvals(self._progress_key(job_id))
             self.touch(pipe, job_id)
-            pipe.execute()
+            counts = pipe.execute()[1]
+        return sum(int(count) for count in counts)
 
     def _move(self, job_id: str, to: str, sources: tuple[str, ...], **fields: str) -> bool:
         pairs = [item for field in fields.items() for item in field]

@@ -11,7 +11,9 @@ LIVE_JOBS = "filterviz:live"  # set: ids of jobs not ended yet (the sweep walks 
 JOB = "filterviz:job:"  # + id: hash (status, spec, timestamps, deadline, error); its parts add
 #   :progress (hash: chunk -> filters done, "cached" -> hits), :units (hash: starts:<unit>, plan:<chunk>,
 #   client, filter_gflop, priority), :done (set: chunks whose record is stored), :queued (list: chunks
-#   not yet sent to the broker). They expire together (shared/jobs.py JobKeys).
+#   not yet sent to the broker), :events (stream: its moves, progress, stored filters and frames, capped:
+#   shared/job_events.py). They expire together (shared/jobs.py JobKeys).
+FRAME_SLOT = "filterviz:frame-slot:"  # + job id: string, with a TTL in ms: the job's next frame waits for it
 OWNER_JOBS = "filterviz:jobs:owner:"  # + token name: sorted set of that owner's jobs, beside JOB_LIST
 
 

@@ -73,6 +73,12 @@ def find_layer(name: str, model: str = DEFAULT_MODEL) -> ConvLayer | None:
     return next((layer for layer in conv_layers(model) if layer.name == name), None)
 
 
+def is_unit(model: str, layer: str, unit: int) -> bool:
+    """Whether `model` is known and shows `layer`, with a filter `unit` in it."""
+    known = find_layer(layer, model) if model in ARCHITECTURES else None
+    return known is not None and unit < known.filters
+
+
 def layer_named(name: str, model: str = DEFAULT_MODEL) -> ConvLayer:
     """The layer called `name`, which must exist (a validated spec's layer); ValueError otherwise."""
     layer = find_layer(name, model)

@@ -87,11 +87,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from shared import cache, deliveries
+from shared import cache, deliveries, job_events
 from shared.cost import filter_flops
 from shared.finish import write_results
+from shared.job_events import EventStream
 from shared.jobs import (
     CANCELED,
     FAILED,
@@ -240,6 +241,9 @@ class Lifecycle:
     ) -> None:
         self.jobs = jobs
         self._events = events or NoEvents()
+        # What GET /v1/jobs/{id}/events follows: each move, progress and stored filter (and the frames
+        # workers add).
+        self.stream = EventStream(jobs)
         self._redis = jobs.redis
         self._storage = storage
         self._dispatch = dispatch
@@ -383,7 +387,13 @@ class Lifecycle:
 
     def progress(self, unit: Unit, done: int) -> None:
         """Filters done so far in the unit's chunk."""
-        self.jobs.set_chunk_progress(unit.job_id, unit.chunk, done)
+        job_done = self.jobs.set_chunk_progress(unit.job_id, unit.chunk, done)
+        self.stream.publish(unit.job_id, job_events.PROGRESS, {"done": job_done, "total": unit.job.total})
+
+    def stored(self, job_id: str, entries: list[dict[str, Any]]) -> None:
+        """Filters' pictures are stored (their manifest entries): the job's followers may show them."""
+        shown = [{key: entry[key] for key in ("index", "loss", "dead")} for entry in entries]
+        self.stream.publish(job_id, job_events.FILTERS, {"filters": shown})
 
     # --- ways out ------------------------------------------------------------------------------
 
@@ -574,6 +584,7 @@ class Lifecycle:
 
     def _moved(self, job_id: str, status: str, code: str | None = None) -> None:
         """Tell the events; their trouble (a broker hiccup) must not undo or fail the move."""
+        self.stream.publish(job_id, job_events.STATUS, {"status": status, "code": code})
         try:
             self._events.moved(job_id, status, code)
         except Exception:

@@ -44,6 +44,10 @@ class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
     # A running chunk yields at a batch boundary once it ran this long and another client's work
     # waits; batches are sized to end within it (worker/loading.py). 0: chunks never yield.
     fair_slice_seconds: float = Field(5.0, ge=0, validation_alias="FILTERVIZ_FAIR_SLICE_SECONDS")
+    # Live frames of running chunks in each job's event stream (worker/frames.py), per job; 0: none.
+    frames_per_second: float = Field(2.0, ge=0, le=10, validation_alias="FILTERVIZ_FRAMES_PER_SECOND")
+    # Event streams (GET /v1/jobs/{id}/events) one API process holds open at once: each holds a thread.
+    event_streams: int = Field(4, ge=1, validation_alias="FILTERVIZ_EVENT_STREAMS")
     job_record_days: int = Field(7, ge=1, validation_alias="FILTERVIZ_JOB_RECORD_DAYS")
     # The result cache (shared/cache.py): an entry unused this long is deleted (never while a job refers to it).
     cache_days: int = Field(30, ge=1, validation_alias="FILTERVIZ_CACHE_DAYS")

@@ -47,6 +47,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = tier_of(item)
         if not item.get_closest_marker(tier):
             item.add_marker(getattr(pytest.mark, tier))
+    # The compose tests first: the longest file (image builds), so that under `make test`'s two
+    # processes (pytest-xdist, a file at a time) the other process runs every other file beside it.
+    items.sort(key=lambda item: not item.get_closest_marker("compose"))
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,16 @@
 """The batched engine against a plain per-filter loop written from the Keras example's steps."""
 
+import base64
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from shared.pictures import decode_png
 from shared.spec import parse_spec
-from worker.engine import auto_batch_size, start_image
+from worker.engine import Frames, auto_batch_size, start_image
+from worker.frames import FRAME_SIDE, frame_data
 from worker.render import render
 
 SIZE, STEPS = 32, 6
@@ -115,3 +119,23 @@ def test_auto_batch_size_fits_the_budget_and_the_filter_count():
     assert auto_batch_size("block5_conv1", 128, 200, 1024) < auto_batch_size("block5_conv1", 64, 200, 1024)
     assert auto_batch_size("block5_conv1", 32, 3, 1024) == 3
     assert auto_batch_size("block5_conv1", 512, 200, 1) == 1
+
+
+@pytest.mark.parametrize("method", ["seed", "fourier"])
+def test_frames_show_each_batch_as_it_forms_and_change_nothing(engine, method):
+    shown = []
+    run = {"layer": "block2_conv1", "filters": [3, 8, 13], "image_size": SIZE, "steps": 4, "step_size": 1.0,
+           "seed": 5, "batch_size": 2, "method": method}  # fmt: skip
+    watched = engine.ascend(**run, frames=Frames(due=lambda: True, show=shown.append))
+    batches = [([3, 8], step) for step in range(1, 5)] + [([13], step) for step in range(1, 5)]
+    assert [(frame.filters, frame.step) for frame in shown] == batches
+    assert all(frame.steps == 4 and len(frame.images) == len(frame.losses) == len(frame.filters) for frame in shown)
+    unwatched = engine.ascend(**run)
+    for with_frames, without in zip(watched, unwatched, strict=True):
+        np.testing.assert_array_equal(with_frames.image, without.image)
+    spec = parse_spec({"layer": "block2_conv1", "filters": [3, 8, 13], "image_size": SIZE, "method": method})
+    data = frame_data(spec, 0, shown[0])
+    assert [entry["index"] for entry in data["filters"]] == [3, 8]
+    picture = decode_png(base64.b64decode(data["filters"][0]["picture"].removeprefix("data:image/png;base64,")))
+    assert picture.shape == (SIZE, SIZE, 3) and SIZE <= FRAME_SIDE
+    assert data["filters"][0]["loss"] == pytest.approx(float(shown[0].losses[0]))

@@ -10,6 +10,7 @@ import requests
 import urllib3
 
 from shared.pictures import decode_png
+from tests.service_helpers import SMALL_JOB, get_job, submit, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,22 @@ def test_visitors_asking_at_once_share_one_render(api):
         answers = list(pool.map(lambda _: requests.get(f"{api}{path}", timeout=30), range(6)))
     assert {answer.status_code for answer in answers} == {202}
     assert len({answer.json()["job"] for answer in answers}) == 1
+
+
+def test_on_demand_renders_and_a_big_job_progress_together(api):
+    big = submit(api, {**SMALL_JOB, "filters": {"start": 0, "stop": 128}, "image_size": 64, "steps": 30,
+                       "seed": 11, "cache": False})  # fmt: skip
+    wait_for(api, big["id"], {"running", "succeeded"})
+    get = visitor(api, "127.0.0.43")
+    asked = [get(f"/v1/units/vgg16/block1_conv2/{unit}.png?size=32&method=fourier") for unit in (20, 21)]
+    assert [status for status, _, _ in asked] == [202, 202]
+    done_when_asked = get_job(api, big["id"])["progress"]["done"]
+    rendered = [wait_for(api, json.loads(body)["job"], {"succeeded", "failed"}) for _, _, body in asked]
+    assert [job["status"] for job in rendered] == ["succeeded", "succeeded"]
+    # The units came before the big job's end, and it went on meanwhile: neither waited for the other.
+    meanwhile = get_job(api, big["id"])
+    assert meanwhile["status"] == "running" and meanwhile["progress"]["done"] > done_when_asked, meanwhile
+    assert requests.post(f"{api}/v1/jobs/{big['id']}/cancel", json={}, timeout=30).status_code == 200
 
 
 def test_a_visitor_has_a_bound_on_renders_in_flight(api):

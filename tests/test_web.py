@@ -139,6 +139,8 @@ def test_submit_watch_the_job_finish_and_open_a_filter(page, stack):
     expect(dialog).to_contain_text(f"Final loss {loss:.4f}")
     page.wait_for_function("() => document.getElementById('filter-dialog-image').naturalWidth > 0")
     assert page.locator("#filter-dialog-image").evaluate("img => img.naturalWidth") == job["image_size"]
+    unit_link = dialog.get_by_role("link", name="This unit in the atlas")
+    expect(unit_link).to_have_attribute("href", f"/atlas/vgg16/{job['layer']}/5")
     ARTIFACTS.mkdir(exist_ok=True)
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
@@ -201,6 +203,20 @@ def test_a_failed_job_shows_its_error(page, stack):
 def test_an_unknown_job_says_so(page):
     open_page(page, "/jobs/00000000-0000-4000-8000-000000000000")
     expect(page.locator("#job-status")).to_have_text("No such job.")
+
+
+def test_a_running_job_paints_live_before_its_first_chunk_is_stored(page, stack):
+    job = submit(stack.api_url, {**SLOW_JOB, "layer": "block3_conv1", "filters": {"start": 0, "stop": 8},
+                                 "steps": 60, "seed": 41, "cache": False})  # fmt: skip
+    open_page(page, f"/jobs/{job['id']}")
+    forming = page.locator("#job-live-filters img").first
+    expect(forming).to_have_attribute("src", re.compile("^data:image/png;base64,"), timeout=120_000)
+    assert page.locator("#job-filters button").count() == 0  # nothing stored yet: the frame came first
+    expect(page.locator("#job-live")).to_contain_text(re.compile(r"Step \d+ of 60"))
+    expect(page.locator("#job-live-filters .loss").first).to_contain_text("loss")
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=180_000)
+    expect(page.locator("#job-filters button")).to_have_count(8)
+    expect(page.locator("#job-live")).to_be_hidden()  # each forming picture gave way to the stored one
 
 
 # ---- with API tokens: a second API process on the same Redis, S3 and worker, tokens required ----

@@ -13,7 +13,7 @@ import numpy as np
 from shared.manifest import GRID_FILE, MANIFEST_FILE, build_manifest, filter_file
 from shared.pictures import FilterOutcome, encode_png, grid_order, stitch_grid
 from shared.spec import JobSpec
-from worker.engine import AscentEngine, FilterAscent, picture
+from worker.engine import AscentEngine, FilterAscent, Frames, picture
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ def ascend_spec(
     batch_size: int,
     on_batch: Callable[[list[FilterAscent]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    frames: Frames | None = None,
 ) -> list[FilterAscent]:
     """The raw ascent of `filters` with the spec's method and its parameters, objective, layer, size,
     steps, step size and seed."""
@@ -57,6 +58,7 @@ def ascend_spec(
         batch_size=batch_size,
         on_batch=on_batch,
         should_stop=should_stop,
+        frames=frames,
         method=spec.method,
         method_params=spec.method_params,
         objective=spec.objective_terms,
@@ -71,17 +73,21 @@ def render_filters(
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    frames: Frames | None = None,
 ) -> list[RenderedFilter]:
     """Ascend and deprocess `filters` of the spec's layer; `on_progress` hears how many more are done.
 
-    `should_stop` is asked before every step; when it stops the run, fewer filters come back.
+    `should_stop` is asked before every step; when it stops the run, fewer filters come back. `frames`
+    sees each batch while it forms.
     """
 
     def finished(batch: list[FilterAscent]) -> None:
         if on_progress is not None:
             on_progress(len(batch))
 
-    ascents = ascend_spec(engine, spec, filters, batch_size=batch_size, on_batch=finished, should_stop=should_stop)
+    ascents = ascend_spec(
+        engine, spec, filters, batch_size=batch_size, on_batch=finished, should_stop=should_stop, frames=frames
+    )
     return [
         RenderedFilter(a.index, a.loss, a.dead, picture(spec.method, spec.method_params, a.image), a.revived)
         for a in ascents

@@ -163,6 +163,7 @@ def _stopped(current: WorkerState, unit: Unit, reason: str, filters: list[int] |
 @app.task(name=RENDER_CHUNK, **TASK_OPTIONS)
 def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str, Any]:
     """Render one chunk of a job's filters and store their pictures and losses."""
+    from worker.frames import frame_tap
     from worker.loading import pick_batch_size, slice_batch_size
     from worker.render import render_filters
 
@@ -189,10 +190,12 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
         pick_batch_size(spec, len(filters), settings), slice_batch_size(spec, settings, current.measured_gflops)
     )
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, f"chunk {chunk_index}"):
+        frames = frame_tap(current.lifecycle.stream, job_id, spec, chunk_index, settings.frames_per_second)
         rendered = render_filters(
             current.engines.get(spec.model, spec.weights).engine, spec, filters, batch_size=batch_size,
             on_progress=advance,
             should_stop=watch.should_stop,
+            frames=frames,
         )  # fmt: skip
         if watch.reason == YIELDING and rendered:
             current.lifecycle.yield_rest(unit, [r.index for r in rendered], list(filters[len(rendered) :]))
@@ -220,6 +223,7 @@ def _store_filters(current: WorkerState, job_id: str, spec: Any, rendered: list,
     entries = filter_entries(rendered, **extra, worker=current.name)
     cache.store(current.storage, current.lifecycle.jobs.redis, spec, current.engines.identity(spec),
                 zip(entries, pngs, strict=True), cache.cache_seconds(settings), alongside=own)  # fmt: skip
+    current.lifecycle.stored(job_id, entries)
     return entries
 
 

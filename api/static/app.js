@@ -5,8 +5,11 @@
 
 import { routeAtlas } from "./atlas.js";
 import { routeCompare } from "./compare.js";
+import { followJob } from "./live.js";
 
 export const POLL_MS = 1000;
+// While a job's event stream is open, its events prompt each poll; this one only backs them up.
+const STREAM_BACKSTOP_MS = 5000;
 const TOKEN_KEY = "filterviz-token";
 export const FINISHED = new Set(["succeeded", "failed", "canceled"]);
 export const $ = (id) => document.getElementById(id);
@@ -287,17 +290,34 @@ async function submitJob(event) {
 
 // ---- one job ----
 
-let watching = null; // {id, timer, shown: Set of filter indexes}
+let watching = null; // {id, timer, shown: Set of filter indexes, stream, streaming}
 
 function stopWatching() {
-  if (watching) clearTimeout(watching.timer);
+  if (watching) {
+    clearTimeout(watching.timer);
+    watching.stream.stop();
+  }
   watching = null;
 }
 
 function openJob(id) {
   stopWatching();
-  watching = { id, timer: null, shown: new Set() };
+  const watch = { id, timer: null, shown: new Set(), streaming: true };
+  watch.stream = followJob(id, authorizedFetch, {
+    frame: (data) => paintFrame(watch, data),
+    filters: (data) => {
+      for (const filter of data.filters) unpaint(filter.index);
+      pollSoon(watch);
+    },
+    status: () => pollSoon(watch),
+    progress: () => pollSoon(watch),
+    end: () => stopStreaming(watch),
+    unavailable: () => stopStreaming(watch),
+  });
+  watching = watch;
   $("job").hidden = false;
+  $("job-live").hidden = true;
+  $("job-live-filters").replaceChildren();
   $("job-title").textContent = `Job ${id}`;
   $("job-filters").replaceChildren();
   $("job-params").replaceChildren();
@@ -323,8 +343,49 @@ async function poll(watch) {
   showJob(job);
   // A chunk's pictures are listed once its record is stored, a moment after its progress counts.
   if (watch.shown.size < job.progress.done || FINISHED.has(job.status)) await showFilters(watch, job);
-  if (!FINISHED.has(job.status)) watch.timer = setTimeout(() => poll(watch), POLL_MS);
+  if (!FINISHED.has(job.status)) watch.timer = setTimeout(() => poll(watch), watch.streaming ? STREAM_BACKSTOP_MS : POLL_MS);
   else refreshRecent();
+}
+
+function pollSoon(watch) {
+  if (watching !== watch) return;
+  clearTimeout(watch.timer);
+  watch.timer = setTimeout(() => poll(watch), 0);
+}
+
+// The stream ended (the job did) or can't be had: polls carry on at their own pace.
+function stopStreaming(watch) {
+  watch.streaming = false;
+  pollSoon(watch);
+}
+
+// ---- live painting: the running batch's pictures as they form, until each is stored ----
+
+function paintFrame(watch, frame) {
+  if (watching !== watch) return;
+  const list = $("job-live-filters");
+  $("job-live").hidden = false;
+  $("job-live-step").textContent = `Step ${frame.step} of ${frame.steps}`;
+  for (const { index, loss, picture } of frame.filters) {
+    if (watch.shown.has(index)) continue;
+    let item = list.querySelector(`li[data-index="${index}"]`);
+    if (!item) {
+      item = element("li", { "data-index": index },
+        element("img", { alt: `Filter ${index}, forming`, width: 64, height: 64 }),
+        element("span", { class: "index", "aria-hidden": "true" }, String(index)),
+        element("span", { class: "loss" }));
+      const after = [...list.children].find((li) => Number(li.dataset.index) > index);
+      list.insertBefore(item, after ?? null);
+    }
+    item.querySelector("img").src = picture;
+    item.querySelector(".loss").textContent = loss === null ? "" : `loss ${loss.toFixed(2)}`;
+  }
+}
+
+function unpaint(index) {
+  const list = $("job-live-filters");
+  list.querySelector(`li[data-index="${index}"]`)?.remove();
+  if (!list.children.length) $("job-live").hidden = true;
 }
 
 function showJob(job) {
@@ -414,7 +475,7 @@ async function showFilters(watch, job) {
     showResult(image, "src", `${filter.url}?size=128`);
     const button = element("button", { type: "button", "aria-label": label, title: label }, image,
       element("span", { class: "index", "aria-hidden": "true" }, String(filter.index)));
-    button.addEventListener("click", () => openFilter(filter));
+    button.addEventListener("click", () => openFilter(filter, job.params));
     const item = element("li", { class: filter.dead ? "dead" : "", "data-index": filter.index }, button);
     // Keep the list in filter order whatever order chunks finish in.
     const after = [...list.children].find((li) => Number(li.dataset.index) > filter.index);
@@ -423,7 +484,7 @@ async function showFilters(watch, job) {
   $("job-filter-count").textContent = `(${watch.shown.size} of ${job.progress.total})`;
 }
 
-function openFilter(filter) {
+function openFilter(filter, params) {
   $("filter-dialog-title").textContent = `Filter ${filter.index}`;
   const image = $("filter-dialog-image");
   image.removeAttribute("src");
@@ -431,6 +492,7 @@ function openFilter(filter) {
   image.alt = `What filter ${filter.index} responds to most`;
   $("filter-dialog-loss").textContent =
     `Final loss ${filter.loss.toFixed(4)}${filter.dead ? " (dead: left out of the grid)" : ""}`;
+  $("filter-dialog-unit").href = `/atlas/${params.model}/${params.layer}/${filter.index}`;
   $("filter-dialog").showModal();
 }
 
@@ -542,6 +604,7 @@ function followRouteLinks(event) {
   const link = event.target.closest("a[data-route]");
   if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
   event.preventDefault();
+  link.closest("dialog")?.close();
   history.pushState({}, "", link.href);
   route();
 }

@@ -26,7 +26,7 @@ from shared.methods import METHODS, SEED  # noqa: E402
 from shared.models import ARCHITECTURES, DEFAULT_MODEL, seed_preprocessing  # noqa: E402
 from shared.objectives import DEFAULT_OBJECTIVE  # noqa: E402
 from worker.engine.backend import step_module  # noqa: E402
-from worker.engine.core import FilterAscent  # noqa: E402
+from worker.engine.core import FilterAscent, Frame, Frames  # noqa: E402
 from worker.engine.loop import CompiledRecipe, ascend_recipe_batch, compile_recipe  # noqa: E402
 from worker.engine.network import cut_at, preprocess  # noqa: E402
 from worker.engine.recipes import build_recipe, picture  # noqa: E402
@@ -36,6 +36,8 @@ from worker.engine.sizing import activation_bytes_per_image, auto_batch_size  # 
 __all__ = [
     "AscentEngine",
     "FilterAscent",
+    "Frame",
+    "Frames",
     "activation_bytes_per_image",
     "auto_batch_size",
     "picture",
@@ -113,6 +115,7 @@ class AscentEngine:
         batch_size: int,
         on_batch: Callable[[list[FilterAscent]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        frames: Frames | None = None,
         method: str = SEED,
         method_params: Mapping[str, Any] | None = None,
         objective: Sequence[Mapping[str, Any]] = DEFAULT_OBJECTIVE,
@@ -122,7 +125,8 @@ class AscentEngine:
         `batch_size` is the number of images one step may hold: a method that looks at several
         crops of each image runs that many fewer filters at once. `on_batch` hears each finished
         batch (for progress); `should_stop` is asked before every step and ends the run early when
-        it returns True (for cancellation): only whole batches are returned.
+        it returns True (for cancellation): only whole batches are returned. `frames` sees each batch
+        while it forms (engine/core.py).
         """
         if method == SEED:
             step = self.compiled_step(layer, image_size)
@@ -130,7 +134,7 @@ class AscentEngine:
             def run(batch: list[int]) -> list[FilterAscent] | None:
                 return ascend_seed_batch(
                     step, batch, seed=seed, image_size=image_size, steps=steps, step_size=step_size,
-                    should_stop=should_stop,
+                    should_stop=should_stop, frames=frames,
                 )  # fmt: skip
 
             per_batch = batch_size
@@ -141,7 +145,7 @@ class AscentEngine:
             def run(batch: list[int]) -> list[FilterAscent] | None:
                 return ascend_recipe_batch(
                     compiled, batch, seed=seed, image_size=image_size, steps=steps, step_size=step_size,
-                    min_size=min_size, should_stop=should_stop,
+                    min_size=min_size, should_stop=should_stop, frames=frames,
                 )  # fmt: skip
 
             per_batch = max(1, batch_size // compiled.recipe.transform.copies)

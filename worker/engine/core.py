@@ -1,5 +1,6 @@
 """What the engine hands back for each filter, and the per-filter random streams every part draws from."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,27 @@ class FilterAscent:
     steps_run: int
     revived: bool = False
     start_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A running batch's images while they form (RGB as FilterAscent.image), after `step` of `steps`, with
+    each filter's current loss."""
+
+    filters: list[int]
+    step: int
+    steps: int
+    images: np.ndarray
+    losses: np.ndarray
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Where a run shows its batch while it forms: `due` is asked after every step and must be cheap;
+    only when it says so are the images copied out for `show`."""
+
+    due: Callable[[], bool]
+    show: Callable[[Frame], None]
 
 
 def filter_rng(seed: int, filter_index: int, stream: int = 0) -> np.random.Generator:

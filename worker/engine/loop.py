@@ -11,7 +11,7 @@ from shared.models import Preprocessing
 from shared.objectives import DEFAULT_OBJECTIVE, tracks_channels
 from worker.engine.backend import Tensor
 from worker.engine.backend import active as backend
-from worker.engine.core import FilterAscent, filter_keys
+from worker.engine.core import FilterAscent, Frame, Frames, filter_keys
 from worker.engine.network import Cut, activate, channel_means, pre_activation, preprocess
 from worker.engine.objectives import objective, objective_values
 from worker.engine.recipes import Recipe
@@ -71,8 +71,10 @@ def ascend_recipe_batch(
     step_size: float,
     min_size: int,
     should_stop: Callable[[], bool] | None = None,
+    frames: Frames | None = None,
 ) -> list[FilterAscent] | None:
-    """Run a recipe on one batch, one image per filter; None when `should_stop` said so between steps.
+    """Run a recipe on one batch, one image per filter; None when `should_stop` said so between steps;
+    `frames` sees the batch as it forms.
 
     Filters never stop early (transforms and redirected gradients can bring a dead one back); a
     filter is dead when its final picture leaves its channel at zero after the ReLU (where the
@@ -93,7 +95,7 @@ def ascend_recipe_batch(
             if should_stop is not None and should_stop():
                 return None
             t += 1
-            variable, state, _ = compiled.step(
+            variable, state, losses = compiled.step(
                 variable,
                 state,
                 ops.convert_to_tensor(recipe.optimizer.coefficients(i + 1, step_size)),
@@ -103,6 +105,9 @@ def ascend_recipe_batch(
                 ops.convert_to_tensor((t - 1) / max(steps - 1, 1), "float32"),
                 ops.convert_to_tensor(t <= recipe.redirect_steps),
             )
+            if frames is not None and frames.due():
+                rgb = np.asarray(recipe.param.rgb(variable))
+                frames.show(Frame(filters, t, steps, rgb, np.asarray(losses, dtype=np.float64)))
     rgb, value, activation = (np.asarray(x) for x in compiled.evaluate(variable, filter_ids))
     started_dead = (start_activation <= 0) & compiled.per_filter
     dead = (activation <= 0) & compiled.per_filter

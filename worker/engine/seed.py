@@ -11,7 +11,7 @@ import numpy as np
 from keras import ops
 
 from worker.engine.backend import step_module
-from worker.engine.core import FilterAscent, filter_rng
+from worker.engine.core import FilterAscent, Frame, Frames, filter_rng
 
 
 def start_image(seed: int, filter_index: int, image_size: int) -> np.ndarray:
@@ -33,8 +33,10 @@ def ascend_seed_batch(
     steps: int,
     step_size: float,
     should_stop: Callable[[], bool] | None = None,
+    frames: Frames | None = None,
 ) -> list[FilterAscent] | None:
-    """Run the seed's ascent on one batch; None when `should_stop` said so between two steps."""
+    """Run the seed's ascent on one batch; None when `should_stop` said so between two steps. `frames`
+    sees the batch as it forms."""
     count = len(filters)
     backend = step_module()
     current = ops.convert_to_tensor(np.stack([start_image(seed, k, image_size) for k in filters]))
@@ -44,7 +46,7 @@ def ascend_seed_batch(
     steps_run = np.zeros(count, dtype=int)
     active = np.arange(count)
     step_size_t = ops.convert_to_tensor(step_size, dtype="float32")
-    for _ in range(steps):
+    for step_index in range(steps):
         if should_stop is not None and should_stop():
             return None
         if active.size == count:
@@ -64,6 +66,8 @@ def ascend_seed_batch(
         losses = np.asarray(losses)
         last_loss[active] = losses
         steps_run[active] += 1
+        if frames is not None and frames.due():
+            frames.show(Frame(filters, step_index + 1, steps, np.asarray(current), last_loss.copy()))
         # As in the seed, the step that finds loss <= 0 is still applied, then the filter stops.
         died = losses <= 0
         dead[active[died]] = True
