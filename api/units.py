@@ -22,7 +22,7 @@ from api.jobs import admissible_spec, create_job, stored_file
 from api.schemas import AnyObject
 from api.services import Services, current_services
 from shared import atlas as atlases
-from shared import cache
+from shared import cache, objectives
 from shared.jobs import FINISHED, SUCCEEDED
 from shared.keys import ON_DEMAND_JOB, ON_DEMAND_VISITOR
 from shared.layers import is_unit
@@ -48,6 +48,11 @@ class UnitPath(BaseModel):
 class UnitQuery(BaseModel):
     method: str = Field(SEED, description="how the picture is made (default seed)")
     size: int = Field(atlases.AtlasRequest.model_fields["image_size"].default, description="its side in px")
+    objective: str = Field(
+        "channel",
+        description="what the picture maximises: one term, kind[:name=value,...] "
+        "(e.g. neuron:x=0.25,y=0.5) or JSON; seed takes the channel only",
+    )
 
 
 def unit_spec(model: str, layer: str, unit: int) -> JobSpec:
@@ -61,7 +66,17 @@ def unit_spec(model: str, layer: str, unit: int) -> JobSpec:
     body: dict[str, Any] = atlases.job_request(atlases.AtlasRequest(model=model, method=method), layer, [unit])
     if "size" in request.args:
         body["image_size"] = int(request.args["size"]) if request.args["size"].isdigit() else request.args["size"]
+    if "objective" in request.args:
+        body["objective"] = _objective_term(request.args["objective"])
     return admissible_spec(body, current_services().settings, "invalid_unit")
+
+
+def _objective_term(text: str) -> dict[str, Any]:
+    try:
+        return objectives.parse_term(text)
+    except ValueError as error:
+        raise ApiError(422, "invalid_unit", f"objective: {error}",
+                       [{"field": "objective", "reason": str(error)}]) from None  # fmt: skip
 
 
 @units.get("/v1/units/<model>/<layer>/<int:unit>.png")
@@ -71,7 +86,7 @@ def unit_spec(model: str, layer: str, unit: int) -> JobSpec:
     202: Reply("Rendering: poll Location (the job) or ask again after Retry-After", AnyObject,
                headers=("Location", "Retry-After")),
     404: error("No such model, layer or unit"),
-    422: error("Invalid method or size"),
+    422: error("Invalid method, size or objective"),
     429: error("Too many renders in flight, or asked too fast, from this visitor", retry=True),
     **UNAVAILABLE,
 })  # fmt: skip
@@ -94,7 +109,7 @@ def unit_picture(model: str, layer: str, unit: int):
             query=UnitQuery, replies={
     200: Reply("The unit, rendered", AnyObject),
     404: error("No such model, layer or unit, or not rendered yet (its .png renders it)"),
-    422: error("Invalid method or size"),
+    422: error("Invalid method, size or objective"),
     **UNAVAILABLE,
 })  # fmt: skip
 def unit_record(model: str, layer: str, unit: int):

@@ -1,12 +1,12 @@
 """The `filterviz` command line: its parser, and the job its arguments describe."""
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from shared import objectives
 from shared.methods import METHODS, SEED
 from shared.models import ARCHITECTURES, DEFAULT_MODEL
 from shared.settings import Settings
@@ -68,25 +68,11 @@ def parse_param(text: str) -> tuple[str, int | float | bool]:
 
 
 def parse_term(text: str) -> dict[str, Any]:
-    """An objective term: JSON (`{"kind": "direction", "vector": [...]}`), or `kind[:name=value,...]`
-    with numbers for values (the spec validates the rest)."""
-    if text.lstrip().startswith("{"):
-        try:
-            parsed = json.loads(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"bad objective term {text[:60]!r}: {error}") from None
-        if not isinstance(parsed, dict):
-            raise argparse.ArgumentTypeError(f"bad objective term {text[:60]!r}: a JSON object is needed")
-        return parsed
-    kind, _, given = text.partition(":")
-    term: dict[str, Any] = {"kind": kind}
-    for pair in filter(None, given.split(",")):
-        name, _, value = pair.partition("=")
-        try:
-            term[name.strip()] = float(value) if "." in value or "e" in value.lower() else int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad objective term {text[:60]!r}: {name} must be a number") from None
-    return term
+    """An objective term (shared/objectives.py parse_term), or the argument's error."""
+    try:
+        return objectives.parse_term(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"bad objective term {text[:60]!r}: {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ with a `weight` (1 by default, negative to push a term down), all on the job's l
 filters are then pictures of the same objective, each from its own starting noise.
 """
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -75,6 +76,29 @@ Objective = Annotated[
 ]
 DEFAULT_OBJECTIVE: list[dict[str, Any]] = [Channel().model_dump()]
 _TERMS = TypeAdapter(list[AnyTerm])
+
+
+def parse_term(text: str) -> dict[str, Any]:
+    """A term as written on a command line or in a query: JSON (`{"kind": "direction", "vector": [...]}`),
+    or `kind[:name=value,...]` with numbers for values (the spec validates the rest); ValueError naming
+    what is wrong."""
+    if text.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("a JSON object is needed")
+        return parsed
+    kind, _, given = text.partition(":")
+    term: dict[str, Any] = {"kind": kind}
+    for pair in filter(None, given.split(",")):
+        name, _, value = pair.partition("=")
+        try:
+            term[name.strip()] = float(value) if "." in value or "e" in value.lower() else int(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number") from None
+    return term
 
 
 def as_terms(objective: Any) -> Any:

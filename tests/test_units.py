@@ -50,6 +50,17 @@ def test_a_unit_is_rendered_on_first_sight_then_served_from_the_cache(api):
     assert (job["status"], job["params"]["filters"], job["params"]["image_size"]) == ("succeeded", [3], 32)
 
 
+def test_a_unit_under_another_objective_is_its_own_render(api):
+    path = "/v1/units/vgg16/block1_conv1/5.png?size=32&method=fourier"
+    plain = requests.get(f"{api}{path}", timeout=30).json()["job"]
+    neuron = requests.get(f"{api}{path}&objective=neuron:x=0.25,y=0.75", timeout=30)
+    assert neuron.status_code == 202 and neuron.json()["job"] != plain
+    job = wait_for(api, neuron.json()["job"], {"succeeded", "failed"})
+    assert job["status"] == "succeeded" and job["params"]["objective"][0]["kind"] == "neuron"
+    picture = requests.get(f"{api}{path}&objective=neuron:x=0.25,y=0.75", timeout=30)
+    assert picture.status_code == 200 and picture.headers["Content-Type"] == "image/png"
+
+
 def test_visitors_asking_at_once_share_one_render(api):
     path = "/v1/units/vgg16/block2_conv1/7.png?size=32&method=fourier"
     with ThreadPoolExecutor(6) as pool:
@@ -95,6 +106,8 @@ def test_a_visitor_has_a_bound_on_renders_in_flight(api):
         ("/v1/units/vgg16/block5_conv1/0.png?size=8", 422, "too small for block5_conv1"),
         ("/v1/units/vgg16/block1_conv1/0.png?size=big", 422, "image_size"),
         ("/v1/units/vgg16/block1_conv1/60", 404, "not rendered yet"),
+        ("/v1/units/vgg16/block1_conv1/0.png?objective=neuron:x=left", 422, "x must be a number"),
+        ("/v1/units/vgg16/block1_conv1/0.png?objective=layer", 422, "objective"),
     ],
 )
 def test_a_unit_named_wrong_is_a_4xx_saying_why(api, path, status, words):
