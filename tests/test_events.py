@@ -2,13 +2,14 @@
 run, each stored filter, and `end`; Last-Event-ID resumes; the client's `wait` follows the stream."""
 
 import base64
+import time
 
 import pytest
 import requests
 
-from client.api import Client
+from client.api import Client, WaitTimeout
 from shared.pictures import decode_png
-from tests.service_helpers import SMALL_JOB, submit, wait_for
+from tests.service_helpers import SMALL_JOB, running_stack, submit, wait_for
 from worker.frames import FRAME_SIDE
 
 # Two chunks of four filters, each long enough to show frames before it is stored.
@@ -84,6 +85,31 @@ def test_a_stream_asked_wrong_is_a_4xx(api, job_id, headers, status):
     job_id = job_id or submit(api, {**SMALL_JOB, "seed": 35})["id"]
     answer = requests.get(f"{api}/v1/jobs/{job_id}/events", headers=headers, timeout=10)
     assert answer.status_code == status and answer.json()["error"]["message"]
+
+
+def test_past_its_streams_an_api_process_says_503_and_wait_polls_instead(tmp_path):
+    # One API process with one stream slot, and no worker: the job stays queued.
+    env = {"FILTERVIZ_EVENT_STREAMS": "1", "FILTERVIZ_API_WORKERS": "1"}
+    with running_stack(tmp_path, [], chunk_size=4, env=env) as stack, Client(stack.api_url) as client:
+        job = client.submit({**SMALL_JOB, "seed": 36})
+        held = requests.get(f"{stack.api_url}/v1/jobs/{job.id}/events", stream=True, timeout=10)
+        assert held.status_code == 200 and next(held.iter_lines()) == b"retry: 1000"
+        refused = requests.get(f"{stack.api_url}/v1/jobs/{job.id}/events", timeout=10)
+        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+        assert "holds 1 event streams" in refused.json()["error"]["message"]
+        seen = []
+        with pytest.raises(WaitTimeout):  # it polled (on_progress heard each poll's job) until its timeout
+            client.wait(job.id, timeout=2, poll_seconds=0.2, on_progress=seen.append)
+        assert seen and seen[-1].status == "queued"
+        held.close()  # the slot comes back with the connection
+        deadline = time.monotonic() + 10
+        while (
+            again := requests.get(f"{stack.api_url}/v1/jobs/{job.id}/events", stream=True, timeout=10)
+        ).status_code == 503 and time.monotonic() < deadline:
+            again.close()
+            time.sleep(0.2)
+        assert again.status_code == 200
+        again.close()
 
 
 def _order(event_id: str) -> tuple[int, int]:
