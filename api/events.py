@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from api.contract import Reply, documented, error
@@ -44,6 +45,16 @@ _slots: threading.BoundedSemaphore | None = None
 _slots_lock = threading.Lock()
 
 
+class ServerSentEvent(BaseModel):
+    """One event of the stream, as an SSE parser reads it: `data` is JSON whose shape `event` names
+    (README, Live painting)."""
+
+    event: str = Field("message", description="status, progress, filters, frame or end")
+    data: str = Field("", description="the event's JSON")
+    id: str | None = Field(None, description="what Last-Event-ID resumes after")
+    retry: int | None = Field(None, description="milliseconds to wait before reconnecting")
+
+
 def stream_slots(count: int) -> threading.BoundedSemaphore:
     """This process' slots for open streams (made once, on first use)."""
     global _slots
@@ -56,7 +67,7 @@ def stream_slots(count: int) -> threading.BoundedSemaphore:
 @events.get("/jobs/<job_id>/events")
 @documented("followJob", "The job as Server-Sent Events: its state, then its moves, progress, stored filters and "
             "live frames, until it ends (Last-Event-ID resumes)", path=JobPath, replies={
-    200: Reply("An event stream (text/event-stream)", media=EVENT_STREAM),
+    200: Reply("An event stream (text/event-stream), each event as below", ServerSentEvent, media=EVENT_STREAM),
     **UNKNOWN_JOB,
     422: error("Last-Event-ID is not an id this stream gave"),
     503: error("Redis or storage unavailable, or this API process holds as many streams as it may: poll the job",

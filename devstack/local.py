@@ -3,6 +3,7 @@ API (gunicorn) as local processes, each in its own process group so it can be st
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,11 +36,23 @@ S3_VOLUME_FLAGS = (
 )
 
 
+# Where free_port() looks: None, wherever the kernel picks (its ephemeral range). The tests set a range
+# below that, one per test process: a server stopped and started again on its ports (an outage test)
+# then can't find one taken meanwhile by an outgoing connection or by the other test process.
+PORT_RANGE: range | None = None
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port nothing listens on right now (in PORT_RANGE when set)."""
+    candidates = [0] if PORT_RANGE is None else random.sample(PORT_RANGE, min(200, len(PORT_RANGE)))
+    for candidate in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError(f"no free port in {PORT_RANGE}")
 
 
 def _tool(name: str) -> str:

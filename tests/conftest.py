@@ -20,6 +20,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 import redis
 
+from devstack import local
+
+# Servers' ports come from below the kernel's ephemeral range (32768 up), a block per test process
+# (pytest-xdist's gw0, gw1, ...): see devstack/local.py PORT_RANGE.
+_PROCESS = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+local.PORT_RANGE = range(16000 + 4000 * _PROCESS, 20000 + 4000 * _PROCESS)
+
 TEST_WEIGHTS = "random:3"
 SERVICE_CHUNK_SIZE = 4
 TIERS = ("unit", "engine", "stack", "browser", "compose")

@@ -29,7 +29,7 @@ CHECKS = [
     "unsupported_method",
     "allow_header_conformance",
 ]
-# Per operation and phase: 60 keeps the run near 60 s on two cores now that there are 34 operations
+# Per operation and phase: 60 keeps the run near 60 s on two cores with 34 operations (one excluded below)
 # (CI's whole run must stay under 30 minutes). Fixed seed: a failure reproduces (schemathesis prints
 # a curl line and `st replay <id>` for each).
 EXAMPLES, SEED = 60, 7
@@ -54,6 +54,9 @@ def test_the_api_survives_fuzzing_and_conforms_to_its_openapi_document(tmp_path)
             schemathesis(), "run", f"{stack.api_url}/openapi.json", "--checks", ",".join(CHECKS),
             "--phases", "coverage,fuzzing,stateful", "--max-examples", str(EXAMPLES), "--seed", str(SEED),
             "--max-response-time", "2", "--request-timeout", "10", "--generation-database", "none", "--no-color",
+            # A job's event stream: this stack has no worker, so a stream of a job it made never ends
+            # and each read waits out the timeout. tests/test_events.py drives that route.
+            "--exclude-operation-id", "followJob",
         ]  # fmt: skip
         run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
         api_log = (stack.workdir / "api.log").read_text()
