@@ -42,12 +42,15 @@ class EventStream:
         self._jobs = jobs
         self._redis = jobs.redis
 
-    def publish(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
-        """Append an event, renewing the job's lifetime; a Redis error is logged, not raised."""
+    def publish(self, job_id: str, kind: str, data: dict[str, Any], starts: bool = False) -> None:
+        """Append an event, renewing the job's lifetime; a Redis error is logged, not raised. Only the
+        event that `starts` the stream (the submission's) makes it: after a job is deleted, a chunk
+        still stopping can't bring its stream back."""
         try:
             with self._redis.pipeline() as pipe:
                 fields = {"kind": kind, "data": json.dumps(data, separators=(",", ":"))}
-                pipe.xadd(job_keys(job_id).events, fields, maxlen=EVENTS_KEPT, approximate=True)
+                pipe.xadd(job_keys(job_id).events, fields, maxlen=EVENTS_KEPT, approximate=True,
+                          nomkstream=not starts)  # fmt: skip
                 self._jobs.touch(pipe, job_id)
                 pipe.execute()
         except Exception:

@@ -264,6 +264,8 @@ class Lifecycle:
         a hit) is finished here from the cache. `hits` were looked up under `hits_weights`: the job is
         bound to those weights (a worker with others fails it, never a mix)."""
         self.jobs.create(job_id, spec, len(chunks), owner=owner)
+        # The stream starts with the job; later events never make it again (a deleted job's stays gone).
+        self.stream.publish(job_id, job_events.STATUS, {"status": QUEUED, "code": None}, starts=True)
         if webhook is not None:
             self.jobs.set_webhook(job_id, webhook)
         if hits and hits_weights is not None:

@@ -38,6 +38,7 @@ def test_the_lifecycle_tells_moves_progress_and_stored_filters_in_order(lifecycl
     lifecycle.fail(unit, "boom", "it broke")
     told = lifecycle.stream.read("job", START, block_ms=0)
     assert [(event.kind, event.data) for event in told] == [
+        ("status", {"status": "queued", "code": None}),
         ("status", {"status": "running", "code": None}),
         ("progress", {"done": 2, "total": 4}),
         ("filters", {"filters": [{"index": 0, "loss": 1.5, "dead": False}]}),
@@ -46,13 +47,17 @@ def test_the_lifecycle_tells_moves_progress_and_stored_filters_in_order(lifecycl
     ]
     assert lifecycle.stream.last_id("job") == told[-1].id and all(is_event_id(event.id) for event in told)
     # Resuming after an event gives what came after it; the stream lives and dies with the job's record.
-    assert [event.kind for event in lifecycle.stream.read("job", told[2].id, block_ms=0)] == ["progress", "status"]
+    assert [event.kind for event in lifecycle.stream.read("job", told[3].id, block_ms=0)] == ["progress", "status"]
     assert 0 < lifecycle.jobs.redis.ttl(job_keys("job").events) <= lifecycle.jobs.redis.ttl(job_keys("job").record)
+    # Deleted, the job's stream stays gone: a chunk still stopping can't make it again.
+    lifecycle.jobs.redis.delete(*job_keys("job"))
+    lifecycle.progress(unit, 4)
+    assert not lifecycle.jobs.redis.exists(job_keys("job").events)
 
 
 def test_the_stream_is_capped_and_knows_when_a_readers_place_was_trimmed(jobs):
     stream = EventStream(jobs)
-    stream.publish("job", job_events.PROGRESS, {"done": 0, "total": 1})
+    stream.publish("job", job_events.PROGRESS, {"done": 0, "total": 1}, starts=True)
     first = stream.last_id("job")
     for step in range(3 * job_events.EVENTS_KEPT):
         stream.publish("job", job_events.FRAME, {"step": step})
