@@ -10,7 +10,7 @@ from api.admission import Admission, init_rate_limit
 from api.atlas import atlas
 from api.auth import load_tokens
 from api.errors import register_error_handlers
-from api.events import events
+from api.events import events, init_event_streams
 from api.headers import add_security_headers
 from api.jobs import jobs
 from api.meta import meta
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(upload)
     app.register_blueprint(units)
     app.register_blueprint(events)
+    init_event_streams(app, settings.event_streams)
     register_error_handlers(app)
     require_tokens(app, tokens, failed_logins(settings.redis_url, settings.failed_auth_limit))
     limits = {"jobs.submit_job": settings.submit_rate_limit, "uploads.upload_weights": settings.upload_rate_limit,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -41,8 +41,7 @@ END = "end"
 KEEPALIVE_MS = 3000
 STREAM_SECONDS = 300
 RECONNECT_MS = 1000
-_slots: threading.BoundedSemaphore | None = None
-_slots_lock = threading.Lock()
+SLOTS = "filterviz.event_streams"  # app.extensions: the process' BoundedSemaphore of open streams
 
 
 class ServerSentEvent(BaseModel):
@@ -55,13 +54,9 @@ class ServerSentEvent(BaseModel):
     retry: int | None = Field(None, description="milliseconds to wait before reconnecting")
 
 
-def stream_slots(count: int) -> threading.BoundedSemaphore:
-    """This process' slots for open streams (made once, on first use)."""
-    global _slots
-    with _slots_lock:
-        if _slots is None:
-            _slots = threading.BoundedSemaphore(count)
-        return _slots
+def init_event_streams(app: Flask, count: int) -> None:
+    """This process' slots for open streams, one per stream it may hold."""
+    app.extensions[SLOTS] = threading.BoundedSemaphore(count)
 
 
 @events.get("/jobs/<job_id>/events")
@@ -83,11 +78,15 @@ def follow_job(job_id: str):
     stream = services.lifecycle.stream
     newest = stream.last_id(job_id)  # read before the state: what happens after it is relayed
     resource = visible_job(job_id)
-    filters = stored_filters(resource)
-    slots = stream_slots(services.settings.event_streams)
-    if not slots.acquire(blocking=False):
+    slots: threading.BoundedSemaphore = current_app.extensions[SLOTS]
+    if not slots.acquire(blocking=False):  # before the storage read: a refusal costs no listing
         raise ApiError(503, "too_many_streams", f"this API process holds {services.settings.event_streams} event "
                        f"streams, its most: poll GET /v1/jobs/{job_id}", retry_after=2)  # fmt: skip
+    try:
+        filters = stored_filters(resource)
+    except BaseException:
+        slots.release()
+        raise
     body = _follow(stream, resource, filters, newest, after)
     response = Response(body, mimetype=EVENT_STREAM, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     # Released however the stream ends, even when the client goes away before the first event.

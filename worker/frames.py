@@ -11,10 +11,12 @@ import math
 import time
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from shared.job_events import FRAME, EventStream
 from shared.pictures import encode_png
 from shared.spec import JobSpec
-from shared.thumbnails import png_thumbnail
 from worker.engine import Frame, Frames, picture
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ def frame_data(spec: JobSpec, chunk: int, frame: Frame) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _data_url(rgb: Any) -> str:
-    png = png_thumbnail(encode_png(rgb), FRAME_SIDE)
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+def _data_url(rgb: np.ndarray) -> str:
+    """The picture shrunk to fit FRAME_SIDE (as shared/thumbnails.py shrinks), then encoded once."""
+    image = Image.fromarray(rgb)
+    image.thumbnail((FRAME_SIDE, FRAME_SIDE), Image.Resampling.LANCZOS)
+    return "data:image/png;base64," + base64.b64encode(encode_png(np.asarray(image))).decode()
