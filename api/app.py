@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(upload)
     app.register_blueprint(units)
     app.register_blueprint(events)
-    init_event_streams(app, settings.event_streams)
+    init_event_streams(app, settings.event_stream_slots)
     register_error_handlers(app)
     require_tokens(app, tokens, failed_logins(settings.redis_url, settings.failed_auth_limit))
     limits = {"jobs.submit_job": settings.submit_rate_limit, "uploads.upload_weights": settings.upload_rate_limit,

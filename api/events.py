@@ -7,9 +7,11 @@ Every event carries the stream's id; `Last-Event-ID` resumes after it (what was 
 covered by the state sent first). Any stream closes after STREAM_SECONDS; the client reconnects
 with its last id, as EventSource does by itself.
 
-A stream holds one of gunicorn's threads while it is open, so each API process serves at most
-FILTERVIZ_EVENT_STREAMS at once (default 4: half of its 8 threads, the rest left to polls and uploads);
-past that, 503 with Retry-After, and clients poll GET /v1/jobs/{id} instead.
+A stream holds one of gunicorn's threads while it is open (a sync WSGI server has no other way), so
+each API process serves at most FILTERVIZ_EVENT_STREAMS at once (default: half of its
+FILTERVIZ_API_THREADS, the rest left to polls and uploads); past that, 503 with Retry-After, and
+clients poll GET /v1/jobs/{id} instead. /metrics counts the open ones. An idle stream costs a thread
+blocked on Redis and a Redis connection: bench/streams.py measures polls beside 200 of them.
 """
 
 import json
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import Gauge
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -41,7 +44,9 @@ END = "end"
 KEEPALIVE_MS = 3000
 STREAM_SECONDS = 300
 RECONNECT_MS = 1000
-SLOTS = "filterviz.event_streams"  # app.extensions: the process' BoundedSemaphore of open streams
+SLOTS = "filterviz.event_streams"  # app.extensions: the process' StreamSlots
+OPEN_STREAMS = Gauge("filterviz_event_streams_open", "Event streams open, in all API processes",
+                     multiprocess_mode="livesum")  # fmt: skip
 
 
 class ServerSentEvent(BaseModel):
@@ -54,9 +59,28 @@ class ServerSentEvent(BaseModel):
     retry: int | None = Field(None, description="milliseconds to wait before reconnecting")
 
 
+class StreamSlots:
+    """The streams one API process may hold open at once (each holds a thread), counted in /metrics."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._free = threading.BoundedSemaphore(count)
+
+    def take(self) -> bool:
+        """A slot for one more stream, if one is free."""
+        if not self._free.acquire(blocking=False):
+            return False
+        OPEN_STREAMS.inc()
+        return True
+
+    def give_back(self) -> None:
+        OPEN_STREAMS.dec()
+        self._free.release()
+
+
 def init_event_streams(app: Flask, count: int) -> None:
     """This process' slots for open streams, one per stream it may hold."""
-    app.extensions[SLOTS] = threading.BoundedSemaphore(count)
+    app.extensions[SLOTS] = StreamSlots(count)
 
 
 @events.get("/jobs/<job_id>/events")
@@ -78,19 +102,19 @@ def follow_job(job_id: str):
     stream = services.lifecycle.stream
     newest = stream.last_id(job_id)  # read before the state: what happens after it is relayed
     resource = visible_job(job_id)
-    slots: threading.BoundedSemaphore = current_app.extensions[SLOTS]
-    if not slots.acquire(blocking=False):  # before the storage read: a refusal costs no listing
-        raise ApiError(503, "too_many_streams", f"this API process holds {services.settings.event_streams} event "
-                       f"streams, its most: poll GET /v1/jobs/{job_id}", retry_after=2)  # fmt: skip
+    slots: StreamSlots = current_app.extensions[SLOTS]
+    if not slots.take():  # before the storage read: a refusal costs no listing
+        raise ApiError(503, "too_many_streams", f"this API process holds {slots.count} event streams, its most: "
+                       f"poll GET /v1/jobs/{job_id}", retry_after=2)  # fmt: skip
     try:
         filters = stored_filters(resource)
     except BaseException:
-        slots.release()
+        slots.give_back()
         raise
     body = _follow(stream, resource, filters, newest, after)
     response = Response(body, mimetype=EVENT_STREAM, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     # Released however the stream ends, even when the client goes away before the first event.
-    response.call_on_close(slots.release)
+    response.call_on_close(slots.give_back)
     return response
 
 

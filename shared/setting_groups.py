@@ -21,7 +21,9 @@ class ApiServerSettings(EnvironmentSettings):
     api_bind: str = Field("0.0.0.0:8000", pattern=r"^\S+$", validation_alias="FILTERVIZ_API_BIND")
     # One process per CPU this container may use (its quota, not the host's cores).
     api_workers: int = Field(default_factory=available_cpus, ge=1, validation_alias="FILTERVIZ_API_WORKERS")
-    api_threads: int = Field(8, ge=1, validation_alias="FILTERVIZ_API_THREADS")
+    # Threads per process: they wait on Redis and S3, slow clients and open event streams (half of them
+    # by default, FILTERVIZ_EVENT_STREAMS), not on the CPU.
+    api_threads: int = Field(16, ge=2, validation_alias="FILTERVIZ_API_THREADS")
     # Log lines as JSON objects (with the job id and chunk) instead of text, the workers' too: `json` or `text`.
     log_format: str = Field("text", pattern="^(text|json)$", validation_alias="FILTERVIZ_LOG_FORMAT")
 

@@ -46,8 +46,9 @@ class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
     fair_slice_seconds: float = Field(5.0, ge=0, validation_alias="FILTERVIZ_FAIR_SLICE_SECONDS")
     # Live frames of running chunks in each job's event stream (worker/frames.py), per job; 0: none.
     frames_per_second: float = Field(2.0, ge=0, le=10, validation_alias="FILTERVIZ_FRAMES_PER_SECOND")
-    # Event streams (GET /v1/jobs/{id}/events) one API process holds open at once: each holds a thread.
-    event_streams: int = Field(4, ge=1, validation_alias="FILTERVIZ_EVENT_STREAMS")
+    # Event streams (GET /v1/jobs/{id}/events) one API process holds open at once: each holds one of its
+    # FILTERVIZ_API_THREADS, so fewer than those (unset: half of them; the rest answer polls).
+    event_streams: int | None = Field(None, ge=1, validation_alias="FILTERVIZ_EVENT_STREAMS")
     job_record_days: int = Field(7, ge=1, validation_alias="FILTERVIZ_JOB_RECORD_DAYS")
     # The result cache (shared/cache.py): an entry unused this long is deleted (never while a job refers to it).
     cache_days: int = Field(30, ge=1, validation_alias="FILTERVIZ_CACHE_DAYS")
@@ -160,12 +161,26 @@ class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
             self.redis_url = urlunsplit(url._replace(netloc=f"{user}:{quote(self.redis_password, safe='')}@{host}"))
         return self
 
+    @model_validator(mode="after")
+    def _threads_left_for_polls(self) -> "Settings":
+        if self.event_streams is not None and self.event_streams >= self.api_threads:
+            raise ValueError(
+                f"FILTERVIZ_EVENT_STREAMS ({self.event_streams}) must be below FILTERVIZ_API_THREADS "
+                f"({self.api_threads}): each open stream holds a thread, and polls need some left"
+            )
+        return self
+
     @field_validator("webhook_secret")
     @classmethod
     def _webhook_secret_decodes(cls, secret: str | None) -> str | None:
         if secret is not None:
             secret_bytes(secret)  # a bad secret stops the start, not every delivery
         return secret
+
+    @property
+    def event_stream_slots(self) -> int:
+        """The event streams one API process holds open at once: FILTERVIZ_EVENT_STREAMS, or half its threads."""
+        return self.event_streams or max(1, self.api_threads // 2)
 
     @property
     def webhook_port_list(self) -> frozenset[int] | None:

@@ -2,13 +2,16 @@
 run, each stored filter, and `end`; Last-Event-ID resumes; the client's `wait` follows the stream."""
 
 import base64
+import re
 import time
 
 import pytest
 import requests
+from pydantic import ValidationError
 
 from client.api import Client, WaitTimeout
 from shared.pictures import decode_png
+from shared.settings import Settings
 from tests.service_helpers import SMALL_JOB, running_stack, submit, wait_for
 from worker.frames import FRAME_SIDE
 
@@ -94,6 +97,7 @@ def test_past_its_streams_an_api_process_says_503_and_wait_polls_instead(tmp_pat
         job = client.submit({**SMALL_JOB, "seed": 36})
         held = requests.get(f"{stack.api_url}/v1/jobs/{job.id}/events", stream=True, timeout=10)
         assert held.status_code == 200 and next(held.iter_lines()) == b"retry: 1000"
+        assert _open_streams(stack.api_url) == 1
         refused = requests.get(f"{stack.api_url}/v1/jobs/{job.id}/events", timeout=10)
         assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
         assert "holds 1 event streams" in refused.json()["error"]["message"]
@@ -110,6 +114,21 @@ def test_past_its_streams_an_api_process_says_503_and_wait_polls_instead(tmp_pat
             time.sleep(0.2)
         assert again.status_code == 200
         again.close()
+
+
+def test_event_streams_default_to_half_the_threads_and_leave_some_for_polls():
+    assert Settings(api_threads=32).event_stream_slots == 16
+    assert Settings(api_threads=8, event_streams=7).event_stream_slots == 7
+    refused = r"FILTERVIZ_EVENT_STREAMS \(8\) must be below FILTERVIZ_API_THREADS \(8\)"
+    with pytest.raises(ValidationError, match=refused):
+        Settings(api_threads=8, event_streams=8)
+
+
+def _open_streams(api: str) -> float:
+    """What /metrics counts as open event streams."""
+    found = re.search(r"^filterviz_event_streams_open (\S+)$", requests.get(f"{api}/metrics", timeout=10).text, re.M)
+    assert found, "no filterviz_event_streams_open in /metrics"
+    return float(found.group(1))
 
 
 def _order(event_id: str) -> tuple[int, int]:

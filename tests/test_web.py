@@ -219,6 +219,19 @@ def test_a_running_job_paints_live_before_its_first_chunk_is_stored(page, stack)
     expect(page.locator("#job-live")).to_be_hidden()  # each forming picture gave way to the stored one
 
 
+def test_the_compare_view_paints_both_jobs_live(page, stack):
+    # Two jobs of one chunk each, on the stack's two workers: each column paints its forming pictures.
+    live = {**SLOW_JOB, "layer": "block3_conv1", "filters": {"start": 0, "stop": 4}, "steps": 60, "cache": False}
+    jobs = [submit(stack.api_url, {**live, "seed": seed}) for seed in (42, 43)]
+    open_page(page, f"/compare?a={jobs[0]['id']}&b={jobs[1]['id']}")
+    for column in (2, 3):  # after the row's heading
+        forming = page.locator(f"#compare-rows td:nth-child({column}).forming img").first
+        expect(forming).to_have_attribute("src", re.compile("^data:image/png;base64,"), timeout=120_000)
+        expect(page.locator(f"#compare-rows td:nth-child({column}).forming .loss").first).to_contain_text("loss")
+    expect(page.locator("#compare-rows td.compared")).to_have_count(8, timeout=180_000)
+    expect(page.locator("#compare-rows td.forming")).to_have_count(0)  # each gave way to its stored picture
+
+
 # ---- with API tokens: a second API process on the same Redis, S3 and worker, tokens required ----
 
 TOKENS = {"carol": "carol-token-1", "dan": "dan-token-2"}

@@ -9,7 +9,7 @@ import { followJob } from "./live.js";
 
 export const POLL_MS = 1000;
 // While a job's event stream is open, its events prompt each poll; this one only backs them up.
-const STREAM_BACKSTOP_MS = 5000;
+export const STREAM_BACKSTOP_MS = 5000;
 const TOKEN_KEY = "filterviz-token";
 export const FINISHED = new Set(["succeeded", "failed", "canceled"]);
 export const $ = (id) => document.getElementById(id);

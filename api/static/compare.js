@@ -2,28 +2,73 @@
 // filter's picture under each job's method, with its final loss, whether it is dead, revived or alive,
 // and a link to the full-size picture. Meant for the same filters under two methods (the job page's
 // "Render and compare" submits such a pair); any two jobs can be compared, and where their filters,
-// size or seed differ the view says so. It polls until both jobs finish, reading the same /v1 API as
-// any client, with the token where one is set (api, showResult).
+// size or seed differ the view says so. It follows both jobs' event streams, each filter's cell
+// painting its forming picture and loss until the stored one replaces it, and polls until both jobs
+// finish (less often while the streams prompt it), reading the same /v1 API as any client, with the
+// token where one is set (api, authorizedFetch, showResult).
 
-import { $, api, element, FINISHED, POLL_MS, showResult } from "./app.js";
+import { $, api, authorizedFetch, element, FINISHED, POLL_MS, showResult, STREAM_BACKSTOP_MS } from "./app.js";
+import { followJob } from "./live.js";
 
 const PICTURE_PX = 128;
 
-let comparing = null; // {ids, timer, sides: [{job, filters: Map index -> entry, final}], drawn}
+// {ids, timer, drawn, sides: [{job, filters: Map index -> entry, forming: Map index -> frame's filter,
+//  final, stream, streaming}]}
+let comparing = null;
 
 function stopComparing() {
-  if (comparing) clearTimeout(comparing.timer);
+  if (comparing) {
+    clearTimeout(comparing.timer);
+    for (const side of comparing.sides) side.stream.stop();
+  }
   comparing = null;
 }
 
 function openCompare(ids) {
   stopComparing();
-  const compare = { ids, timer: null, sides: ids.map(() => ({ job: null, filters: new Map(), final: false })), drawn: "" };
+  const compare = { ids, timer: null, sides: [], drawn: "" };
+  compare.sides = ids.map((id, column) => {
+    const side = { job: null, filters: new Map(), forming: new Map(), final: false, streaming: true };
+    side.stream = followJob(id, authorizedFetch, {
+      frame: (data) => paintFrame(compare, column, data),
+      filters: () => pollSoon(compare),
+      status: () => pollSoon(compare),
+      progress: () => pollSoon(compare),
+      end: () => stopStreaming(compare, side),
+      unavailable: () => stopStreaming(compare, side),
+    });
+    return side;
+  });
   comparing = compare;
   for (const id of ["compare-status", "compare-error-line"]) $(id).textContent = "";
   $("compare-head").replaceChildren();
   $("compare-rows").replaceChildren();
   poll(compare);
+}
+
+function pollSoon(compare) {
+  if (comparing !== compare) return;
+  clearTimeout(compare.timer);
+  compare.timer = setTimeout(() => poll(compare), 0);
+}
+
+// A side's stream ended (its job did) or can't be had: polls carry on at their own pace.
+function stopStreaming(compare, side) {
+  side.streaming = false;
+  pollSoon(compare);
+}
+
+// A frame of one side's running batch: each filter not yet stored shows it in its cell.
+function paintFrame(compare, column, frame) {
+  if (comparing !== compare) return;
+  const side = compare.sides[column];
+  for (const filter of frame.filters) {
+    if (side.filters.has(filter.index)) continue;
+    side.forming.set(filter.index, filter);
+    const row = $("compare-rows").querySelector(`tr[data-index="${filter.index}"]`);
+    if (!side.job || !row) continue; // drawn with the next poll
+    row.children[column + 1].replaceWith(cell(compare.sides.map((each) => each.job), side, filter.index));
+  }
 }
 
 async function poll(compare) {
@@ -41,7 +86,10 @@ async function poll(compare) {
   await Promise.all(jobs.map((job, side) => loadFilters(compare.sides[side], job)));
   if (comparing !== compare) return;
   draw(compare);
-  if (!jobs.every((job) => FINISHED.has(job.status))) compare.timer = setTimeout(() => poll(compare), POLL_MS);
+  if (jobs.every((job) => FINISHED.has(job.status))) return;
+  const streaming = compare.sides.every((side) => side.streaming || FINISHED.has(side.job.status));
+  clearTimeout(compare.timer);
+  compare.timer = setTimeout(() => poll(compare), streaming ? STREAM_BACKSTOP_MS : POLL_MS);
 }
 
 // A side's filters: from the manifest once its job succeeded (it says which filters were revived),
@@ -60,6 +108,7 @@ async function loadFilters(side, job) {
   if (side.filters.size >= job.progress.done && !FINISHED.has(job.status)) return; // nothing new yet
   const listing = await api(job.links.filters).catch(() => null);
   if (listing) side.filters = new Map(listing.filters.map((entry) => [entry.index, entry]));
+  for (const index of side.filters.keys()) side.forming.delete(index); // stored: its forming picture goes
 }
 
 function draw(compare) {
@@ -116,6 +165,14 @@ function differences(jobs) {
 function cell(jobs, side, index) {
   const { job } = side;
   const entry = side.filters.get(index);
+  const forming = side.forming.get(index);
+  if (!entry && forming && !FINISHED.has(job.status)) {
+    const image = element("img", { alt: `Filter ${index} under ${label(jobs, job)}, forming`, width: PICTURE_PX, height: PICTURE_PX });
+    image.src = forming.picture;
+    return element("td", { class: "forming" }, image,
+      element("span", { class: "loss" }, forming.loss === null ? "" : `loss ${forming.loss.toFixed(3)}`), " ",
+      element("span", { class: "marker" }, "forming"));
+  }
   if (!entry) {
     const why = !job.params.filters.includes(index) ? "not in this job" : FINISHED.has(job.status) ? "not rendered" : "rendering…";
     return element("td", { class: "pending" }, why);
