@@ -10,6 +10,7 @@
   at scrape time (a custom collector), so they can't drift from the truth as counters kept by hand
   would; at most once per FILTERVIZ_METRICS_CACHE_SECONDS in a process, since counting the jobs
   reads every record.
+- Open event streams: a gauge api/events.py moves, summed over the live processes.
 - With tokens on, only metrics and admin tokens read them (api/access.py).
 """
 
