@@ -5,8 +5,11 @@ filter is in the cache (shared/cache.py). Pictures come from the job's prefix, o
 for its hits.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
+
+import numpy as np
 
 from shared.cache import PIXELS_VERSION, grid_keys, picture_of
 from shared.jobs import Job
@@ -17,14 +20,21 @@ from shared.thumbnails import png_thumbnail
 
 
 def stitch(
-    storage: Storage, job: Job, entries: list[dict[str, Any]], hits: dict[int, dict[str, Any]]
+    storage: Storage,
+    job: Job,
+    entries: list[dict[str, Any]],
+    hits: dict[int, dict[str, Any]],
+    in_hand: Mapping[int, np.ndarray] = MappingProxyType({}),
 ) -> tuple[list[int], bytes]:
-    """The grid order and PNG of the job's filters (entries: index, loss, dead)."""
+    """The grid order and PNG of the job's filters (entries: index, loss, dead); `in_hand`: pictures the
+    caller rendered and stored itself, by index, which are not read back."""
     spec = job.spec
     order = grid_order([FilterOutcome(e["index"], e["loss"], e["dead"]) for e in entries], spec.grid.n)
+    unread = [k for k in order if k not in in_hand]
     # A picture gone from the bucket ends the finish with MissingObject, which names it.
-    stored = TRANSFERS.map(lambda k: storage.read(picture_of(job.id, k, hits)), order)
-    pictures = {k: decode_png(data) for k, data in zip(order, stored, strict=True)}
+    stored = TRANSFERS.map(lambda k: storage.read(picture_of(job.id, k, hits)), unread)
+    pictures = {**{k: in_hand[k] for k in order if k in in_hand},
+                **{k: decode_png(data) for k, data in zip(unread, stored, strict=True)}}  # fmt: skip
     grid = stitch_grid(order, pictures, n=spec.grid.n, image_size=spec.image_size, margin=spec.grid.margin)
     return order, encode_png(grid)
 
@@ -39,11 +49,13 @@ def write_results(
     timings: dict[str, Any],
     runtime: dict[str, Any],
     still_wanted: Callable[[], bool] = lambda: True,
+    in_hand: Mapping[int, np.ndarray] = MappingProxyType({}),
 ) -> bool:
     """Stitch and store the grid, thumbnail and manifest (the manifest last: it means done).
 
-    `entries` are the rendered filters' manifest entries; the hits' are added here. False, with
-    nothing stored, when `still_wanted` says the job ended meanwhile.
+    `entries` are the rendered filters' manifest entries; the hits' are added here. `in_hand`: the
+    pictures of some of them, as stored, not read back. False, with nothing stored, when
+    `still_wanted` says the job ended meanwhile.
     """
     position = {index: i for i, index in enumerate(job.spec.filters)}
     every = sorted([*entries, *hits.values()], key=lambda e: position[e["index"]])
@@ -53,7 +65,7 @@ def write_results(
     # An identical grid made before is copied (a repeated request stitches nothing); else stitched, and kept.
     copied = job.spec.cache and all(TRANSFERS.map(storage.copy, cached, names))
     if not copied:
-        order, grid_png = stitch(storage, job, every, hits)
+        order, grid_png = stitch(storage, job, every, hits, in_hand)
         if not still_wanted():
             return False
         pictures = [grid_png, png_thumbnail(grid_png, THUMBNAIL_SIDE)]

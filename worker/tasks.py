@@ -207,7 +207,8 @@ def render_chunk(job_id: str, chunk_index: int, filters: list[int]) -> dict[str,
         finish_here = current.lifecycle.chunk_done(unit, finish_here=True)
         metrics.chunk_done(len(rendered), time.perf_counter() - started)
     if finish_here:  # this chunk completed its job: finish it here, not through the broker
-        finished = _finish(current, job_id, just_stored={unit.chunk: record})
+        in_hand = {r.index: r.picture for r in rendered}
+        finished = _finish(current, job_id, just_stored={unit.chunk: record}, in_hand=in_hand)
         return {"chunk": chunk_index, "worker": current.name, "finish": finished}
     return {"chunk": chunk_index, "worker": current.name}
 
@@ -284,16 +285,21 @@ def finish_job(job_id: str) -> dict[str, Any]:
     return _finish(state(), job_id)
 
 
-def _finish(current: WorkerState, job_id: str, just_stored: dict[int, dict] | None = None) -> dict[str, Any]:
-    """just_stored: the chunk records the calling task stored just before, by chunk (not read back)."""
+def _finish(
+    current: WorkerState, job_id: str, just_stored: dict[int, dict] | None = None, in_hand: dict | None = None
+) -> dict[str, Any]:
+    """just_stored: the chunk records the calling task stored just before, by chunk; in_hand: the
+    pictures it stored, by filter (neither read back)."""
     unit = current.lifecycle.begin(job_id, FINISH, current.name, current.engines.identity)
     if isinstance(unit, Skipped):
         return {"skipped": unit.why}
     with current.heartbeat.holding(unit) as watch, failing_on_error(current, unit, "the finish step"):
-        return _assemble(current, unit, watch, just_stored or {})
+        return _assemble(current, unit, watch, just_stored or {}, in_hand or {})
 
 
-def _assemble(current: WorkerState, unit: Unit, watch: Watch, just_stored: dict[int, dict]) -> dict[str, Any]:
+def _assemble(
+    current: WorkerState, unit: Unit, watch: Watch, just_stored: dict[int, dict], in_hand: dict
+) -> dict[str, Any]:
     """Stitch the grid and write the manifest (shared/finish.py); a job canceled or failed meanwhile gets neither."""
     job_id, job = unit.job_id, unit.job
     if just_stored.keys() >= set(range(job.chunks)):  # a one-chunk job, finished where it ran
@@ -327,6 +333,7 @@ def _assemble(current: WorkerState, unit: Unit, watch: Watch, just_stored: dict[
         runtime=current.engines.default.runtime,
         # a finish runs to its end on shutdown, not for a job that ended
         still_wanted=lambda: watch.reason in (None, WORKER_STOPPING),
+        in_hand=in_hand,
     )
     if not stored:
         return {"stopped": watch.reason}

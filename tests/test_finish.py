@@ -1,0 +1,47 @@
+"""The finish's grid: pictures the finishing task rendered itself are used as they are, not read back."""
+
+import numpy as np
+
+from shared.finish import stitch
+from shared.jobs import Job
+from shared.manifest import filter_file
+from shared.pictures import encode_png
+from shared.spec import parse_spec
+from shared.storage import job_key
+from tests.fakes import MemoryStorage
+
+SIZE = 16
+
+
+def _job() -> Job:
+    spec = parse_spec({"filters": [0, 1, 2], "image_size": SIZE, "grid": {"n": 2, "margin": 1}})
+    return Job("j1", "running", spec, None, "t0", "t1", None, None, 0, 1, None)
+
+
+def _picture(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+
+
+class CountingStorage(MemoryStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def get(self, key: str) -> bytes | None:
+        self.reads.append(key)
+        return super().get(key)
+
+
+def test_pictures_in_hand_are_not_read_back_and_make_the_same_grid():
+    job, storage = _job(), CountingStorage()
+    entries = [{"index": index, "loss": float(index), "dead": False} for index in job.spec.filters]
+    for index in job.spec.filters:
+        storage.put(job_key(job.id, filter_file(index)), encode_png(_picture(index)), "image/png")
+
+    order, from_storage = stitch(storage, job, entries, {})
+    assert sorted(storage.reads) == sorted(job_key(job.id, filter_file(index)) for index in order)
+
+    storage.reads.clear()
+    _, with_two_in_hand = stitch(storage, job, entries, {}, in_hand={1: _picture(1), 2: _picture(2)})
+    assert storage.reads == [job_key(job.id, filter_file(0))]
+    assert with_two_in_hand == from_storage
