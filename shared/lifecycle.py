@@ -494,11 +494,21 @@ class Lifecycle:
         those of ended jobs freed, lost messages sent again, free ones filled."""
         live = self.jobs.live()
         for start in range(0, len(live), SWEEP_BATCH):
+            going_on = {}
             for job_id, job in self._read_live(live[start : start + SWEEP_BATCH]).items():
                 try:
-                    self._sweep_job(job_id, job)
+                    if self._sweep_job(job_id, job):
+                        going_on[job_id] = job.chunks
                 except Exception:  # one job's trouble must not stop the others' recovery
                     log.exception("sweep of job %s failed", job_id)
+            try:
+                requeued = self._scheduler.requeue_lost(going_on)
+            except Exception:  # nor one batch's the next batch's
+                log.exception("sweep: the chunks of %d jobs could not be checked", len(going_on))
+                continue
+            for job_id, lost in requeued.items():
+                if lost:
+                    log.info("sweep: chunks %s of job %s were nowhere: queued again", ",".join(lost), job_id)
         self._sweep_deliveries()
         self._sweep_slots()
 
@@ -527,14 +537,15 @@ class Lifecycle:
             )
         return read
 
-    def _sweep_job(self, job_id: str, job: SweptJob) -> None:
+    def _sweep_job(self, job_id: str, job: SweptJob) -> bool:
+        """Recover what the job lost; False when it ended (now or before), else its queue is checked next."""
         if job.status is None or job.status in FINISHED:
             self.jobs.forget_live(job_id)
             self._scheduler.drop(job_id)
-            return
+            return False
         if job.deadline is not None and time.time() > job.deadline:
             self.fail_job(job_id, "deadline_exceeded", f"the job was not done by its deadline ({job.deadline:.0f})")
-            return
+            return False
         keys, units = job_keys(job_id), job.units
         for name in [str(i) for i in range(job.chunks) if str(i) not in job.done]:
             if not self._lapsed(job_id, name, units):
@@ -544,7 +555,7 @@ class Lifecycle:
                 self._mark_done(job_id, name)
             elif int(units[f"starts:{name}"]) >= self._max_attempts:
                 self._fail_repeated(job_id, name, units)
-                return
+                return False
             else:
                 log.info("sweep: chunk %s of job %s lost its worker: enqueued again", name, job_id)
                 self._enqueue(job_id, name, json.loads(units[f"plan:{name}"]))
@@ -554,9 +565,7 @@ class Lifecycle:
                 self._fail_repeated(job_id, FINISH, units)
             elif not self._redis.exists(lease_key(job_id, FINISH)):
                 self._finish_when_complete(job_id, job.chunks)
-        lost = self._scheduler.requeue_lost(job_id, job.chunks)
-        if lost:
-            log.info("sweep: chunks %s of job %s were nowhere: queued again", ",".join(lost), job_id)
+        return True
 
     def _sweep_deliveries(self) -> None:
         """Send again each unit whose receiver died, or dropped it with a Redis restart, before it began."""

@@ -327,16 +327,26 @@ class Scheduler:
         """Members `<job>:<chunk>` the broker holds or a worker runs, with when each was sent."""
         return [(m.decode(), score) for m, score in self._redis.zrange(IN_FLIGHT, 0, -1, withscores=True)]
 
-    def requeue_lost(self, job_id: str, chunks: int) -> list[str]:
-        """Queue again the job's chunks that are nowhere (Redis lost a move); make sure the job has its turn."""
-        keys = job_keys(job_id)
-        lost = [
-            n.decode()
-            for n in self._requeue_lost(keys=[keys.queued, IN_FLIGHT, keys.done, keys.units], args=[job_id, chunks])
-        ]
-        if self._redis.llen(keys.queued):
-            client = self._redis.hget(keys.units, "client")
-            self._enter(job_id, client.decode() if client else "unknown")
+    def requeue_lost(self, jobs: dict[str, int]) -> dict[str, list[str]]:
+        """Queue again the chunks of these jobs (id: chunks) that are nowhere (Redis lost a move), and make
+        sure each job with chunks queued has its turn; the chunks queued again, by job. Two round trips
+        for all of them (the recovery sweep's batch)."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for job_id, chunks in jobs.items():
+                keys = job_keys(job_id)
+                self._requeue_lost(keys=[keys.queued, IN_FLIGHT, keys.done, keys.units], args=[job_id, chunks],
+                                   client=pipe)  # fmt: skip
+                pipe.llen(keys.queued)
+                pipe.hget(keys.units, "client")
+            replies = pipe.execute()
+        lost = {}
+        with self._redis.pipeline(transaction=False) as pipe:
+            for at, job_id in enumerate(jobs):
+                requeued, queued, client = replies[3 * at : 3 * at + 3]
+                lost[job_id] = [name.decode() for name in requeued]
+                if queued:
+                    self._enter(job_id, client.decode() if client else "unknown", pipe)
+            pipe.execute()
         return lost
 
     def others_waiting(self, job_id: str) -> bool:
@@ -363,8 +373,9 @@ class Scheduler:
         """The chunk was sent again now (by the sweep)."""
         self._redis.zadd(IN_FLIGHT, {_member(job_id, chunk): time.time()}, xx=True)
 
-    def _enter(self, job_id: str, client: str) -> None:
-        self._join(keys=[CLIENT_JOBS + client, SCHED_CLIENTS, VIRTUAL_TIME, SERVED + client], args=[job_id, client])
+    def _enter(self, job_id: str, client: str, pipe: redis.client.Pipeline | None = None) -> None:
+        self._join(keys=[CLIENT_JOBS + client, SCHED_CLIENTS, VIRTUAL_TIME, SERVED + client], args=[job_id, client],
+                   client=pipe)  # fmt: skip
 
 
 def split_member(member: str) -> tuple[str, str]:

@@ -4,9 +4,10 @@ server: what each move writes, which events it tells, and how a unit that should
 import numpy as np
 import pytest
 
+import shared.lifecycle as lifecycle_module
 from shared import cache
 from shared.jobs import job_keys
-from shared.keys import lease_key
+from shared.keys import CLIENT_JOBS, lease_key
 from shared.lifecycle import DONE, FINISH, Lifecycle, Skipped, Unit
 from shared.manifest import MANIFEST_FILE
 from shared.numerics import WeightsUnavailable
@@ -160,3 +161,22 @@ def test_a_lease_counts_as_stale_once_unrenewed_for_stale_seconds(world):
     lifecycle.jobs.redis.pexpire(lease_key("job", "0"), 24_000)  # 6 s without renewal
     assert lifecycle.stale_in("job", "0") == 0.0
     assert isinstance(lifecycle.begin("job", "0", "other:2", weights_of), Unit)  # taken over
+
+
+def test_the_sweep_reads_live_jobs_in_batches_and_recovers_each(world, monkeypatch):
+    monkeypatch.setattr(lifecycle_module, "SWEEP_BATCH", 2)  # five jobs: three batches
+    lifecycle, _, heard, _ = world
+    for number in range(5):
+        lifecycle.submit(f"j{number}", SPEC, [[0, 1, 2, 3]], client="alice", owner=None)
+    redis = lifecycle.jobs.redis
+    lifecycle.cancel("j1")
+    redis.delete(job_keys("j3").queued)  # Redis lost j3's queued chunk: it is nowhere
+    redis.lrem(CLIENT_JOBS + "alice", 0, "j3")
+    redis.hset(job_keys("j4").record, "deadline", "1")  # long past
+    lifecycle.sweep()
+    assert "j1" not in lifecycle.jobs.live()  # ended: no longer swept
+    assert redis.lrange(job_keys("j3").queued, 0, -1) == [b"0"]  # queued again, and its client's turn has it
+    assert b"j3" in redis.lrange(CLIENT_JOBS + "alice", 0, -1)
+    assert lifecycle.jobs.get("j4").error.code == "deadline_exceeded"
+    assert [lifecycle.jobs.status(f"j{number}") for number in (0, 2, 3)] == ["queued"] * 3
+    assert ("j4", "failed", "deadline_exceeded") in heard.moves
