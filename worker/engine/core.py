@@ -37,8 +37,9 @@ class Frame:
 
 @dataclass(frozen=True)
 class Frames:
-    """Where a run shows its batch while it forms: `due` is asked after every step and must be cheap;
-    only when it says so are the images copied out for `show`."""
+    """Where a run shows its batch while it forms: `due` is asked after every step but the last (whose
+    pictures are stored at once) and must be cheap; only when it says so are the images copied out for
+    `show`."""
 
     due: Callable[[], bool]
     show: Callable[[Frame], None]

@@ -105,7 +105,8 @@ def ascend_recipe_batch(
                 ops.convert_to_tensor((t - 1) / max(steps - 1, 1), "float32"),
                 ops.convert_to_tensor(t <= recipe.redirect_steps),
             )
-            if frames is not None and frames.due():
+            # No frame of the last step: the stored picture follows at once.
+            if frames is not None and t < steps and frames.due():
                 rgb = np.asarray(recipe.param.rgb(variable))
                 frames.show(Frame(filters, t, steps, rgb, np.asarray(losses, dtype=np.float64)))
     rgb, value, activation = (np.asarray(x) for x in compiled.evaluate(variable, filter_ids))

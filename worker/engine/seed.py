@@ -66,7 +66,7 @@ def ascend_seed_batch(
         losses = np.asarray(losses)
         last_loss[active] = losses
         steps_run[active] += 1
-        if frames is not None and frames.due():
+        if frames is not None and step_index + 1 < steps and frames.due():  # the last step's picture is stored next
             frames.show(Frame(filters, step_index + 1, steps, np.asarray(current), last_loss.copy()))
         # As in the seed, the step that finds loss <= 0 is still applied, then the filter stops.
         died = losses <= 0
