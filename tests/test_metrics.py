@@ -13,7 +13,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.local import LocalStack, free_port
+from devstack.local import LocalStack, free_port, wait_until
 from tests.service_helpers import SMALL_JOB, running_stack, submit, wait_for
 
 WORKER_METRICS_PORT = free_port()
@@ -140,10 +140,14 @@ def json_lines(path) -> list[dict]:
 def test_logs_are_json_lines_with_the_job_and_chunk(stack):
     job = submit(stack.api_url, {**SMALL_JOB, "seed": 6})
     wait_for(stack.api_url, job["id"], {"succeeded"})
-    worker = json_lines(stack.workdir / "w1.log")
-    assert {"time", "level", "logger", "message"} <= set(worker[-1])
-    chunks = {e["chunk"] for e in worker if e.get("job_id") == job["id"] and "chunk" in e}
-    assert chunks == {"0", "1"}
+
+    def chunks_logged() -> set[str]:
+        lines = json_lines(stack.workdir / "w1.log")
+        return {e["chunk"] for e in lines if e.get("job_id") == job["id"] and "chunk" in e}
+
+    # The last chunk's task finishes the job, then logs its own end: that line may follow the job's end.
+    wait_until(lambda: chunks_logged() == {"0", "1"}, "both chunks' log lines", 30)
+    assert {"time", "level", "logger", "message"} <= set(json_lines(stack.workdir / "w1.log")[-1])
     api = json_lines(stack.workdir / "api.log")
     assert any("POST /v1/jobs" in e["message"] and " 202 " in e["message"] for e in api)
 
