@@ -46,7 +46,8 @@ def test_a_unit_is_rendered_on_first_sight_then_served_from_the_cache(api):
     record = requests.get(f"{api}/v1/units/vgg16/block1_conv1/3?size=32&method=fourier", timeout=30).json()
     assert (record["unit"], record["method"], record["job"]) == (3, "fourier", job_id)
     assert isinstance(record["loss"], float) and record["weights"]
-    job = requests.get(f"{api}/v1/jobs/{job_id}", timeout=30).json()
+    # The unit's picture is served as soon as it is stored; the job stitches its grid a moment later.
+    job = wait_for(api, job_id, {"succeeded", "failed"})
     assert (job["status"], job["params"]["filters"], job["params"]["image_size"]) == ("succeeded", [3], 32)
 
 
