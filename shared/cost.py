@@ -38,9 +38,11 @@ def network_input(spec: JobSpec) -> tuple[int, int]:
     """How many images the network sees per filter and step, and their side, as the method says.
 
     Multiscale's early octaves are smaller: counting them at full size keeps the estimate an upper bound.
+    A diversity objective renders several pictures of each filter.
     """
     method = METHODS[spec.method]
-    return method.images_per_filter(spec.method_params), method.network_side(spec.method_params, spec.image_size)
+    copies = method.images_per_filter(spec.method_params) * spec.pictures_per_filter
+    return copies, method.network_side(spec.method_params, spec.image_size)
 
 
 def step_flops(spec: JobSpec) -> int:
@@ -69,7 +71,7 @@ def job_cost(spec: JobSpec) -> Cost:
     grid_pixels = spec.grid_side**2
     return Cost(
         flops=filter_flops(spec) * len(spec.filters),
-        output_bytes=(len(spec.filters) * spec.image_size**2 + grid_pixels) * RGB,
+        output_bytes=(len(spec.filters) * spec.pictures_per_filter * spec.image_size**2 + grid_pixels) * RGB,
         grid_pixels=grid_pixels,
     )
 

@@ -9,22 +9,28 @@ with a `weight` (1 by default, negative to push a term down), all on the job's l
   (the centre by default);
 - `layer`: the mean square of every activation of the layer (DeepDream);
 - `direction`: the mean over positions of the activations' projection on `vector`, a direction in the
-  layer's channel space (as many numbers as the layer has channels, not all zero).
+  layer's channel space (as many numbers as the layer has channels, not all zero);
+- `diversity`: `n` pictures of each filter at once instead of one, pushed apart by minus the mean
+  cosine similarity of their Gram matrices on the layer (Lucid's diversity; its weight 1e2 by
+  default). It diversifies the other terms, so it never stands alone, and a job has at most one.
 
 `channel` and `neuron` look at each filter's own channel. `layer` and `direction` don't: a job's
-filters are then pictures of the same objective, each from its own starting noise.
+filters are then pictures of the same objective, each from its own starting noise. A filter's `n`
+pictures are stored as one, side by side.
 """
 
 import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-CHANNEL, NEURON, LAYER, DIRECTION = "channel", "neuron", "layer", "direction"
+CHANNEL, NEURON, LAYER, DIRECTION, DIVERSITY = "channel", "neuron", "layer", "direction", "diversity"
 MAX_TERMS = 8
-# Terms about each filter's own channel: with only these, a filter whose channel stays at zero is dead.
-PER_FILTER = frozenset({CHANNEL, NEURON})
+MAX_PICTURES = 8  # a diversity job's pictures per filter: each is rendered, stored and compared with the others
+# Terms about each filter's own channel: with only these (and diversity, which adds pictures of the same
+# filter), a filter whose channel stays at zero is dead.
+PER_FILTER = frozenset({CHANNEL, NEURON, DIVERSITY})
 
 
 class Term(BaseModel):
@@ -69,13 +75,33 @@ class Direction(Term):
         return vector
 
 
-AnyTerm = Annotated[Channel | Neuron | Layer | Direction, Field(discriminator="kind")]
+class Diversity(Term):
+    """Several pictures of each filter, side by side, pushed apart: minus the mean cosine similarity of
+    their Gram matrices on the layer (Lucid's diversity). Beside the terms it diversifies."""
+
+    kind: Literal["diversity"] = "diversity"
+    weight: float = Field(100.0, ge=0, le=1e4, description="its weight in the sum (Lucid's 1e2 by default)")
+    n: int = Field(4, ge=2, le=MAX_PICTURES, description="how many pictures of each filter")
+
+
+AnyTerm = Annotated[Channel | Neuron | Layer | Direction | Diversity, Field(discriminator="kind")]
+
+
+def _diversity_beside_others(terms: list[AnyTerm]) -> list[AnyTerm]:
+    diversities = sum(isinstance(term, Diversity) for term in terms)
+    if diversities > 1:
+        raise ValueError("at most one diversity term: its n is how many pictures each filter gets")
+    if diversities == len(terms):
+        raise ValueError("diversity pushes a filter's pictures apart while other terms rise: add one, e.g. channel")
+    return terms
+
+
 Objective = Annotated[
     list[AnyTerm],
     Field(min_length=1, max_length=MAX_TERMS, description="terms summed by weight (one term may stand alone)"),
+    AfterValidator(_diversity_beside_others),
 ]
 DEFAULT_OBJECTIVE: list[dict[str, Any]] = [Channel().model_dump()]
-_TERMS = TypeAdapter(list[AnyTerm])
 
 
 def parse_term(text: str) -> dict[str, Any]:
@@ -106,11 +132,6 @@ def as_terms(objective: Any) -> Any:
     return [objective] if isinstance(objective, dict) else objective
 
 
-def resolve(objective: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The stored form: every term validated, with its defaults filled in."""
-    return [term.model_dump() for term in _TERMS.validate_python(list(objective))]
-
-
 def is_default(objective: Sequence[Mapping[str, Any]]) -> bool:
     """Whether it is the channel mean alone, as every job before objectives (its cache keys unchanged)."""
     return list(objective) == DEFAULT_OBJECTIVE
@@ -121,9 +142,14 @@ def tracks_channels(objective: Sequence[Mapping[str, Any]]) -> bool:
     return all(term["kind"] in PER_FILTER for term in objective)
 
 
+def pictures_per_filter(objective: Sequence[Mapping[str, Any]]) -> int:
+    """How many pictures each filter gets: a diversity term's n, else one."""
+    return next((term["n"] for term in objective if term["kind"] == DIVERSITY), 1)
+
+
 def describe_objectives() -> list[dict[str, Any]]:
     """Each kind of term with its parameters' JSON schema, for /v1/models."""
     return [
         {"kind": model.model_fields["kind"].default, "summary": model.__doc__, "schema": model.model_json_schema()}
-        for model in (Channel, Neuron, Layer, Direction)
+        for model in (Channel, Neuron, Layer, Direction, Diversity)
     ]

@@ -33,14 +33,15 @@ def grid_order(outcomes: Sequence[FilterOutcome], n: int) -> list[int]:
 def stitch_grid(
     order: Sequence[int], pictures: Mapping[int, np.ndarray], *, n: int, image_size: int, margin: int
 ) -> np.ndarray:
-    """Place pictures[order[i]] row-major on a black n x n grid; cells past len(order) stay black."""
+    """Place pictures[order[i]] row-major on a black n x n grid; cells past len(order) stay black. A
+    filter with several pictures side by side (a diversity job) shows its first."""
     size = image_size
     side = grid_side(n, size, margin)
     grid = np.zeros((side, side, 3), dtype=np.uint8)
     for cell, index in enumerate(order):
         row, col = divmod(cell, n)
         top, left = row * (size + margin), col * (size + margin)
-        grid[top : top + size, left : left + size] = pictures[index]
+        grid[top : top + size, left : left + size] = pictures[index][:, :size]
     return grid
 
 

@@ -31,7 +31,7 @@ from pydantic.fields import FieldInfo
 from shared.layers import ConvLayer, default_layer, find_layer, model_tables
 from shared.methods import METHODS, SEED, AnyMethodParams, MethodName
 from shared.models import ARCHITECTURES, DEFAULT_MODEL, ModelName
-from shared.objectives import DEFAULT_OBJECTIVE, AnyTerm, Channel, Direction, Objective, as_terms
+from shared.objectives import DEFAULT_OBJECTIVE, AnyTerm, Channel, Direction, Objective, as_terms, pictures_per_filter
 
 DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
 # No conv layer of any model has more filters: ranges and indexes are bounded by it before
@@ -144,6 +144,11 @@ class JobSpecInput(BaseModel):
     def objective_terms(self) -> list[dict[str, Any]]:
         """The objective as plain terms, every default filled in (what the engine and the cache key take)."""
         return [term.model_dump() for term in self.objective]
+
+    @property
+    def pictures_per_filter(self) -> int:
+        """How many pictures each filter gets (a diversity objective's n), stored side by side as one."""
+        return pictures_per_filter(self.objective_terms)
 
     @property
     def grid_side(self) -> int:

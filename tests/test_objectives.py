@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from shared import cache
+from shared.cost import job_cost
 from shared.objectives import describe_objectives
 from shared.spec import describe_problems, parse_spec
 
@@ -20,6 +21,7 @@ OBJECTIVES = [
     {"kind": "layer"},
     DIRECTION,
     [{"kind": "channel"}, {"kind": "neuron", "weight": 0.5}],
+    [{"kind": "channel"}, {"kind": "diversity", "n": 2}],
 ]
 
 
@@ -44,7 +46,7 @@ def test_one_term_or_a_list_is_stored_as_the_list_with_its_defaults():
 @pytest.mark.parametrize(
     ("objective", "field", "words"),
     [
-        ({"kind": "class"}, "objective.0", "expected tags: 'channel', 'neuron', 'layer', 'direction'"),
+        ({"kind": "class"}, "objective.0", "expected tags: 'channel', 'neuron', 'layer', 'direction', 'diversity'"),
         ({"kind": "neuron", "x": 1.5}, "objective.0.neuron.x", "above the limit of 1"),
         ({"kind": "layer", "weight": "1"}, "objective.0.layer.weight", "valid number"),
         ({"kind": "channel", "size": 3}, "objective.0.channel.size", "not permitted"),
@@ -52,6 +54,11 @@ def test_one_term_or_a_list_is_stored_as_the_list_with_its_defaults():
         ({"kind": "direction", "vector": [0.0] * 256}, "objective.0.direction.vector", "all zeros"),
         ([], "objective", "at least 1"),
         ([{"kind": "layer"}] * 9, "objective", "at most 8"),
+        ({"kind": "diversity"}, "objective", "add one, e.g. channel"),
+        ([{"kind": "channel"}, {"kind": "diversity"}, {"kind": "diversity", "n": 3}], "objective", "at most one"),
+        ([{"kind": "channel"}, {"kind": "diversity", "n": 1}], "objective.1.diversity.n", "greater than or equal to 2"),
+        ([{"kind": "channel"}, {"kind": "diversity", "n": 9}], "objective.1.diversity.n", "above the limit of 8"),
+        ([{"kind": "channel"}, {"kind": "diversity", "weight": -1}], "objective.1.diversity.weight", "0"),
     ],
 )
 def test_a_bad_objective_is_named_by_its_field(objective, field, words):
@@ -84,8 +91,52 @@ def test_the_cache_key_differs_by_objective_and_the_channel_mean_keeps_its_old_k
 @pytest.mark.unit
 def test_every_kind_is_listed_with_its_parameters():
     listed = {entry["kind"]: entry["schema"]["properties"] for entry in describe_objectives()}
-    assert set(listed) == {"channel", "neuron", "layer", "direction"}
+    assert set(listed) == {"channel", "neuron", "layer", "direction", "diversity"}
     assert {"x", "y", "weight"} <= set(listed["neuron"]) and "vector" in listed["direction"]
+    assert listed["diversity"]["n"]["default"] == 4 and listed["diversity"]["weight"]["default"] == 100
+
+
+@pytest.mark.unit
+def test_a_diversity_job_costs_and_stores_n_pictures_a_filter():
+    plain = parse_spec(FOURIER)
+    diverse = parse_spec({**FOURIER, "objective": [{"kind": "channel"}, {"kind": "diversity", "n": 3}]})
+    assert (plain.pictures_per_filter, diverse.pictures_per_filter) == (1, 3)
+    assert job_cost(diverse).flops == 3 * job_cost(plain).flops
+    grid_bytes = plain.grid_side**2 * 3
+    assert job_cost(diverse).output_bytes - grid_bytes == 3 * (job_cost(plain).output_bytes - grid_bytes)
+
+
+@pytest.mark.engine
+def test_diversity_compares_a_filters_other_pictures_and_never_its_own_crops():
+    from keras import ops
+
+    from worker.engine.objectives import Rows, objective_values
+
+    # Rows: filter 0's pictures 0 and 1 (two crops each), filter 1's picture 2. Pictures 0 and 2 have
+    # the same pattern; picture 1 another.
+    same, other = np.ones((1, 2, 2, 2), np.float32), np.array([[[[1, 0], [0, 1]], [[1, 0], [0, 1]]]], np.float32)
+    activations = ops.convert_to_tensor(np.concatenate([same, same, other, other, same]))
+    rows = Rows(ops.convert_to_tensor([0, 0, 0, 0, 1]), ops.convert_to_tensor([0, 0, 1, 1, 2]))
+    values = np.asarray(objective_values(activations, rows, [{"kind": "diversity", "weight": 1.0, "n": 2}]))
+    # Gram(same) = 2*ones(2,2), Gram(other) = 2*I: cosine similarity 1/sqrt(2); a filter alone has nothing to
+    # be apart from (0), whatever its crops look like.
+    np.testing.assert_allclose(values, [-(0.5**0.5)] * 4 + [0.0], rtol=1e-6)
+
+
+@pytest.mark.engine
+def test_a_diversity_jobs_pictures_lie_side_by_side_and_its_first_is_the_plain_jobs_without_its_push(engine):
+    from worker.render import ascend_spec
+
+    spec = {**FOURIER, "steps": 6}
+    plain_spec = parse_spec(spec)
+    unpushed_spec = parse_spec({**spec, "objective": [{"kind": "channel"}, {"kind": "diversity", "n": 3, "weight": 0}]})
+    plain = ascend_spec(engine, plain_spec, plain_spec.filters, batch_size=6)
+    unpushed = ascend_spec(engine, unpushed_spec, unpushed_spec.filters, batch_size=6)
+    assert [a.image.shape for a in unpushed] == [(32, 96, 3)] * 2
+    for alone, three in zip(plain, unpushed, strict=True):
+        # The first of three starts from the plain job's noise and, unpushed, rises the same way.
+        np.testing.assert_allclose(three.image[:, :32], alone.image, atol=0.05)
+        assert not np.allclose(three.image[:, 32:64], three.image[:, :32], atol=1.0)
 
 
 @pytest.mark.engine

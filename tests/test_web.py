@@ -472,6 +472,25 @@ def test_choose_a_neuron_objective_and_see_seed_refuse_it(page, stack):
     expect(page.locator("#job-params")).to_contain_text("neuron (x 0.25, y 0.5)")
 
 
+def test_several_pictures_of_each_filter_lie_side_by_side(page, stack):
+    open_page(page)
+    page.get_by_label("Method", exact=True).select_option("fourier")
+    fill_job(page, {**TINY_JOB, "filters": {"start": 0, "stop": 2}, "steps": 2})
+    page.get_by_label("Pictures of each filter").fill("3")
+    page.get_by_role("button", name="Submit").click()
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
+    job = requests.get(f"{stack.api_url}/v1/jobs/{page.url.rsplit('/', 1)[1]}", timeout=10).json()
+    assert [term["kind"] for term in job["params"]["objective"]] == ["channel", "diversity"]
+    expect(page.locator("#job-params")).to_contain_text("diversity (n 3)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#job-filters img')].filter(i => i.naturalWidth === 96).length === 2"
+    )
+    # Shown at the list's height, three pictures wide.
+    sizes = page.locator("#job-filters img").evaluate_all("images => images.map(i => [i.width, i.height])")
+    assert sizes == [[192, 64]] * 2, sizes
+
+
 def test_a_layer_no_atlas_covers_renders_its_units_as_they_come_into_view(page, stack):
     open_page(page, "/atlas/vgg16/block2_conv2")
     expect(page.locator("#atlas-on-demand")).to_contain_text("No atlas covers block2_conv2 yet")

@@ -64,7 +64,9 @@ def frame_data(spec: JobSpec, chunk: int, frame: Frame) -> dict[str, Any]:
 
 
 def _data_url(rgb: np.ndarray) -> str:
-    """The picture shrunk to fit FRAME_SIDE (as shared/thumbnails.py shrinks), then encoded once."""
+    """The picture shrunk to fit FRAME_SIDE (as shared/thumbnails.py shrinks), each of a diversity job's
+    pictures side by side, then encoded once."""
     image = Image.fromarray(rgb)
-    image.thumbnail((FRAME_SIDE, FRAME_SIDE), Image.Resampling.LANCZOS)
+    pictures = rgb.shape[1] // rgb.shape[0]
+    image.thumbnail((FRAME_SIDE * pictures, FRAME_SIDE), Image.Resampling.LANCZOS)
     return "data:image/png;base64," + base64.b64encode(encode_png(np.asarray(image))).decode()

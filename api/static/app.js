@@ -127,10 +127,11 @@ async function loadModels() {
   loadObjectives(objectiveList);
 }
 
-// The kinds of objective a form can set (a direction's vector is for the API); the channel mean first.
+// The kinds of objective a form can set (a direction's vector is for the API, diversity is the number of
+// pictures); the channel mean first.
 function loadObjectives(described) {
   const select = $("objective");
-  for (const kind of described.filter((entry) => entry.kind !== "direction")) {
+  for (const kind of described.filter((entry) => !["direction", "diversity"].includes(entry.kind))) {
     select.append(element("option", { value: kind.kind }, kind.kind));
   }
   const summaries = new Map(described.map((entry) => [entry.kind, entry.summary]));
@@ -142,11 +143,14 @@ function loadObjectives(described) {
   show();
 }
 
-// The form's objective: none for the channel mean (the default), else its one term.
+// The form's objective: none for the channel mean alone (the default), else its term, with a diversity term
+// when each filter is to get several pictures.
 function objectiveRequest() {
   const kind = $("objective").value;
-  if (kind === "channel") return undefined;
-  return kind === "neuron" ? { kind, x: numberOrText("neuron-x"), y: numberOrText("neuron-y") } : { kind };
+  const term = kind === "neuron" ? { kind, x: numberOrText("neuron-x"), y: numberOrText("neuron-y") } : { kind };
+  const pictures = numberOrText("pictures");
+  if (pictures === 1) return kind === "channel" ? undefined : term;
+  return [term, { kind: "diversity", n: pictures }];
 }
 
 // The chosen model's layers, its default layer chosen.

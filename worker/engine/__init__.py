@@ -5,8 +5,9 @@ drawn per image each step), `objectives` (what is maximised), `optimizers` (how 
 image), `schedule` (octaves), `recipes` (which parts make which method), `loop` (the shared loop),
 `seed` (method `seed`, exactly the Keras example), `backend` (which Keras backend, chosen here before
 keras is imported) with `tf_step` and `jax_step` (everything specific to TensorFlow or JAX).
-Each filter gets its own image in the batch and nothing couples images, so a batched run paints
-the same pictures as one filter at a time. The engine knows nothing of Celery, Redis or storage.
+Each filter gets its own image in the batch and nothing couples images of different filters, so a
+batched run paints the same pictures as one filter at a time (a diversity objective couples a
+filter's own pictures, which always share a batch). The engine knows nothing of Celery, Redis or storage.
 """
 
 from worker.engine.backend import select_backend
@@ -123,7 +124,8 @@ class AscentEngine:
         """Ascend every filter in `filters` in the given order, by `method`.
 
         `batch_size` is the number of images one step may hold: a method that looks at several
-        crops of each image runs that many fewer filters at once. `on_batch` hears each finished
+        crops of each image, or an objective with several pictures of each filter, runs that many
+        fewer filters at once. `on_batch` hears each finished
         batch (for progress); `should_stop` is asked before every step and ends the run early when
         it returns True (for cancellation): only whole batches are returned. `frames` sees each batch
         while it forms (engine/core.py).
@@ -148,7 +150,7 @@ class AscentEngine:
                     min_size=min_size, should_stop=should_stop, frames=frames,
                 )  # fmt: skip
 
-            per_batch = max(1, batch_size // compiled.recipe.transform.copies)
+            per_batch = max(1, batch_size // (compiled.recipe.transform.copies * compiled.pictures))
 
         results: list[FilterAscent] = []
         for begin in range(0, len(filters), per_batch):

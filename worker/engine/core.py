@@ -15,7 +15,7 @@ class FilterAscent:
     """
 
     index: int
-    image: np.ndarray  # float32, image_size x image_size x 3
+    image: np.ndarray  # float32, image_size x (pictures * image_size) x 3: a diversity job's side by side
     loss: float
     dead: bool
     steps_run: int

@@ -8,12 +8,12 @@ import numpy as np
 from keras import ops
 
 from shared.models import Preprocessing
-from shared.objectives import DEFAULT_OBJECTIVE, tracks_channels
+from shared.objectives import DEFAULT_OBJECTIVE, pictures_per_filter, tracks_channels
 from worker.engine.backend import Tensor
 from worker.engine.backend import active as backend
 from worker.engine.core import FilterAscent, Frame, Frames, filter_keys
 from worker.engine.network import Cut, activate, channel_means, pre_activation, preprocess
-from worker.engine.objectives import objective, objective_values
+from worker.engine.objectives import Rows, objective, objective_values
 from worker.engine.recipes import Recipe
 from worker.engine.schedule import octaves
 
@@ -27,6 +27,8 @@ class CompiledRecipe:
     evaluate: Callable
     # Whether each filter's own channel is maximised (else a filter's index only seeds its picture).
     per_filter: bool = True
+    # How many pictures each filter gets (a diversity objective's n), side by side in its outcome.
+    pictures: int = 1
 
 
 def compile_recipe(
@@ -45,7 +47,9 @@ def compile_recipe(
         # The transforms pad the picture: a position in it is that far in from the network's edges (the
         # side is static in each compiled shape).
         inset = getattr(recipe.transform, "pad", 0) / seen.shape[1]
-        values = losses(network_input(seen), ops.repeat(filters, copies, axis=0), relu, inset)
+        pictures = ops.arange(ops.shape(filters)[0])  # each image of the variable is one picture
+        rows = Rows(ops.repeat(filters, copies, axis=0), ops.repeat(pictures, copies, axis=0), inset)
+        values = losses(network_input(seen), rows, relu)
         # An image's loss is the mean over the copies (crops) it was seen as.
         return ops.mean(ops.reshape(values, (-1, copies)), axis=1)
 
@@ -54,11 +58,25 @@ def compile_recipe(
         rgb = recipe.param.rgb(variable)
         pre = pre_activation(cut, network_input(rgb), ops.relu)
         post = activate(cut, pre, ops.relu)
-        value = objective_values(pre if recipe.pre_relu else post, filters, terms)
+        rows = Rows(filters, ops.arange(ops.shape(filters)[0]))
+        value = objective_values(pre if recipe.pre_relu else post, rows, terms)
         return rgb, value, channel_means(ops.relu(post), filters)
 
     step = backend.recipe_step(losses_of, recipe.optimizer.update)
-    return CompiledRecipe(recipe, step, backend.compiled(evaluate), tracks_channels(terms))
+    return CompiledRecipe(recipe, step, backend.compiled(evaluate), tracks_channels(terms), pictures_per_filter(terms))
+
+
+def picture_seed(seed: int, picture: int) -> int:
+    """The seed of a filter's `picture`-th picture: the job's own for the first (a one-picture job is
+    what it always was), past every seed a job may have (< 2**63) for the others."""
+    return seed + (picture << 63)
+
+
+def side_by_side(images: np.ndarray, pictures: int) -> np.ndarray:
+    """(F * pictures, H, W, 3) images, each filter's pictures consecutive -> (F, H, pictures * W, 3)."""
+    count, height, width, colours = images.shape
+    by_filter = images.reshape(count // pictures, pictures, height, width, colours)
+    return by_filter.transpose(0, 2, 1, 3, 4).reshape(count // pictures, height, pictures * width, colours)
 
 
 def ascend_recipe_batch(
@@ -73,18 +91,19 @@ def ascend_recipe_batch(
     should_stop: Callable[[], bool] | None = None,
     frames: Frames | None = None,
 ) -> list[FilterAscent] | None:
-    """Run a recipe on one batch, one image per filter; None when `should_stop` said so between steps;
-    `frames` sees the batch as it forms.
+    """Run a recipe on one batch, one image per filter (or the objective's n, side by side); None when
+    `should_stop` said so between steps; `frames` sees the batch as it forms.
 
     Filters never stop early (transforms and redirected gradients can bring a dead one back); a
-    filter is dead when its final picture leaves its channel at zero after the ReLU (where the
+    filter is dead when its final pictures leave its channel at zero after the ReLU (where the
     objective is about its channel; otherwise none is).
     """
-    recipe = compiled.recipe
+    recipe, n = compiled.recipe, compiled.pictures
     schedule = octaves(image_size, steps, recipe.octaves, recipe.octave_scale, min_size)
-    variable = ops.convert_to_tensor(np.stack([recipe.param.init(seed, k, schedule[0].size) for k in filters]))
-    filter_ids = ops.convert_to_tensor(np.array(filters, np.int32))
-    keys = ops.convert_to_tensor(filter_keys(seed, filters))
+    rows = [(k, picture_seed(seed, picture)) for k in filters for picture in range(n)]
+    variable = ops.convert_to_tensor(np.stack([recipe.param.init(s, k, schedule[0].size) for k, s in rows]))
+    filter_ids = ops.convert_to_tensor(np.array([k for k, _ in rows], np.int32))
+    keys = ops.convert_to_tensor(np.concatenate([filter_keys(s, [k]) for k, s in rows]))
     _, start_value, start_activation = (np.asarray(x) for x in compiled.evaluate(variable, filter_ids))
     t, size = 0, schedule[0].size
     for octave in schedule:
@@ -107,20 +126,25 @@ def ascend_recipe_batch(
             )
             # No frame of the last step: the stored picture follows at once.
             if frames is not None and t < steps and frames.due():
-                rgb = np.asarray(recipe.param.rgb(variable))
-                frames.show(Frame(filters, t, steps, rgb, np.asarray(losses, dtype=np.float64)))
+                rgb = side_by_side(np.asarray(recipe.param.rgb(variable)), n)
+                losses_now = np.asarray(losses, dtype=np.float64).reshape(-1, n).mean(axis=1)
+                frames.show(Frame(filters, t, steps, rgb, losses_now))
     rgb, value, activation = (np.asarray(x) for x in compiled.evaluate(variable, filter_ids))
-    started_dead = (start_activation <= 0) & compiled.per_filter
-    dead = (activation <= 0) & compiled.per_filter
+    # Per filter: its pictures side by side, its objective their mean; dead when every one is.
+    value, start_value = (v.reshape(-1, n).mean(axis=1) for v in (value, start_value))
+    started_dead, dead = (
+        np.asarray(np.logical_and(a <= 0, compiled.per_filter).reshape(-1, n).all(axis=1))
+        for a in (start_activation, activation)
+    )
     return [
         FilterAscent(
             k,
-            rgb[i],
+            picture,
             float(value[i]),
             bool(dead[i]),
             steps,
             bool(started_dead[i] and not dead[i]),
             start_loss=float(start_value[i]),
         )
-        for i, k in enumerate(filters)
+        for i, (k, picture) in enumerate(zip(filters, side_by_side(rgb, n), strict=True))
     ]
