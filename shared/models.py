@@ -16,6 +16,11 @@ from typing import TYPE_CHECKING, Literal
 TABLES = Path(__file__).with_name("model_tables.json")
 KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
+# The layer a network carrying its classifier ends in: its pooled features through ImageNet's 1,000-class
+# dense layer, before the softmax, as a 1x1 map with a channel per class (shared/imagenet_classes.py).
+LOGITS = "logits"
+IMAGENET_CLASSES = 1000
+
 # How a network wants its RGB input (0..255): `caffe` BGR less the ImageNet mean; `tf` scaled to
 # -1..1; `torch` to 0..1 then standardised by ImageNet's mean and deviation; `none`: the network
 # does it itself (its first layers rescale).
@@ -40,6 +45,9 @@ class Architecture:
     # The smallest input side Keras builds it for (Inception's and Xception's valid convolutions need
     # room); VGG's plain convolutions and pools take any side its layer's downsampling allows.
     min_input: int = 32
+    # Whether it carries its ImageNet classifier, ending in LOGITS (what the class objective reads); its
+    # ImageNet file is then the one with the top. Only where the top is small beside the network.
+    classifier: bool = False
 
     @property
     def weights_url(self) -> str:
@@ -79,9 +87,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             "xception", _KERAS_FILE.format("xception"), "b0042744bf5b25fce3cb969f33bebb97", min_input=71,
         ),
         Architecture(
-            "mobilenet_v2", "MobileNetV2", "tf", r"Conv1_relu|(expanded_conv|block_\d+)_project_BN|out_relu",
-            "MobileNet v2 (2018): each block's linear bottleneck, before its residual add",
-            "mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5", None,
+            "mobilenet_v2", "MobileNetV2", "tf", r"Conv1_relu|(expanded_conv|block_\d+)_project_BN|out_relu|logits",
+            "MobileNet v2 (2018): each block's linear bottleneck, before its residual add, and its class logits",
+            "mobilenet_v2", "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", None, classifier=True,
         ),
         Architecture(
             "densenet121", "DenseNet121", "torch", r"conv1_relu|conv\d_block\d+_concat|pool\d_relu|relu",

@@ -10,6 +10,9 @@ with a `weight` (1 by default, negative to push a term down), all on the job's l
 - `layer`: the mean square of every activation of the layer (DeepDream);
 - `direction`: the mean over positions of the activations' projection on `vector`, a direction in the
   layer's channel space (as many numbers as the layer has channels, not all zero);
+- `class`: an ImageNet class's logit (before the softmax), or with `probability` its log-probability
+  (after it), on the `logits` layer of a network carrying its classifier; asked for by index (130) or
+  name ("flamingo", shared/imagenet_classes.py), stored as the index;
 - `diversity`: `n` pictures of each filter at once instead of one, pushed apart by minus the mean
   cosine similarity of their Gram matrices on the layer (Lucid's diversity; its weight 1e2 by
   default). It diversifies the other terms, so it never stands alone, and a job has at most one.
@@ -25,7 +28,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-CHANNEL, NEURON, LAYER, DIRECTION, DIVERSITY = "channel", "neuron", "layer", "direction", "diversity"
+from shared.imagenet_classes import class_index, class_names
+
+CHANNEL, NEURON, LAYER, DIRECTION, DIVERSITY, CLASS = "channel", "neuron", "layer", "direction", "diversity", "class"
 MAX_TERMS = 8
 MAX_PICTURES = 8  # a diversity job's pictures per filter: each is rendered, stored and compared with the others
 # Terms about each filter's own channel: with only these (and diversity, which adds pictures of the same
@@ -75,6 +80,28 @@ class Direction(Term):
         return vector
 
 
+class Class(Term):
+    """An ImageNet class's logit, before the softmax (or its log-probability), on a classifier's logits."""
+
+    # `class` is a Python keyword: the field is class_, named "class" in JSON both ways.
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    kind: Literal["class"] = "class"
+    class_: int | str = Field(
+        alias="class", description="the class: its index, 0 to 999, or its name (e.g. 'flamingo'), stored as the index"
+    )
+    probability: bool = Field(False, description="its log-probability after the softmax instead of its logit")
+
+    @field_validator("class_")
+    @classmethod
+    def _an_index(cls, wanted: int | str) -> int:
+        if isinstance(wanted, str):
+            return class_index(wanted)
+        if not 0 <= wanted < len(class_names()):
+            raise ValueError(f"{wanted} is not a class index: 0 to {len(class_names()) - 1}")
+        return wanted
+
+
 class Diversity(Term):
     """Several pictures of each filter, side by side, pushed apart: minus the mean cosine similarity of
     their Gram matrices on the layer (Lucid's diversity). Beside the terms it diversifies."""
@@ -84,7 +111,7 @@ class Diversity(Term):
     n: int = Field(4, ge=2, le=MAX_PICTURES, description="how many pictures of each filter")
 
 
-AnyTerm = Annotated[Channel | Neuron | Layer | Direction | Diversity, Field(discriminator="kind")]
+AnyTerm = Annotated[Channel | Neuron | Layer | Direction | Class | Diversity, Field(discriminator="kind")]
 
 
 def _diversity_beside_others(terms: list[AnyTerm]) -> list[AnyTerm]:
@@ -106,8 +133,8 @@ DEFAULT_OBJECTIVE: list[dict[str, Any]] = [Channel().model_dump()]
 
 def parse_term(text: str) -> dict[str, Any]:
     """A term as written on a command line or in a query: JSON (`{"kind": "direction", "vector": [...]}`),
-    or `kind[:name=value,...]` with numbers for values (the spec validates the rest); ValueError naming
-    what is wrong."""
+    or `kind[:name=value,...]` (`class:class=flamingo`), each value a number, true, false or else text (the
+    spec validates the rest); ValueError naming what is wrong."""
     if text.lstrip().startswith("{"):
         try:
             parsed = json.loads(text)
@@ -120,11 +147,21 @@ def parse_term(text: str) -> dict[str, Any]:
     term: dict[str, Any] = {"kind": kind}
     for pair in filter(None, given.split(",")):
         name, _, value = pair.partition("=")
-        try:
-            term[name.strip()] = float(value) if "." in value or "e" in value.lower() else int(value)
-        except ValueError:
-            raise ValueError(f"{name} must be a number") from None
+        term[name.strip()] = _value(value.strip())
     return term
+
+
+def _value(text: str) -> Any:
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def as_terms(objective: Any) -> Any:
@@ -148,8 +185,10 @@ def pictures_per_filter(objective: Sequence[Mapping[str, Any]]) -> int:
 
 
 def describe_objectives() -> list[dict[str, Any]]:
-    """Each kind of term with its parameters' JSON schema, for /v1/models."""
-    return [
+    """Each kind of term with its parameters' JSON schema, for /v1/models; `class` with the class names,
+    by index."""
+    described = [
         {"kind": model.model_fields["kind"].default, "summary": model.__doc__, "schema": model.model_json_schema()}
-        for model in (Channel, Neuron, Layer, Direction, Diversity)
+        for model in (Channel, Neuron, Layer, Direction, Class, Diversity)
     ]
+    return [{**entry, "classes": list(class_names())} if entry["kind"] == CLASS else entry for entry in described]

@@ -30,8 +30,17 @@ from pydantic.fields import FieldInfo
 
 from shared.layers import ConvLayer, default_layer, find_layer, model_tables
 from shared.methods import METHODS, SEED, AnyMethodParams, MethodName
-from shared.models import ARCHITECTURES, DEFAULT_MODEL, ModelName
-from shared.objectives import DEFAULT_OBJECTIVE, AnyTerm, Channel, Direction, Objective, as_terms, pictures_per_filter
+from shared.models import ARCHITECTURES, DEFAULT_MODEL, LOGITS, ModelName
+from shared.objectives import (
+    DEFAULT_OBJECTIVE,
+    AnyTerm,
+    Channel,
+    Class,
+    Direction,
+    Objective,
+    as_terms,
+    pictures_per_filter,
+)
 
 DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
 # No conv layer of any model has more filters: ranges and indexes are bounded by it before
@@ -185,6 +194,8 @@ class JobSpecInput(BaseModel):
             raise ValueError(
                 f"unknown layer {layer!r} for {model}; {(info.context or {}).get(LAYERS_HINT, API_LAYERS)}"
             )
+        if layer == LOGITS and info.data.get("weights") is not None:
+            raise ValueError(f"uploaded weights are without the top: {LOGITS!r} needs the deployment's weights")
         return layer
 
     @field_validator("objective", mode="before")
@@ -201,6 +212,11 @@ class JobSpecInput(BaseModel):
         for term in terms:
             if isinstance(term, Direction) and layer is not None and len(term.vector) != layer.filters:
                 raise ValueError(f"a direction in {layer.name} has {layer.filters} numbers, not {len(term.vector)}")
+            if isinstance(term, Class) and layer is not None and layer.name != LOGITS:
+                carrying = ", ".join(name for name, architecture in ARCHITECTURES.items() if architecture.classifier)
+                raise ValueError(
+                    f"a class term reads a classifier's logits: choose layer {LOGITS!r} (models: {carrying})"
+                )
         return terms
 
     @field_validator("filters")

@@ -49,6 +49,33 @@ def test_every_model_renders_a_job_on_random_weights(model, tmp_path):
     assert Image.open(tmp_path / "filters" / "0.png").size == (size, size)
 
 
+def test_a_classifier_loads_keras_file_with_its_top_and_a_fine_tuned_file_without_it(tmp_path):
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from worker.model import load_network
+
+    # Keras' ImageNet file is the whole network in Keras 2's format: one like it, of random weights
+    # (positive, so that the normalisations' variances are).
+    full = keras.applications.MobileNetV2(include_top=True, weights=None, classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for variable in full.weights:
+        variable.assign(rng.uniform(0.5, 1.0, variable.shape).astype(np.float32) * 0.05)
+    with h5py.File(tmp_path / "top.h5", "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, full)
+    loaded = load_network(str(tmp_path / "top.h5"), model="mobilenet_v2").network
+    pixels = rng.uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    logits = np.asarray(loaded(pixels, training=False)).reshape(2, 1000)
+    np.testing.assert_allclose(logits, np.asarray(full(pixels, training=False)), rtol=1e-5)
+    # A fine-tuned network's weights, without the top: the network has no logits then.
+    body = keras.applications.MobileNetV2(include_top=False, weights=None)
+    body.save_weights(tmp_path / "body.weights.h5")
+    without = load_network(str(tmp_path / "body.weights.h5"), model="mobilenet_v2").network
+    assert without.layers[-1].name == "out_relu"
+    np.testing.assert_array_equal(without(pixels, training=False), body(pixels, training=False))
+
+
 def test_the_default_layer_of_a_model_is_its_own(tmp_path):
     args = ["render", "--model", "resnet50", "--filters", "0", "--size", "32", "--steps", "1", "--grid", "1",
             "--weights", "random:1", "--out", str(tmp_path)]  # fmt: skip

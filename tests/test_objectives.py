@@ -46,7 +46,16 @@ def test_one_term_or_a_list_is_stored_as_the_list_with_its_defaults():
 @pytest.mark.parametrize(
     ("objective", "field", "words"),
     [
-        ({"kind": "class"}, "objective.0", "expected tags: 'channel', 'neuron', 'layer', 'direction', 'diversity'"),
+        (
+            {"kind": "dream"},
+            "objective.0",
+            "expected tags: 'channel', 'neuron', 'layer', 'direction', 'class', 'divers",
+        ),
+        (
+            {"kind": "class", "class": 130},
+            "objective",
+            "a class term reads a classifier's logits: choose layer 'logits'",
+        ),
         ({"kind": "neuron", "x": 1.5}, "objective.0.neuron.x", "above the limit of 1"),
         ({"kind": "layer", "weight": "1"}, "objective.0.layer.weight", "valid number"),
         ({"kind": "channel", "size": 3}, "objective.0.channel.size", "not permitted"),
@@ -91,9 +100,73 @@ def test_the_cache_key_differs_by_objective_and_the_channel_mean_keeps_its_old_k
 @pytest.mark.unit
 def test_every_kind_is_listed_with_its_parameters():
     listed = {entry["kind"]: entry["schema"]["properties"] for entry in describe_objectives()}
-    assert set(listed) == {"channel", "neuron", "layer", "direction", "diversity"}
+    assert set(listed) == {"channel", "neuron", "layer", "direction", "class", "diversity"}
     assert {"x", "y", "weight"} <= set(listed["neuron"]) and "vector" in listed["direction"]
     assert listed["diversity"]["n"]["default"] == 4 and listed["diversity"]["weight"]["default"] == 100
+
+
+CLASSES = {
+    "model": "mobilenet_v2",
+    "layer": "logits",
+    "method": "fourier",
+    "filters": [0, 1],
+    "image_size": 32,
+    "seed": 4,
+}
+
+
+@pytest.mark.unit
+def test_a_class_by_name_or_by_index_is_the_same_term_and_cache_entry():
+    by_index, by_name, by_spaced_name = (
+        parse_spec({**CLASSES, "objective": {"kind": "class", "class": wanted}})
+        for wanted in (2, "great_white_shark", "Great White Shark")
+    )
+    assert by_index.objective_terms == [{"weight": 1.0, "kind": "class", "class": 2, "probability": False}]
+    assert by_name.objective_terms == by_spaced_name.objective_terms == by_index.objective_terms
+    assert cache.entry_hash(by_name, "random:1", 0) == cache.entry_hash(by_index, "random:1", 0)
+    probability = parse_spec({**CLASSES, "objective": {"kind": "class", "class": 2, "probability": True}})
+    assert cache.entry_hash(probability, "random:1", 0) != cache.entry_hash(by_index, "random:1", 0)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("wanted", "words"),
+    [
+        ("crane", "'crane' names classes 134 and 517: give the index"),
+        ("unicorn", "no ImageNet class is named 'unicorn'"),
+        (1000, "1000 is not a class index: 0 to 999"),
+        (-1, "-1 is not a class index"),
+    ],
+)
+def test_a_class_that_is_not_one_is_named(wanted, words):
+    found = problems({**CLASSES, "objective": {"kind": "class", "class": wanted}})
+    assert found[0]["field"] == "objective.0.class.class" and words in found[0]["reason"], found
+
+
+@pytest.mark.engine
+def test_a_class_by_name_paints_what_its_index_paints_and_what_its_logits_channel_paints():
+    from worker.engine import AscentEngine
+    from worker.model import load_network
+    from worker.render import ascend_spec
+
+    engine = AscentEngine(load_network("random:1", model="mobilenet_v2").network, "mobilenet_v2")
+    # Filter 130 of the logits layer is flamingo's logit: the channel objective on it is the class term's.
+    objectives = [{"kind": "class", "class": 130}, {"kind": "class", "class": "flamingo"}, {"kind": "channel"}]
+    runs = [
+        ascend_spec(engine, spec, spec.filters, batch_size=1)[0]
+        for spec in (parse_spec({**CLASSES, "filters": [130], "steps": 4, "objective": o}) for o in objectives)
+    ]
+    assert runs[0].start_loss != runs[0].loss  # it moved
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.image, runs[0].image)
+        assert (other.start_loss, other.loss) == (runs[0].start_loss, runs[0].loss)
+    # Its log-probability, after the softmax over the 1,000 logits: below zero, and moved by the ascent.
+    spec = parse_spec(
+        {**CLASSES, "filters": [130], "steps": 4, "objective": {"kind": "class", "class": 130, "probability": True}}
+    )
+    (probable,) = ascend_spec(engine, spec, spec.filters, batch_size=1)
+    assert probable.start_loss is not None and max(probable.start_loss, probable.loss) < 0
+    assert probable.loss != runs[0].loss and not np.array_equal(probable.image, runs[0].image)
 
 
 @pytest.mark.unit

@@ -239,7 +239,8 @@ def test_a_job_maximises_the_objective_it_asks_for(api):
     manifest = requests.get(f"{api}/v1/jobs/{job['id']}/manifest.json", timeout=10).json()
     assert [term["kind"] for term in manifest["params"]["objective"]] == ["neuron", "layer"]
     listed = requests.get(f"{api}/v1/models", timeout=10).json()["objectives"]
-    assert [entry["kind"] for entry in listed] == ["channel", "neuron", "layer", "direction"]
+    assert [entry["kind"] for entry in listed] == ["channel", "neuron", "layer", "direction", "class", "diversity"]
+    assert next(entry for entry in listed if entry["kind"] == "class")["classes"][130] == "flamingo"
 
 
 def test_models_health_readiness_and_docs(api):

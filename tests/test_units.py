@@ -107,7 +107,11 @@ def test_a_visitor_has_a_bound_on_renders_in_flight(api):
         ("/v1/units/vgg16/block5_conv1/0.png?size=8", 422, "too small for block5_conv1"),
         ("/v1/units/vgg16/block1_conv1/0.png?size=big", 422, "image_size"),
         ("/v1/units/vgg16/block1_conv1/60", 404, "not rendered yet"),
-        ("/v1/units/vgg16/block1_conv1/0.png?objective=neuron:x=left", 422, "x must be a number"),
+        (
+            "/v1/units/vgg16/block1_conv1/0.png?objective=neuron:x=left",
+            422,
+            "objective.0.neuron.x: Input should be a valid number",
+        ),
         ("/v1/units/vgg16/block1_conv1/0.png?objective=layer", 422, "objective"),
     ],
 )

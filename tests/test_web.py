@@ -491,6 +491,23 @@ def test_several_pictures_of_each_filter_lie_side_by_side(page, stack):
     assert sizes == [[192, 64]] * 2, sizes
 
 
+def test_choose_a_class_by_its_name_and_see_its_logits_painted(page, stack):
+    open_page(page)
+    page.get_by_label("Model").select_option("mobilenet_v2")
+    page.get_by_label("Objective").select_option("class")
+    expect(page.get_by_label("Layer")).to_have_value("logits")  # where a class is read
+    expect(page.locator("#class-names option[value='flamingo']")).to_have_count(1)
+    page.get_by_label("Class (a name or its index)").fill("goldfish")
+    page.get_by_label("Method", exact=True).select_option("fourier")
+    fill_job(page, {**TINY_JOB, "layer": "logits", "filters": {"start": 0, "stop": 2}, "steps": 2})
+    page.get_by_role("button", name="Submit").click()
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
+    job = requests.get(f"{stack.api_url}/v1/jobs/{page.url.rsplit('/', 1)[1]}", timeout=10).json()
+    assert job["params"]["objective"] == [{"weight": 1.0, "kind": "class", "class": 1, "probability": False}]
+    expect(page.locator("#job-params")).to_contain_text("class (class 1, probability false)")
+
+
 def test_a_layer_no_atlas_covers_renders_its_units_as_they_come_into_view(page, stack):
     open_page(page, "/atlas/vgg16/block2_conv2")
     expect(page.locator("#atlas-on-demand")).to_contain_text("No atlas covers block2_conv2 yet")

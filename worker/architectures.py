@@ -2,7 +2,8 @@
 
 `python -m worker.architectures` rebuilds shared/model_tables.json from the networks themselves: the
 layers a picture is shown for (with their channels and downsampling), every convolution in order (what
-the cost model counts) and the parameter count (what a loaded network weighs).
+the cost model counts) and the parameter count without the top (what an uploaded file holds; about what a
+loaded network weighs).
 """
 
 import json
@@ -12,16 +13,23 @@ from typing import Any
 
 import keras
 
-from shared.models import ARCHITECTURES, TABLES, Architecture, shown
+from shared.models import ARCHITECTURES, IMAGENET_CLASSES, LOGITS, TABLES, Architecture, shown
 
 # The side the tables are measured at: a power of two, so each output side gives its stride exactly.
 MEASURED_SIDE = 256
 
 
-def build(architecture: Architecture, side: int | None = None) -> keras.Model:
-    """The network without its top and without weights, for inputs of any side (or of `side`)."""
+def build(architecture: Architecture, side: int | None = None, *, classifier: bool = True) -> keras.Model:
+    """The network without weights, for inputs of any side (or of `side`): without its top, or, where the
+    architecture carries its classifier (and `classifier`), ending in LOGITS: Keras' own top (global
+    average pooling, then the dense layer `predictions`) with no softmax, so its weights files load."""
     constructor = getattr(keras.applications, architecture.keras_name)
-    return constructor(include_top=False, weights=None, input_shape=(side, side, 3))
+    body = constructor(include_top=False, weights=None, input_shape=(side, side, 3))
+    if not (architecture.classifier and classifier):
+        return body
+    pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(body.output)
+    logits = keras.layers.Dense(IMAGENET_CLASSES, name="predictions")(pooled)
+    return keras.Model(body.input, keras.layers.Reshape((1, 1, IMAGENET_CLASSES), name=LOGITS)(logits), name=body.name)
 
 
 def _macs_per_pixel(layer: keras.layers.Layer, channels_in: int) -> int | None:
@@ -55,9 +63,13 @@ def table(architecture: Architecture) -> dict[str, Any]:
             convolutions.append((_downsampling(layer.output.shape), macs, layer.output.shape[-1]))
         if shown(architecture, layer.name):
             channels = int(layer.output.shape[-1])
-            layers.append({"name": layer.name, "filters": channels, "downsampling": _downsampling(layer.output.shape),
+            # The logits are 1x1 at any side: they need what the last convolution needs.
+            downsampling = convolutions[-1][0] if layer.name == LOGITS else _downsampling(layer.output.shape)
+            layers.append({"name": layer.name, "filters": channels, "downsampling": downsampling,
                            "convolutions": len(convolutions)})  # fmt: skip
-    return {"layers": layers, "convolutions": convolutions, "parameters": network.count_params()}
+    # What a weights file without the top holds (an upload's size is checked against it).
+    without_top = build(architecture, MEASURED_SIDE, classifier=False)
+    return {"layers": layers, "convolutions": convolutions, "parameters": without_top.count_params()}
 
 
 def tables() -> dict[str, Any]:

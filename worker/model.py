@@ -1,10 +1,13 @@
 """A network of shared/models.py with the weights a worker was told to use, and their identity.
 
 A weights source is one of:
-  imagenet         Keras' ImageNet no-top file of that network, from Keras' cache (VGG16's from
-                   FILTERVIZ_IMAGENET_WEIGHTS where set)
+  imagenet         Keras' ImageNet file of that network (without its top, or with it for a network
+                   carrying its classifier), from Keras' cache (VGG16's from FILTERVIZ_IMAGENET_WEIGHTS
+                   where set)
   random:<seed>    seeded random weights, for tests and offline runs
-  <path>           a weights file (.weights.h5 saved by Keras, or the legacy .h5 format)
+  <path>           a weights file (.weights.h5 saved by Keras, or the legacy .h5 format); for a network
+                   carrying its classifier, with or without it (a fine-tuned network's own top is left
+                   out): without it, the network has no `logits` layer
 """
 
 import hashlib
@@ -30,21 +33,22 @@ class WeightsError(Exception):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A network without its top, and which weights it carries (e.g. 'imagenet:<sha256>', 'random:1')."""
+    """A network (without its top, or ending in its classifier's logits), and which weights it carries
+    (e.g. 'imagenet:<sha256>', 'random:1')."""
 
     network: keras.Model
     weights: str
 
 
 def load_network(source: str, imagenet_path: str | None = None, model: str = DEFAULT_MODEL) -> LoadedModel:
-    """Build `model` (no top, any input size) carrying the weights named by `source`.
+    """Build `model` (any input size) carrying the weights named by `source`.
 
     Never falls back to other weights: a source that can't be loaded raises WeightsError.
     """
     architecture = ARCHITECTURES[model]
-    network = build(architecture)
     if source.startswith("random:"):
         seed = _parse_random_seed(source)
+        network = build(architecture)
         _fill_random(network, seed)
         return LoadedModel(network, f"random:{seed}")
     if source == "imagenet":
@@ -56,13 +60,11 @@ def load_network(source: str, imagenet_path: str | None = None, model: str = DEF
                 "FILTERVIZ_IMAGENET_WEIGHTS to its path; "
                 "for a trial run, FILTERVIZ_WEIGHTS=random:1."
             )
-        _load_file(network, path, model)
-        return LoadedModel(network, f"imagenet:{file_sha256(path)}")
+        return LoadedModel(_load_file(path, model), f"imagenet:{file_sha256(path)}")
     path = Path(source)
     if not path.is_file():
         raise WeightsError(f"weights file {source} does not exist (expected 'imagenet', 'random:<seed>' or a path)")
-    _load_file(network, path, model)
-    return LoadedModel(network, f"file:{file_sha256(path)}")
+    return LoadedModel(_load_file(path, model), f"file:{file_sha256(path)}")
 
 
 def file_sha256(path: Path) -> str:
@@ -99,8 +101,15 @@ def _fill_random(network: keras.Model, seed: int) -> None:
                 variable.assign(np.zeros(variable.shape, np.float32))
 
 
-def _load_file(network: keras.Model, path: Path, model: str) -> None:
-    try:
-        network.load_weights(path)
-    except Exception as error:  # h5py, OSError and Keras' ValueError all mean "not usable weights"
-        raise WeightsError(f"weights file {path} could not be loaded as {model} weights: {error}") from None
+def _load_file(path: Path, model: str) -> keras.Model:
+    """The network built to fit the file: with its classifier where the architecture carries one and the
+    file holds it, else without."""
+    architecture = ARCHITECTURES[model]
+    for classifier in (True, False) if architecture.classifier else (False,):
+        network = build(architecture, classifier=classifier)
+        try:
+            network.load_weights(path)
+            return network
+        except Exception as error:  # h5py, OSError and Keras' ValueError all mean "not usable weights"
+            problem = error
+    raise WeightsError(f"weights file {path} could not be loaded as {model} weights: {problem}") from None

@@ -135,9 +135,14 @@ function loadObjectives(described) {
     select.append(element("option", { value: kind.kind }, kind.kind));
   }
   const summaries = new Map(described.map((entry) => [entry.kind, entry.summary]));
+  const classes = described.find((entry) => entry.kind === "class")?.classes ?? [];
+  $("class-names").replaceChildren(...classes.map((name) => element("option", { value: name })));
   const show = () => {
     $("objective-summary").textContent = summaries.get(select.value);
     $("neuron-position").hidden = select.value !== "neuron";
+    $("class-choice").hidden = select.value !== "class";
+    // A class is read from a classifier's logits: take that layer where the model has it.
+    if (select.value === "class" && layers.has("logits")) $("layer").value = "logits";
   };
   select.addEventListener("change", show);
   show();
@@ -147,7 +152,9 @@ function loadObjectives(described) {
 // when each filter is to get several pictures.
 function objectiveRequest() {
   const kind = $("objective").value;
-  const term = kind === "neuron" ? { kind, x: numberOrText("neuron-x"), y: numberOrText("neuron-y") } : { kind };
+  const term = { kind };
+  if (kind === "neuron") Object.assign(term, { x: numberOrText("neuron-x"), y: numberOrText("neuron-y") });
+  if (kind === "class") term.class = numberOrText("class-name");
   const pictures = numberOrText("pictures");
   if (pictures === 1) return kind === "channel" ? undefined : term;
   return [term, { kind: "diversity", n: pictures }];
@@ -161,6 +168,7 @@ function loadLayers(model) {
     ...model.layers.map((layer) => element("option", { value: layer.name }, `${layer.name} (${layer.filters} filters)`)),
   );
   select.value = model.default_layer;
+  if ($("objective").value === "class" && layers.has("logits")) select.value = "logits";
   $("model-summary").textContent = `${model.description}; images of ${model.min_image_size} px or more`;
   $("filters-stop").value = Math.min(200, layers.get(select.value));
   showFilterHint();

@@ -8,7 +8,7 @@ from typing import Any
 
 from keras import ops
 
-from shared.objectives import CHANNEL, DIRECTION, DIVERSITY, LAYER, NEURON
+from shared.objectives import CHANNEL, CLASS, DIRECTION, DIVERSITY, LAYER, NEURON
 from worker.engine.backend import Tensor
 from worker.engine.network import Cut, activate, channel_means, pre_activation
 
@@ -47,6 +47,14 @@ def _direction(activations: Tensor, rows: Rows, term: Mapping[str, Any]) -> Tens
     return ops.mean(projected, axis=(1, 2))
 
 
+def _class(activations: Tensor, rows: Rows, term: Mapping[str, Any]) -> Tensor:
+    # The logits layer is 1x1, a channel per class.
+    logits = ops.mean(ops.cast(activations, "float32"), axis=(1, 2))
+    if term["probability"]:
+        logits = ops.log_softmax(logits, axis=-1)
+    return logits[:, term["class"]]
+
+
 def _diversity(activations: Tensor, rows: Rows, term: Mapping[str, Any]) -> Tensor:
     # Lucid's diversity: each row's Gram matrix over positions, L2-normalised; a row's value is minus its
     # mean cosine similarity with the rows of the same filter's other pictures (never its own crops).
@@ -66,6 +74,7 @@ TERMS: dict[str, Callable[[Tensor, Rows, Mapping[str, Any]], Tensor]] = {
     NEURON: _neuron,
     LAYER: _layer,
     DIRECTION: _direction,
+    CLASS: _class,
     DIVERSITY: _diversity,
 }
 
