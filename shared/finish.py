@@ -63,7 +63,9 @@ def write_results(
     cached = grid_keys(job.spec, weights, order)
     names = (job_key(job.id, GRID_FILE), job_key(job.id, THUMBNAIL_FILE))
     # An identical grid made before is copied (a repeated request stitches nothing); else stitched, and kept.
-    copied = job.spec.cache and all(TRANSFERS.map(storage.copy, cached, names))
+    # Without a hit every picture was just rendered, so a grid of them was hardly kept before: not worth two
+    # requests (a tiny job's finish is mostly round trips).
+    copied = job.spec.cache and bool(hits) and all(TRANSFERS.map(storage.copy, cached, names))
     if not copied:
         order, grid_png = stitch(storage, job, every, hits, in_hand)
         if not still_wanted():

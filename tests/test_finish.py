@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from shared.finish import stitch
+from shared.cache import entry_hash
+from shared.finish import stitch, write_results
 from shared.jobs import Job
 from shared.manifest import filter_file
 from shared.pictures import encode_png
@@ -13,9 +14,9 @@ from tests.fakes import MemoryStorage
 SIZE = 16
 
 
-def _job() -> Job:
-    spec = parse_spec({"filters": [0, 1, 2], "image_size": SIZE, "grid": {"n": 2, "margin": 1}})
-    return Job("j1", "running", spec, None, "t0", "t1", None, None, 0, 1, None)
+def _job(job_id: str = "j1") -> Job:
+    spec = parse_spec({"filters": [0, 1, 2], "image_size": SIZE, "grid": {"n": 2, "margin": 1}, "seed": 5})
+    return Job(job_id, "running", spec, None, "t0", "t1", None, None, 0, 1, None)
 
 
 def _picture(seed: int) -> np.ndarray:
@@ -26,10 +27,15 @@ class CountingStorage(MemoryStorage):
     def __init__(self) -> None:
         super().__init__()
         self.reads: list[str] = []
+        self.copies: list[str] = []
 
     def get(self, key: str) -> bytes | None:
         self.reads.append(key)
         return super().get(key)
+
+    def copy(self, source: str, key: str) -> bool:
+        self.copies.append(source)
+        return super().copy(source, key)
 
 
 def test_pictures_in_hand_are_not_read_back_and_make_the_same_grid():
@@ -45,3 +51,24 @@ def test_pictures_in_hand_are_not_read_back_and_make_the_same_grid():
     _, with_two_in_hand = stitch(storage, job, entries, {}, in_hand={1: _picture(1), 2: _picture(2)})
     assert storage.reads == [job_key(job.id, filter_file(0))]
     assert with_two_in_hand == from_storage
+
+
+def test_a_grid_is_copied_from_one_kept_only_when_the_job_had_hits():
+    job, storage = _job(), CountingStorage()
+    entries = [{"index": index, "loss": float(index), "dead": False} for index in job.spec.filters]
+    for index in job.spec.filters:
+        storage.put(job_key(job.id, filter_file(index)), encode_png(_picture(index)), "image/png")
+    finish = {"weights": "random:1", "timings": {}, "runtime": {}}
+    # Every picture just rendered: the grid is stitched and kept, and no kept grid is asked for.
+    assert write_results(storage, job, entries=entries, hits={}, **finish)
+    assert storage.copies == [] and len(storage.reads) == 3
+    grid = storage.objects[job_key(job.id, "grid.png")]
+    # The same filters again, all from the cache: the kept grid is copied, nothing stitched.
+    again, hits = (
+        _job("j2"),
+        {e["index"]: {**e, "cache": entry_hash(job.spec, "random:1", e["index"])} for e in entries},
+    )
+    storage.reads.clear()
+    assert write_results(storage, again, entries=[], hits=hits, **finish)
+    assert len(storage.copies) == 2 and storage.reads == []
+    assert storage.objects[job_key("j2", "grid.png")] == grid
