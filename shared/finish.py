@@ -62,17 +62,18 @@ def write_results(
     order = grid_order([FilterOutcome(e["index"], e["loss"], e["dead"]) for e in every], job.spec.grid.n)
     cached = grid_keys(job.spec, weights, order)
     names = (job_key(job.id, GRID_FILE), job_key(job.id, THUMBNAIL_FILE))
-    # An identical grid made before is copied (a repeated request stitches nothing); else stitched, and kept.
-    # Without a hit every picture was just rendered, so a grid of them was hardly kept before: not worth two
-    # requests (a tiny job's finish is mostly round trips).
+    # An identical grid made before is copied (a repeated request stitches nothing); else stitched. Grids are
+    # kept for repeats once a filter repeats (a hit): a job of new pictures alone, most tiny jobs, would
+    # spend four of its round trips on a copy nobody asks for.
     copied = job.spec.cache and bool(hits) and all(TRANSFERS.map(storage.copy, cached, names))
     if not copied:
         order, grid_png = stitch(storage, job, every, hits, in_hand)
         if not still_wanted():
             return False
         pictures = [grid_png, png_thumbnail(grid_png, THUMBNAIL_SIDE)]
+        copies = [names, cached] if hits else [names]
         # together; the manifest after them, as it means done
-        storage.put_all((key, png, "image/png") for key, png in zip([*names, *cached], pictures * 2, strict=True))
+        storage.put_all((key, png, "image/png") for keys in copies for key, png in zip(keys, pictures, strict=True))
     elif not still_wanted():
         return False
     manifest = build_manifest(

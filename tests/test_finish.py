@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from shared.cache import entry_hash
+from shared.cache import entry_hash, picture_key
 from shared.finish import stitch, write_results
 from shared.jobs import Job
 from shared.manifest import filter_file
@@ -53,22 +53,25 @@ def test_pictures_in_hand_are_not_read_back_and_make_the_same_grid():
     assert with_two_in_hand == from_storage
 
 
-def test_a_grid_is_copied_from_one_kept_only_when_the_job_had_hits():
+def test_a_grid_is_kept_and_copied_only_once_its_filters_repeat():
     job, storage = _job(), CountingStorage()
     entries = [{"index": index, "loss": float(index), "dead": False} for index in job.spec.filters]
     for index in job.spec.filters:
-        storage.put(job_key(job.id, filter_file(index)), encode_png(_picture(index)), "image/png")
+        picture = encode_png(_picture(index))
+        storage.put(job_key(job.id, filter_file(index)), picture, "image/png")
+        storage.put(picture_key(entry_hash(job.spec, "random:1", index)), picture, "image/png")
     finish = {"weights": "random:1", "timings": {}, "runtime": {}}
-    # Every picture just rendered: the grid is stitched and kept, and no kept grid is asked for.
+    # Every picture just rendered: the grid is stitched, and neither asked for nor kept.
     assert write_results(storage, job, entries=entries, hits={}, **finish)
     assert storage.copies == [] and len(storage.reads) == 3
+    assert not [key for key in storage.objects if key.startswith("cache/grid-")]
     grid = storage.objects[job_key(job.id, "grid.png")]
-    # The same filters again, all from the cache: the kept grid is copied, nothing stitched.
-    again, hits = (
-        _job("j2"),
-        {e["index"]: {**e, "cache": entry_hash(job.spec, "random:1", e["index"])} for e in entries},
-    )
+    # The same filters again, from the cache: stitched from the cache's pictures, and now kept.
+    hits = {e["index"]: {**e, "cache": entry_hash(job.spec, "random:1", e["index"])} for e in entries}
+    assert write_results(storage, _job("j2"), entries=[], hits=hits, **finish)
+    assert len(storage.copies) == 2 and len([key for key in storage.objects if key.startswith("cache/grid-")]) == 2
+    # And once more: the kept grid is copied, nothing stitched.
     storage.reads.clear()
-    assert write_results(storage, again, entries=[], hits=hits, **finish)
-    assert len(storage.copies) == 2 and storage.reads == []
-    assert storage.objects[job_key("j2", "grid.png")] == grid
+    assert write_results(storage, _job("j3"), entries=[], hits=hits, **finish)
+    assert len(storage.copies) == 4 and storage.reads == []
+    assert storage.objects[job_key("j2", "grid.png")] == storage.objects[job_key("j3", "grid.png")] == grid
