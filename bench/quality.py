@@ -28,6 +28,7 @@ has no natural-image features to find. Run it on ImageNet weights for absolute m
     python bench/quality.py --size 128 --filters 64 --weights imagenet --out /tmp/quality
     python bench/quality.py --precision bfloat16    # pictures rendered in bf16, measured in float32
     python bench/quality.py --methods fourier,maco --objective neuron:x=0.3,y=0.3 --diversity 4
+    python bench/quality.py --model mobilenet_v2 --layers logits --methods fourier,maco --objective class:class=flamingo
 """
 
 import argparse
@@ -42,7 +43,7 @@ import numpy as np
 from keras import ops
 
 from shared.methods import METHODS, SEED
-from shared.models import ARCHITECTURES, seed_preprocessing
+from shared.models import ARCHITECTURES, DEFAULT_MODEL, seed_preprocessing
 from shared.objectives import DEFAULT_OBJECTIVE, DIVERSITY, parse_term
 from shared.pictures import encode_png, stitch_grid
 from shared.settings import Settings
@@ -256,6 +257,7 @@ def print_targets(scores: dict[str, Scores]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="random:1", help="imagenet, random:<seed> or a weights file")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(ARCHITECTURES))
     parser.add_argument("--layers", default="block3_conv1,block5_conv1")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--size", type=int, default=64)
@@ -270,15 +272,20 @@ def main() -> None:
 
     # The meter's network is float32 whatever the pictures were rendered in (a layer keeps the dtype
     # policy it was built under), so precisions are scored alike.
-    measuring = load_engine(args.weights, Settings(precision=FLOAT32))
-    loaded = load_engine(args.weights, Settings(precision=args.precision)) if args.precision != FLOAT32 else measuring
+    measuring = load_engine(args.weights, Settings(precision=FLOAT32), args.model)
+    loaded = (
+        load_engine(args.weights, Settings(precision=args.precision), args.model)
+        if args.precision != FLOAT32
+        else measuring
+    )
     methods = args.methods.split(",")
     filters = list(range(args.filters))
     print(f"weights {loaded.weights}, {loaded.runtime['device']}, {loaded.runtime['precision']}; {args.size} px, "
           f"filters 0..{args.filters - 1}, "
           f"{args.budget} network passes per filter")  # fmt: skip
     for layer in args.layers.split(","):
-        terms = parse_spec({"method": "fourier", "layer": layer, "objective": args.objective or DEFAULT_OBJECTIVE})
+        objective = args.objective or DEFAULT_OBJECTIVE
+        terms = parse_spec({"model": args.model, "method": "fourier", "layer": layer, "objective": objective})
         meter = Meter(measuring.engine, layer, args.size, seed=0, terms=terms.objective_terms)
         scores: dict[str, Scores] = {}
         for method in methods:
