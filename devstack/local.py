@@ -40,19 +40,25 @@ S3_VOLUME_FLAGS = (
 # below that, one per test process: a server stopped and started again on its ports (an outage test)
 # then can't find one taken meanwhile by an outgoing connection or by the other test process.
 PORT_RANGE: range | None = None
+# Every port handed out in this process: a server listens on its ports only once it starts, so a port
+# drawn for one that hasn't yet looks free (SeaweedFS once got the same port for S3 and its gRPC).
+_HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now (in PORT_RANGE when set)."""
-    candidates = [0] if PORT_RANGE is None else random.sample(PORT_RANGE, min(200, len(PORT_RANGE)))
+    """A TCP port nothing listens on right now and not handed out before (in PORT_RANGE when set)."""
+    candidates = [0] * 20 if PORT_RANGE is None else random.sample(PORT_RANGE, min(200, len(PORT_RANGE)))
     for candidate in candidates:
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", candidate))
             except OSError:
                 continue
-            return probe.getsockname()[1]
-    raise OSError(f"no free port in {PORT_RANGE}")
+            port = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise OSError(f"no free port in {PORT_RANGE or 'the ephemeral range'}")
 
 
 def _tool(name: str) -> str:

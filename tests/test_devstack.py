@@ -18,6 +18,18 @@ from tests.service_helpers import SMALL_JOB, wait_for
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.unit
+def test_a_port_is_handed_out_once_even_while_nothing_listens_on_it(monkeypatch):
+    from devstack import local
+
+    # Three ports at the top of this test process's block, none listened on: each comes out once.
+    monkeypatch.setattr(local, "PORT_RANGE", local.PORT_RANGE[-3:] if local.PORT_RANGE else range(59990, 59993))
+    monkeypatch.setattr(local, "_HANDED_OUT", set())
+    assert sorted(free_port() for _ in range(3)) == list(local.PORT_RANGE)
+    with pytest.raises(OSError, match="no free port"):
+        free_port()
+
+
 @pytest.mark.stack  # starts its own servers
 def test_the_local_s3_takes_a_gigabyte_of_png_sized_objects(tmp_path):
     # The old settings (8 volume slots of 64 MB) refused every write after about 70 MB.
