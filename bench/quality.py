@@ -111,11 +111,6 @@ def random_transforms(count: int, size: int, seed: int) -> np.ndarray:
     return np.array(rows, np.float32)
 
 
-def every_row(filters: object) -> Rows:
-    """Each row its own picture, of its filter."""
-    return Rows(filters, ops.arange(ops.shape(filters)[0]))
-
-
 class Meter:
     """An objective on one layer's pre-ReLU activations, as each method feeds its network."""
 
@@ -126,7 +121,9 @@ class Meter:
             "other": ARCHITECTURES[engine.model].preprocessing,
         }
         measured = [term for term in terms if term["kind"] != DIVERSITY]
-        self._values = compiled(lambda x, f: objective_values(pre_activation(cut, x, ops.relu), every_row(f), measured))
+        self._values = compiled(
+            lambda x, f: objective_values(pre_activation(cut, x, ops.relu), Rows.one_each(f), measured)
+        )
         self._peak = compiled(lambda x: ops.max(ops.relu(pre_activation(cut, x, ops.relu)), axis=(1, 2)))
         # Minus a picture's mean Gram similarity with its filter's other pictures, after the ReLU.
         apart = [{"kind": DIVERSITY, "weight": 1.0}]

@@ -58,8 +58,7 @@ def compile_recipe(
         rgb = recipe.param.rgb(variable)
         pre = pre_activation(cut, network_input(rgb), ops.relu)
         post = activate(cut, pre, ops.relu)
-        rows = Rows(filters, ops.arange(ops.shape(filters)[0]))
-        value = objective_values(pre if recipe.pre_relu else post, rows, terms)
+        value = objective_values(pre if recipe.pre_relu else post, Rows.one_each(filters), terms)
         return rgb, value, channel_means(ops.relu(post), filters)
 
     step = backend.recipe_step(losses_of, recipe.optimizer.update)

@@ -25,6 +25,11 @@ class Rows:
     pictures: Tensor
     inset: float = 0.0
 
+    @classmethod
+    def one_each(cls, filters: Tensor) -> "Rows":
+        """Rows that are each a picture of their own, seen whole (no crops, no pad)."""
+        return cls(filters, ops.arange(ops.shape(filters)[0]))
+
 
 def _neuron(activations: Tensor, rows: Rows, term: Mapping[str, Any]) -> Tensor:
     # The nearest position to (x, y) of the picture, in the layer's output whatever its size.
