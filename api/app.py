@@ -25,7 +25,9 @@ from api.webhooks import webhooks
 from api.workers import workers
 from shared.celery_app import CeleryDispatch, create_celery, send_webhook
 from shared.jobs import job_store, redis_client
+from shared.layers import use_uploaded_models
 from shared.lifecycle import Lifecycle
+from shared.model_uploads import UploadedTables
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.webhooks import JobEvents
@@ -48,6 +50,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # The API answers at once while Redis is down (503 with Retry-After) rather than holding a
     # request thread through retries: the client is the one to try again.
     store, storage, celery = job_store(settings, retry_seconds=0), Storage(settings), create_celery(settings)
+    # Jobs naming an uploaded model are validated against its table, kept in the bucket.
+    use_uploaded_models(UploadedTables(storage))
     app.extensions["filterviz"] = Services(
         settings,
         store,

@@ -28,7 +28,7 @@ from api.jobs import (
 )
 from api.schemas import AnyObject, Atlas, AtlasList, AtlasUnits
 from api.services import Services, current_services
-from api.uploads import check_weights
+from api.uploads import check_uploads
 from shared import atlas as atlases
 from shared.cost import over_budget
 from shared.jobs import SUCCEEDED
@@ -130,7 +130,7 @@ def start_atlas():
             raise _problem(422, "over_budget", "body", f"{spec.layer}: {reason}")
     if services.storage_probe.problem() is not None:
         raise unavailable("storage", "it can't take writes now")
-    check_weights(planned[0][1][0])
+    check_uploads(planned[0][1][0])
     atlas_id = atlases.atlas_id(asked)
     specs = dict(planned)
 

@@ -16,7 +16,7 @@ from api.errors import ApiError, unavailable
 from api.resources import job_resource, resource_from_manifest
 from api.schemas import AnyObject, FilterList, Job, JobList
 from api.services import Services, current_services
-from api.uploads import check_weights
+from api.uploads import check_uploads
 from api.webhooks import admissible_webhook
 from shared.cache import job_hits, picture_of
 from shared.cost import filter_flops, over_budget, split_by_cost
@@ -157,7 +157,7 @@ def submit_job():
     asked_webhook = take_request_fields(body)
     spec = admissible_spec(body, services.settings)
     check_priority(spec.priority)
-    check_weights(spec)
+    check_uploads(spec)
     webhook = admissible_webhook(asked_webhook, services)
     storage_problem = services.storage_probe.problem()
     if storage_problem is not None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from shared.models import ModelName
+from shared.models import ModelName, Preprocessing
 
 # A job's parameters: the job spec under this deployment's limits, a component the document builds itself.
 JobParams = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": "#/components/schemas/JobSpec"}]})]
@@ -79,22 +79,39 @@ class FilterList(BaseModel):
 
 
 class UploadForm(BaseModel):
-    """The form of POST /v1/models: a weights file and the architecture it is for."""
+    """The form of POST /v1/models: a weights file and the architecture it is for, or a whole Keras model."""
 
-    file: bytes = Field(description="Keras weights (HDF5: model.save_weights of the architecture without its top)")
-    architecture: ModelName
+    file: bytes = Field(
+        description="Keras weights (HDF5: model.save_weights of the architecture without its top), or a whole model "
+        "(model.save('mine.keras'): Keras' own layers only, RGB input of a fixed size)"
+    )
+    architecture: ModelName | None = Field(None, description="what the weights are for; none for a whole model")
+    preprocessing: Preprocessing = Field(
+        "none", description="how a whole model wants its RGB input (0..255): caffe, tf (-1..1), torch, or none (as is)"
+    )
     name: str | None = Field(None, max_length=64, description="a label for people")
 
 
-class Upload(BaseModel):
-    """An uploaded weights file: name it as a job's `weights` (its `id`)."""
+class UploadedLayer(BaseModel):
+    name: str
+    filters: int
+    min_image_size: int
 
+
+class Upload(BaseModel):
+    """An upload: weights (name them as a job's `weights`) or a whole model (as its `model`), by its `id`."""
+
+    kind: Literal["weights", "model"]
     id: str = Field(pattern=r"^upload:[0-9a-f]{64}$")
-    architecture: ModelName
+    architecture: ModelName | None
     name: str | None
     bytes: int
     parameters: int
     created_at: str
+    # A whole model's: its saved input side, its preprocessing and the layers shown (its convolutions).
+    input_side: int | None = None
+    preprocessing: Preprocessing | None = None
+    layers: list[UploadedLayer] | None = None
 
 
 class Models(BaseModel):

@@ -117,7 +117,7 @@ class Meter:
     def __init__(self, engine: AscentEngine, layer: str, size: int, seed: int, terms: list = DEFAULT_OBJECTIVE) -> None:
         cut = cut_at(engine.network, layer)
         self._preprocessing = {
-            SEED: seed_preprocessing(engine.model),
+            SEED: seed_preprocessing(engine.model, ARCHITECTURES[engine.model].preprocessing),
             "other": ARCHITECTURES[engine.model].preprocessing,
         }
         measured = [term for term in terms if term["kind"] != DIVERSITY]

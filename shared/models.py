@@ -123,7 +123,7 @@ def shown(architecture: Architecture, layer_name: str) -> bool:
     return re.fullmatch(architecture.layer_pattern, layer_name) is not None
 
 
-def seed_preprocessing(model: str) -> Preprocessing:
-    """What method `seed` feeds a network: VGG16 raw pixels, as the Keras example does; every other
-    network its own preprocessing."""
-    return "none" if model == DEFAULT_MODEL else ARCHITECTURES[model].preprocessing
+def seed_preprocessing(model: str, preprocessing: Preprocessing) -> Preprocessing:
+    """What method `seed` feeds a network that wants `preprocessing`: VGG16 raw pixels, as the Keras
+    example does; every other network its own preprocessing."""
+    return "none" if model == DEFAULT_MODEL else preprocessing

@@ -9,12 +9,14 @@ deployment's limits, so raising a FILTERVIZ_MAX_* never turns a stored job inval
 All take numbers strictly: JSON `true` is not 1, `"20"` is not 20, `64.0` is not 64.
 """
 
+import re
 import secrets
 from functools import cache
 from math import isqrt
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -22,15 +24,16 @@ from pydantic import (
     Tag,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     create_model,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 
-from shared.layers import ConvLayer, default_layer, find_layer, model_tables
+from shared.layers import ConvLayer, default_layer, find_layer, model_table, model_tables
 from shared.methods import METHODS, SEED, AnyMethodParams, MethodName
-from shared.models import ARCHITECTURES, DEFAULT_MODEL, LOGITS, ModelName
+from shared.models import ARCHITECTURES, DEFAULT_MODEL, LOGITS
 from shared.objectives import (
     DEFAULT_OBJECTIVE,
     AnyTerm,
@@ -51,6 +54,21 @@ MIN_PRIORITY, MAX_PRIORITY = -3, 3  # a job's priority in fair dispatch, 0 by de
 # Where an unknown layer's message sends the user: the API's route unless the caller names another
 # (the CLI: `filterviz layers`), passed to the validators in their context under LAYERS_HINT.
 API_LAYERS = "GET /v1/models lists the conv layers"
+UPLOADED_MODEL = r"^upload:[0-9a-f]{64}$"
+
+
+def _known_model_name(model: str) -> str:
+    if model in ARCHITECTURES or re.fullmatch(UPLOADED_MODEL, model):
+        return model
+    raise ValueError(f"unknown model {model[:100]!r}: one of {', '.join(ARCHITECTURES)}, or an upload's id")
+
+
+# A built-in network, or a whole model someone uploaded (shared/model_uploads.py) by its id.
+JobModel = Annotated[
+    str,
+    AfterValidator(_known_model_name),
+    WithJsonSchema({"anyOf": [{"enum": list(ARCHITECTURES)}, {"type": "string", "pattern": UPLOADED_MODEL}]}),
+]
 LAYERS_HINT = "layers_hint"
 
 
@@ -117,7 +135,9 @@ class JobSpecInput(BaseModel):
     # Set on the public form only (see limited_spec_model); None for stored specs.
     limits: ClassVar[Limits | None] = None
 
-    model: ModelName = Field(DEFAULT_MODEL, description="the network: GET /v1/models lists them and their layers")
+    model: JobModel = Field(
+        DEFAULT_MODEL, description="the network: GET /v1/models lists them and their layers; or an uploaded model's id"
+    )
     # None: the deployment's (FILTERVIZ_WEIGHTS); or weights uploaded for the model (shared/uploads.py).
     weights: str | None = Field(
         None, pattern=r"^upload:[0-9a-f]{64}$", description="uploaded weights for the model (POST /v1/models): its id"
@@ -172,10 +192,26 @@ class JobSpecInput(BaseModel):
         if not isinstance(data, dict):
             return data
         model, name = data.get("model", DEFAULT_MODEL), data.get("method", SEED)
-        layer = {"layer": default_layer(model)} if isinstance(model, str) and model in ARCHITECTURES else {}
+        layer = {"layer": default_layer(model)} if isinstance(model, str) and model_table(model) else {}
         method = METHODS.get(name) if isinstance(name, str) else None
         steps = {"steps": method.steps, "step_size": method.step_size} if method else {}
         return {**steps, **layer, **data}
+
+    @field_validator("model")
+    @classmethod
+    def _known_upload(cls, model: str) -> str:
+        # A stored spec was checked at submission: a process that doesn't look uploads up (no bucket)
+        # still loads it.
+        if cls.limits is not None and model_table(model) is None:
+            raise ValueError(f"no upload {model} of yours: POST /v1/models uploads a model")
+        return model
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_for_architecture(cls, weights: str | None, info: ValidationInfo) -> str | None:
+        if weights is not None and info.data.get("model", DEFAULT_MODEL) not in ARCHITECTURES:
+            raise ValueError("an uploaded model carries its own weights: leave `weights` out")
+        return weights
 
     @field_validator("method_params")
     @classmethod
@@ -190,7 +226,7 @@ class JobSpecInput(BaseModel):
     @classmethod
     def _known_layer(cls, layer: str, info: ValidationInfo) -> str:
         model = info.data.get("model", DEFAULT_MODEL)
-        if find_layer(layer, model) is None:
+        if find_layer(layer, model) is None and (cls.limits is not None or model_table(model) is not None):
             raise ValueError(
                 f"unknown layer {layer!r} for {model}; {(info.context or {}).get(LAYERS_HINT, API_LAYERS)}"
             )

@@ -5,7 +5,8 @@ An upload is read as data and never run: an HDF5 file (Keras' `.weights.h5`, or 
 whose datasets are all floating-point numbers, as many as the architecture without its top holds. A
 worker then loads it into the architecture's own network with Keras' `load_weights`, which checks
 every layer's shapes (a file that passes here and fails there fails its job with
-`weights_unavailable`). Pickles, object arrays and archives are refused before anything is stored.
+`weights_unavailable`). Pickles and object arrays are refused before anything is stored; a zip is a
+whole model (shared/model_uploads.py).
 
 Stored content-addressed in the bucket: models/<sha256>.weights.h5 and a record models/<sha256>.json
 ({id, architecture, name, owners, bytes, parameters, created_at}); the same file uploaded twice is
@@ -16,7 +17,6 @@ kept once, and each uploader is among its owners. Its identity in manifests and 
 import hashlib
 import io
 import re
-import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,6 @@ ZIP_SIGNATURE = b"PK\x03\x04"
 # A pickle's protocol 2+ header, and NumPy's own format (which may hold pickled objects).
 PICKLE_SIGNATURE = b"\x80"
 NUMPY_SIGNATURE = b"\x93NUMPY"
-CONFIG_BYTES = 2**20
 
 
 class UploadRefused(ValueError):
@@ -78,12 +77,12 @@ def upload_sha256(weights: str) -> str:
 def inspect(data: bytes, architecture: str) -> Inspected:
     """`data` as weights of `architecture`, or UploadRefused saying why not."""
     if data.startswith(ZIP_SIGNATURE):
-        _refuse_archive(data)
+        raise UploadRefused("a zip archive is not a weights file: upload a whole .keras model without `architecture`")
     if data.startswith((PICKLE_SIGNATURE, NUMPY_SIGNATURE)):
         raise UploadRefused("pickled or NumPy content is refused: it can run code when loaded")
     if not data.startswith(HDF5_SIGNATURE):
         raise UploadRefused("not a Keras weights file: expected HDF5 (.weights.h5 from model.save_weights, or .h5)")
-    parameters = _parameters(data)
+    parameters = float_count(data)
     expected = model_tables()[architecture].parameters
     if parameters != expected:
         raise UploadRefused(
@@ -93,8 +92,8 @@ def inspect(data: bytes, architecture: str) -> Inspected:
     return Inspected(hashlib.sha256(data).hexdigest(), len(data), parameters)
 
 
-def _parameters(data: bytes) -> int:
-    """How many numbers the HDF5 file holds; UploadRefused where any dataset holds something else."""
+def float_count(data: bytes) -> int:
+    """How many numbers an HDF5 weights file holds; UploadRefused where any dataset holds something else."""
     found: list[Any] = []
     try:
         with h5py.File(io.BytesIO(data), "r") as weights:
@@ -112,26 +111,12 @@ def _parameters(data: bytes) -> int:
         raise UploadRefused(f"the HDF5 file can't be read: {error}") from None
 
 
-def _refuse_archive(data: bytes) -> None:
-    """A .keras archive: named for what in it is refused, else as not taken (whole models aren't yet)."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise UploadRefused("a broken zip archive") from None
-    for member in archive.infolist():
-        name = member.filename
-        if name.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", name):
-            raise UploadRefused(f"the archive's member {name[:200]!r} would be written outside it")
-        if name.endswith((".pkl", ".pickle", ".npy", ".npz")):
-            raise UploadRefused(f"the archive's member {name[:200]!r} is pickled or NumPy content: it can run code")
-        # Read only a config of sane size (a zip bomb expands on read).
-        config = name == "config.json" and member.file_size <= CONFIG_BYTES
-        if config and re.search(rb'"class_name":\s*"Lambda"', archive.read(member)):
-            raise UploadRefused("the model has a Lambda layer: its code would run on the workers")
-    raise UploadRefused(
-        "whole .keras models are not taken yet: upload their weights for one of the architectures "
-        "(model.save_weights('model.weights.h5') of a keras.applications network built with include_top=False)"
-    )
+def refuse_unsafe_member(name: str) -> None:
+    """UploadRefused where an archive's member would be written outside it, or is pickled content."""
+    if name.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", name):
+        raise UploadRefused(f"the archive's member {name[:200]!r} would be written outside it")
+    if name.endswith((".pkl", ".pickle", ".npy", ".npz")):
+        raise UploadRefused(f"the archive's member {name[:200]!r} is pickled or NumPy content: it can run code")
 
 
 def new_record(inspected: Inspected, architecture: str, name: str | None, owner: str | None, now: str) -> dict:

@@ -1,5 +1,6 @@
-"""Your own weights, on the real service: an upload round trip (a job with them, then the same job
-with the deployment's to compare), and hostile uploads refused with nothing stored."""
+"""Your own weights and your own network, on the real service: an upload round trip (a job with them,
+then the same job with the deployment's to compare), a whole Keras model rendered, and hostile uploads
+refused with nothing stored."""
 
 import hashlib
 import http.client
@@ -16,6 +17,7 @@ import requests
 
 from shared.storage import Storage
 from shared.uploads import UPLOAD_PREFIX, may_use
+from tests import keras_files
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import fetch_png, submit, wait_for
 
@@ -40,6 +42,12 @@ def weights_files(tmp_path_factory):
         files[model] = folder / f"{model}.weights.h5"
         load_network("random:5", model=model).network.save_weights(files[model])
     return files
+
+
+@pytest.fixture(scope="module")
+def keras_model(tmp_path_factory):
+    """A user's own CNN, saved whole for 32x32 pictures."""
+    return keras_files.small_cnn(tmp_path_factory.mktemp("keras") / "flowers.keras")
 
 
 def upload(api: str, data: bytes, architecture: str = "vgg16", **fields: str) -> requests.Response:
@@ -177,3 +185,66 @@ def test_filterviz_upload_prints_the_id_and_submit_renders_with_it(api, weights_
     # Refused: the ResNet50 file as VGG16's (exit 5, the reason on stderr).
     assert main(["upload", str(weights_files["resnet50"]), "--architecture", "vgg16", "--api", api]) == 5
     assert "vgg16 without its top holds 14,714,688" in capsys.readouterr().err
+
+
+def test_a_whole_keras_model_renders_its_own_layers(api, service_stack, keras_model):
+    data = keras_model.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    answer = upload(api, data, architecture="", preprocessing="none", name="flowers v2")
+    assert answer.status_code == 201, answer.text
+    record = answer.json()
+    assert (record["kind"], record["id"], record["architecture"], record["input_side"]) == (
+        "model",
+        f"upload:{sha256}",
+        None,
+        32,
+    )
+    assert [(layer["name"], layer["filters"]) for layer in record["layers"]] == [
+        ("edges", 8),
+        ("parts", 16),
+        ("mixed", 16),
+    ]
+    assert requests.get(f"{api}{answer.headers['Location']}", timeout=10).json() == record
+    assert f"{UPLOAD_PREFIX}{sha256}.keras" in stored_uploads(service_stack)
+
+    # Its layers are the job's to choose from, at any size its layer allows (not only the saved 32).
+    job = submit(api, {"model": record["id"], "layer": "parts", "filters": [0, 5, 15], "image_size": 40,
+                       "steps": 3, "method": "fourier", "seed": 3, "grid": {"n": 2}})  # fmt: skip
+    done = wait_for(api, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    manifest = requests.get(f"{api}/v1/jobs/{job['id']}/manifest.json", timeout=10).json()
+    assert (manifest["params"]["model"], manifest["weights"]) == (record["id"], f"file:{sha256}")
+    assert [entry["index"] for entry in manifest["filters"]] == [0, 5, 15]
+    assert fetch_png(f"{api}/v1/jobs/{job['id']}/grid.png").shape[:2] == (2 * 40 + 5, 2 * 40 + 5)
+
+
+def test_jobs_naming_a_whole_model_wrongly_are_a_422_naming_the_field(api, keras_model, weights_files):
+    model = upload(api, keras_model.read_bytes(), architecture="").json()["id"]
+    for body, field, words in [
+        ({**JOB, "model": "upload:" + "0" * 64}, "model", "no upload"),
+        ({**JOB, "model": model, "layer": "block2_conv1"}, "layer", "unknown layer 'block2_conv1'"),
+        ({**JOB, "model": model, "layer": "parts", "image_size": 16}, "image_size", "needs at least 32"),
+        ({**JOB, "model": model, "layer": "parts", "weights": model}, "weights", "carries its own weights"),
+        ({**JOB, "weights": model}, "weights", "is a whole model"),
+        ({**JOB, "model": "vgg17"}, "model", "unknown model 'vgg17'"),
+    ]:
+        answer = requests.post(f"{api}/v1/jobs", json=body, timeout=10)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["problems"][0]["field"] == field and words in answer.text, answer.text
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda path: keras_files.with_lambda(path).read_bytes(), "Lambda layer"),
+        (lambda path: keras_files.with_custom_layer(path).read_bytes(), "custom object"),
+        (lambda path: keras_files.dense_only(path).read_bytes(), "no convolution layer"),
+        (lambda path: keras_files.with_members(keras_files.small_cnn(path), {"../../x.py": b"1"}), "outside it"),
+    ],
+)
+def test_hostile_whole_models_are_refused_naming_why_and_nothing_is_stored(api, service_stack, tmp_path, make, words):
+    before = stored_uploads(service_stack)
+    answer = upload(api, make(tmp_path / "model.keras"), architecture="")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "upload_refused" and words in answer.text
+    assert stored_uploads(service_stack) == before

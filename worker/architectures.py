@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from shared.layers import convolution_macs
 from shared.models import ARCHITECTURES, IMAGENET_CLASSES, LOGITS, TABLES, Architecture, shown
 
 # The side the tables are measured at: a power of two, so each output side gives its stride exactly.
@@ -34,16 +35,14 @@ def build(architecture: Architecture, side: int | None = None, *, classifier: bo
 
 def _macs_per_pixel(layer: keras.layers.Layer, channels_in: int) -> int | None:
     """Multiply-adds per output pixel of a convolution (None for any other layer)."""
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        depthwise = math.prod(layer.kernel_size) * channels_in * layer.depth_multiplier
-        return depthwise + channels_in * layer.depth_multiplier * layer.filters
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return math.prod(layer.kernel_size) * channels_in * layer.depth_multiplier
-    if isinstance(layer, keras.layers.Conv2D):
-        return math.prod(layer.kernel_size) * channels_in // layer.groups * layer.filters
     if isinstance(layer, keras.layers.Dense):  # a 1x1 convolution, applied to every pixel (ConvNeXt)
         return channels_in * layer.units
-    return None
+    if not isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D)):
+        return None
+    kind, multiplier = type(layer).__name__, getattr(layer, "depth_multiplier", 1)
+    channels = channels_in * multiplier if kind == "DepthwiseConv2D" else layer.filters
+    return convolution_macs(kind, math.prod(layer.kernel_size), channels_in, channels, multiplier,
+                            getattr(layer, "groups", 1))  # fmt: skip
 
 
 def _downsampling(shape: Any) -> int:

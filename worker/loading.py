@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared import uploads
+from shared import model_uploads, uploads
 from shared.cost import filter_flops
-from shared.layers import model_tables
-from shared.models import DEFAULT_MODEL
+from shared.layers import model_table
+from shared.models import ARCHITECTURES, DEFAULT_MODEL
 from shared.numerics import WeightsUnavailable, numerics_identity
 from shared.settings import Settings
 from shared.spec import JobSpec
@@ -63,26 +63,31 @@ def load_engine(weights_source: str, settings: Settings, model: str = DEFAULT_MO
 
 def model_megabytes(model: str) -> int:
     """The memory a loaded network's weights take (float32), from its parameter count."""
-    return -(-model_tables()[model].parameters * 4 // 2**20)
+    table = model_table(model)
+    if table is None:
+        raise WeightsUnavailable(f"no model {model}: the bucket has no record of it")
+    return -(-table.parameters * 4 // 2**20)
 
 
 class UploadFiles:
-    """Uploaded weights (shared/uploads.py) on this worker's disk: fetched from the bucket on first use,
-    checked against their content address, and kept for the process's life."""
+    """Uploads (shared/uploads.py, shared/model_uploads.py) on this worker's disk: fetched from the bucket
+    on first use, checked against their content address, and kept for the process's life."""
 
     def __init__(self, storage: Any, folder: Path | None = None) -> None:
         self._storage = storage
         self._folder = folder or Path(tempfile.gettempdir()) / "filterviz-uploads"
 
-    def path(self, weights: str) -> Path:
-        """The local file of upload `weights` (raises WeightsUnavailable where the bucket lost it)."""
-        sha256 = uploads.upload_sha256(weights)
-        path = self._folder / f"{sha256}.weights.h5"
+    def path(self, upload: str, *, whole_model: bool = False) -> Path:
+        """The local file of upload `upload`: weights, or a whole model (raises WeightsUnavailable where
+        the bucket lost it)."""
+        sha256 = uploads.upload_sha256(upload)
+        key = model_uploads.model_key(sha256) if whole_model else uploads.weights_key(sha256)
+        path = self._folder / key.removeprefix(uploads.UPLOAD_PREFIX)
         if path.is_file():
             return path
-        data = self._storage.get(uploads.weights_key(sha256))
+        data = self._storage.get(key)
         if data is None or hashlib.sha256(data).hexdigest() != sha256:
-            raise WeightsUnavailable(f"the uploaded weights {weights} are gone from the bucket")
+            raise WeightsUnavailable(f"the upload {upload} is gone from the bucket")
         self._folder.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
         partial.write_bytes(data)
@@ -128,7 +133,7 @@ class Engines:
             log.info("dropped %s to make room for %s", dropped, model)
         gc.collect()  # the dropped network's memory, before the next one takes its own
         try:
-            self._loaded[key] = load_engine(self._source(weights), self._settings, model)
+            self._loaded[key] = load_engine(self._source(model, weights), self._settings, model)
         except WeightsError as error:
             raise WeightsUnavailable(str(error)) from None
         return self._loaded[key]
@@ -137,12 +142,13 @@ class Engines:
         """The identity of the weights this worker renders `spec` with (loading them where they are not)."""
         return self.get(spec.model, spec.weights).weights
 
-    def _source(self, weights: str | None) -> str:
-        if weights is None:
+    def _source(self, model: str, weights: str | None) -> str:
+        upload = weights or (model if model not in ARCHITECTURES else None)
+        if upload is None:
             return self._settings.weights
         if self._uploads is None:
-            raise WeightsUnavailable(f"this process can't fetch uploaded weights ({weights})")
-        return str(self._uploads.path(weights))
+            raise WeightsUnavailable(f"this process can't fetch uploads ({upload})")
+        return str(self._uploads.path(upload, whole_model=weights is None))
 
 
 def pick_batch_size(spec: JobSpec, filter_count: int, settings: Settings) -> int:

@@ -8,6 +8,8 @@ A weights source is one of:
   <path>           a weights file (.weights.h5 saved by Keras, or the legacy .h5 format); for a network
                    carrying its classifier, with or without it (a fine-tuned network's own top is left
                    out): without it, the network has no `logits` layer
+
+An uploaded whole model (shared/model_uploads.py) is its own `.keras` file, loaded with safe_mode.
 """
 
 import hashlib
@@ -45,6 +47,9 @@ def load_network(source: str, imagenet_path: str | None = None, model: str = DEF
 
     Never falls back to other weights: a source that can't be loaded raises WeightsError.
     """
+    if model not in ARCHITECTURES:
+        path = Path(source)
+        return LoadedModel(_load_keras(path), f"file:{file_sha256(path)}")
     architecture = ARCHITECTURES[model]
     if source.startswith("random:"):
         seed = _parse_random_seed(source)
@@ -113,3 +118,14 @@ def _load_file(path: Path, model: str) -> keras.Model:
         except Exception as error:  # h5py, OSError and Keras' ValueError all mean "not usable weights"
             problem = error
     raise WeightsError(f"weights file {path} could not be loaded as {model} weights: {problem}") from None
+
+
+def _load_keras(path: Path) -> keras.Model:
+    """A whole model from its `.keras` file, refusing (safe_mode) any code the file would run."""
+    try:
+        network = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises what its deserialisation meets: all mean "not loadable"
+        raise WeightsError(f"the model {path.name} could not be loaded: {str(error)[:500]}") from None
+    if not isinstance(network, keras.Model) or not network.inputs:
+        raise WeightsError(f"the model {path.name} is not a built functional or Sequential model")
+    return network

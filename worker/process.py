@@ -25,7 +25,9 @@ from celery import Celery
 
 from shared.celery_app import CeleryDispatch, send_webhook
 from shared.jobs import job_store
+from shared.layers import use_uploaded_models
 from shared.lifecycle import Lifecycle
+from shared.model_uploads import UploadedTables
 from shared.retrying import call_with_retry, transient_s3_error
 from shared.settings import Settings
 from shared.storage import Storage
@@ -60,6 +62,7 @@ def start_process(settings: Settings, app: Celery) -> WorkerState:
     from worker.loading import Engines, UploadFiles
 
     storage = Storage(settings, settings.retry_seconds)
+    use_uploaded_models(UploadedTables(storage))
     engines = Engines(settings, UploadFiles(storage))
     loaded = engines.default
     job_store(settings, START_CHECK_SECONDS).ping()

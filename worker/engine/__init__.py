@@ -22,14 +22,14 @@ from typing import Any  # noqa: E402
 
 import keras  # noqa: E402
 
-from shared.layers import layer_named  # noqa: E402
+from shared.layers import layer_named, model_table  # noqa: E402
 from shared.methods import METHODS, SEED  # noqa: E402
-from shared.models import ARCHITECTURES, DEFAULT_MODEL, seed_preprocessing  # noqa: E402
+from shared.models import DEFAULT_MODEL, seed_preprocessing  # noqa: E402
 from shared.objectives import DEFAULT_OBJECTIVE  # noqa: E402
 from worker.engine.backend import step_module  # noqa: E402
 from worker.engine.core import FilterAscent, Frame, Frames  # noqa: E402
 from worker.engine.loop import CompiledRecipe, ascend_recipe_batch, compile_recipe  # noqa: E402
-from worker.engine.network import cut_at, preprocess  # noqa: E402
+from worker.engine.network import cut_at, preprocess, up_to  # noqa: E402
 from worker.engine.recipes import build_recipe, picture  # noqa: E402
 from worker.engine.seed import ascend_seed_batch, start_image  # noqa: E402
 from worker.engine.sizing import activation_bytes_per_image, auto_batch_size  # noqa: E402
@@ -54,7 +54,10 @@ class AscentEngine:
     def __init__(self, network: keras.Model, model: str = DEFAULT_MODEL) -> None:
         self._network = network
         self._model = model
-        self._architecture = ARCHITECTURES[model]
+        table = model_table(model)
+        if table is None:
+            raise ValueError(f"unknown model {model!r}")
+        self._preprocessing = table.preprocessing
         self._steps: dict[tuple[str, int], Callable] = {}
         self._recipes: OrderedDict[tuple, CompiledRecipe] = OrderedDict()
 
@@ -65,7 +68,7 @@ class AscentEngine:
 
     @property
     def model(self) -> str:
-        """Which architecture of shared/models.py the network is."""
+        """Which network it is: an architecture of shared/models.py, or an uploaded model's id."""
         return self._model
 
     def compiled_step(self, layer: str, image_size: int) -> Callable:
@@ -77,12 +80,12 @@ class AscentEngine:
 
     def _seed_cut(self, layer: str) -> keras.Model:
         """The network up to `layer`'s output, behind what `seed` feeds it (shared/models.py)."""
-        up_to = keras.Model(self._network.input, self._network.get_layer(layer).output)
-        kind = seed_preprocessing(self._model)
+        network = up_to(self._network, self._network.get_layer(layer).output)
+        kind = seed_preprocessing(self._model, self._preprocessing)
         if kind == "none":
-            return up_to
+            return network
         pixels = keras.Input((None, None, 3))
-        return keras.Model(pixels, up_to(preprocess(kind, pixels)))
+        return keras.Model(pixels, network(preprocess(kind, pixels)))
 
     def compiled_recipe(
         self,
@@ -98,7 +101,7 @@ class AscentEngine:
         if key not in self._recipes:
             recipe = build_recipe(method, resolved)
             cut = cut_at(self._network, layer)
-            self._recipes[key] = compile_recipe(cut, recipe, self._architecture.preprocessing, objective)
+            self._recipes[key] = compile_recipe(cut, recipe, self._preprocessing, objective)
             if len(self._recipes) > COMPILED_RECIPES_KEPT:
                 self._recipes.popitem(last=False)
         self._recipes.move_to_end(key)

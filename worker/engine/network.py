@@ -51,7 +51,18 @@ def cut_at(network: keras.Model, layer_name: str) -> Cut:
         target = network.get_layer(layer_name)
     except ValueError:
         raise ValueError(f"no layer {layer_name!r} in {network.name}") from None
-    return Cut(keras.Model(network.input, target.input), target)
+    return Cut(up_to(network, target.input), target)
+
+
+def up_to(network: keras.Model, tensor: Any) -> keras.Model:
+    """`network` from its input to `tensor`, for images of any side. A network saved for one input
+    size (an uploaded model's) is called again on a free-sized input with the same layers: pictures
+    are rendered at any size, and the methods' transforms change it."""
+    cut = keras.Model(network.input, tensor)
+    if cut.input.shape[1:3] == (None, None):
+        return cut
+    free = keras.Input((None, None, cut.input.shape[-1]))
+    return keras.models.clone_model(cut, input_tensors=free, clone_function=lambda layer: layer)
 
 
 def _is_relu(operation: Any) -> bool:
