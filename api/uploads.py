@@ -69,6 +69,9 @@ def upload_weights():
         record = fresh
     elif record.get("architecture") != fresh["architecture"]:
         raise _refused("architecture", f"these bytes were uploaded as {record['architecture'] or 'a whole model'}")
+    elif _preprocessing(record) != _preprocessing(fresh):
+        # Its pictures and cache entries are the first upload's: the same bytes are one model.
+        raise _refused("preprocessing", f"these bytes were uploaded with preprocessing {_preprocessing(record)}")
     elif owner and owner not in record["owners"]:
         record["owners"].append(owner)
     services.storage.put_json(uploads.record_key(sha256), record)
@@ -139,6 +142,10 @@ def check_uploads(spec: JobSpec) -> None:
         raise _refused("weights", f"{spec.weights} is a whole model: name it as the job's `model`")
     if record["architecture"] != spec.model:
         raise _refused("weights", f"{spec.weights} holds {record['architecture']} weights, not {spec.model}'s")
+
+
+def _preprocessing(record: dict) -> str | None:
+    return record["table"]["preprocessing"] if record.get("kind") == "model" else None
 
 
 def _public(record: dict) -> dict:

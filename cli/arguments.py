@@ -2,15 +2,16 @@
 
 import argparse
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from pydantic import ValidationError
 
 from shared import objectives
 from shared.methods import METHODS, SEED
-from shared.models import ARCHITECTURES, DEFAULT_MODEL
+from shared.models import ARCHITECTURES, DEFAULT_MODEL, Preprocessing
 from shared.settings import Settings
 from shared.spec import JobSpec, describe_problems, parse_spec
+from shared.uploads import UPLOAD_ID
 from shared.version import package_version
 
 USAGE_ERROR = 2
@@ -34,6 +35,13 @@ class UsageError(Exception):
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def parse_model(text: str) -> str:
+    """A built-in network, or a whole model uploaded to the service (its id)."""
+    if text in ARCHITECTURES or UPLOAD_ID.fullmatch(text):
+        return text
+    raise argparse.ArgumentTypeError(f"one of {', '.join(ARCHITECTURES)}, or an uploaded model's id (upload:<sha256>)")
 
 
 def parse_filters(text: str) -> list[int]:
@@ -107,9 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--out", type=Path, help="with --wait: download grid, filters and manifest into this folder")
     submit.add_argument("--weights", help="weights uploaded for the model (`filterviz upload` prints their id)")
 
-    upload = commands.add_parser("upload", help="upload weights for an architecture to a service; prints their id")
-    upload.add_argument("file", type=Path, help="Keras weights of the architecture without its top (.weights.h5)")
-    upload.add_argument("--architecture", choices=list(ARCHITECTURES), required=True, help="the network they are for")
+    upload = commands.add_parser(
+        "upload", help="upload weights for an architecture, or a whole Keras model, to a service; prints the id"
+    )
+    upload.add_argument(
+        "file", type=Path,
+        help="Keras weights of the architecture without its top (.weights.h5), or a whole model (.keras)",
+    )  # fmt: skip
+    upload.add_argument("--architecture", choices=list(ARCHITECTURES), help="the network weights are for")
+    upload.add_argument(
+        "--preprocessing", choices=get_args(Preprocessing),
+        help="how a whole model wants its RGB input (0..255): caffe, tf (-1..1), torch, or none (as is: the default)",
+    )  # fmt: skip
     upload.add_argument("--name", help="a label for people")
     upload.add_argument("--api", default="http://localhost:8000", help="the service's URL (default %(default)s)")
     upload.add_argument("--token", help="bearer token, where the service asks for one")
@@ -138,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that describe a job, the same for `render` and `submit`."""
     defaults = JobSpec.model_fields
-    parser.add_argument("--model", choices=list(ARCHITECTURES), default=DEFAULT_MODEL, help=MODEL_HELP)
+    parser.add_argument(
+        "--model", type=parse_model, default=DEFAULT_MODEL,
+        help=f"{MODEL_HELP}: {', '.join(ARCHITECTURES)}, or with submit a whole model `filterviz upload` stored",
+    )  # fmt: skip
     parser.add_argument(
         "--layer", help=f"layer (default: the model's first at 1/16; {defaults['layer'].default} for vgg16)"
     )

@@ -1,6 +1,6 @@
-"""`filterviz upload`: upload weights for an architecture to a running service, and print their id
-(a job's `weights`; `filterviz submit --weights ID`). Exit codes as `filterviz submit`'s: 0 stored,
-5 refused (it says why), 6 the service unavailable."""
+"""`filterviz upload`: upload weights for an architecture, or a whole Keras model, to a running service,
+and print the id (a job's `weights`: `filterviz submit --weights ID`; or its `model`: `--model ID`).
+Exit codes as `filterviz submit`'s: 0 stored, 5 refused (it says why), 6 the service unavailable."""
 
 import argparse
 import sys
@@ -14,12 +14,17 @@ def run_upload(args: argparse.Namespace) -> int:
 
     with Client(args.api, token=args.token, retries=args.retries) as client:
         try:
-            record = client.upload_weights(args.file, args.architecture, args.name)
+            record = client.upload(args.file, args.architecture, args.name, args.preprocessing)
         except ApiError as error:
             print(f"filterviz upload: {error}", file=sys.stderr)
             refused = error.status is not None and 400 <= error.status < 500 and error.status != 429
             return REFUSED if refused else UNAVAILABLE
     print(record["id"])
-    print(f"{record['architecture']} weights, {record['parameters']:,} numbers: submit with --weights {record['id']}",
-          file=sys.stderr)  # fmt: skip
+    if record["kind"] == "model":
+        layers = ", ".join(layer["name"] for layer in record["layers"])
+        print(f"a model with {len(record['layers'])} layers ({layers}): submit with --model {record['id']}",
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(f"{record['architecture']} weights, {record['parameters']:,} numbers: submit with --weights "
+              f"{record['id']}", file=sys.stderr)  # fmt: skip
     return SUCCEEDED

@@ -177,11 +177,15 @@ class Client:
         """POST /v1/jobs: queue a job (every field optional, see the README); returns it as queued."""
         return Job.from_resource(self._json("POST", "/v1/jobs", 202, json=request or {}))
 
-    def upload_weights(self, path: Path, architecture: str, name: str | None = None) -> dict[str, Any]:
-        """POST /v1/models: upload weights for an architecture; their record, whose `id` a job names as `weights`."""
-        form = {"architecture": architecture, **({"name": name} if name else {})}
-        with path.open("rb") as weights:
-            return self._json("POST", "/v1/models", 201, data=form, files={"file": (path.name, weights)})
+    def upload(
+        self, path: Path, architecture: str | None = None, name: str | None = None, preprocessing: str | None = None
+    ) -> dict[str, Any]:
+        """POST /v1/models: upload weights for an architecture, or a whole Keras model (no architecture); the
+        record, whose `id` a job names as its `weights` or its `model`."""
+        given = {"architecture": architecture, "name": name, "preprocessing": preprocessing}
+        form = {key: value for key, value in given.items() if value}
+        with path.open("rb") as file:
+            return self._json("POST", "/v1/models", 201, data=form, files={"file": (path.name, file)})
 
     def start_atlas(self, request: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/atlas: start an atlas, or resume the one with the same parameters; its resource."""

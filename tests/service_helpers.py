@@ -34,6 +34,8 @@ def running_stack(
             # The short chunk limit would set the default job budget to a few seconds of work; the
             # test jobs are small, and chunks are still capped to fit the limit (shared/cost.py).
             "FILTERVIZ_JOB_BUDGET_TFLOP": "100",
+            # The upload tests refuse dozens of files; test_api_admission checks the limit itself.
+            "FILTERVIZ_UPLOAD_RATE_LIMIT": "500 per hour",
             # Another host name for the same server: presigned URLs must be signed for this one.
             "S3_PUBLIC_ENDPOINT_URL": f"http://localhost:{s3_port}",
             **(env or {}),

@@ -248,3 +248,23 @@ def test_hostile_whole_models_are_refused_naming_why_and_nothing_is_stored(api, 
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "upload_refused" and words in answer.text
     assert stored_uploads(service_stack) == before
+
+
+def test_filterviz_upload_takes_a_whole_model_and_submit_renders_it(api, keras_model, capsys, tmp_path):
+    from cli.main import main
+
+    assert upload(api, keras_model.read_bytes(), architecture="").json()["preprocessing"] == "none"
+    # The same bytes are one model: uploaded again, with the preprocessing they were first uploaded with.
+    assert main(["upload", str(keras_model), "--preprocessing", "tf", "--api", api]) == 5
+    assert "uploaded with preprocessing none" in capsys.readouterr().err
+    assert main(["upload", str(keras_model), "--api", api]) == 0
+    model_id = capsys.readouterr().out.strip()
+    assert model_id == f"upload:{hashlib.sha256(keras_model.read_bytes()).hexdigest()}"
+    args = ["submit", "--api", api, "--model", model_id, "--layer", "edges", "--filters", "0-1", "--size", "32",
+            "--steps", "2", "--grid", "1", "--wait", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["params"]["model"] == model_id
+    # A typo'd model is named before anything is sent (argparse: exit 2).
+    with pytest.raises(SystemExit) as exited:
+        main(["submit", "--api", api, "--model", "upload:123"])
+    assert exited.value.code == 2 and "uploaded model's id" in capsys.readouterr().err
