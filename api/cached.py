@@ -9,6 +9,7 @@ from api.services import Services
 from shared import cache
 from shared.numerics import numerics_identity
 from shared.spec import JobSpec
+from shared.models import ARCHITECTURES
 from shared.uploads import upload_identity
 
 
@@ -26,8 +27,10 @@ def cached_filters(services: Services, spec: JobSpec) -> Cached:
     if not spec.cache:
         return Cached()
     redis = services.jobs.redis
-    if spec.weights is not None:  # an upload's identity is its content's (shared/uploads.py)
-        weights: str | None = numerics_identity(upload_identity(spec.weights), services.settings.precision)
+    # An upload's identity is its content's (shared/uploads.py): uploaded weights, or a whole model.
+    upload = spec.weights or (spec.model if spec.model not in ARCHITECTURES else None)
+    if upload is not None:
+        weights: str | None = numerics_identity(upload_identity(upload), services.settings.precision)
     else:
         configured = numerics_identity(services.settings.weights, services.settings.precision)
         weights = cache.weights_for_lookup(redis, configured, spec.model)

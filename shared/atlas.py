@@ -23,16 +23,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared import cache
 from shared.cost import Budget, filter_flops
 from shared.jobs import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, now
-from shared.layers import conv_layers, model_tables
+from shared.layers import conv_layers, model_table, model_tables
 from shared.manifest import MANIFEST_FILE
 from shared.methods import SEED, AnyMethodParams, MethodName
-from shared.models import DEFAULT_MODEL, ModelName
-from shared.spec import API_LAYERS, JobSpec, Limits, parse_spec
+from shared.models import DEFAULT_MODEL
+from shared.spec import API_LAYERS, JobModel, JobSpec, Limits, parse_spec
 from shared.storage import Storage, job_key
 
 ATLAS_CLIENT = "atlas"
@@ -49,7 +49,8 @@ class AtlasRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model: ModelName = DEFAULT_MODEL
+    # A built-in network, or a whole model someone uploaded (its id).
+    model: JobModel = DEFAULT_MODEL
     # Uploaded weights for the model (POST /v1/models), or None: the deployment's.
     weights: str | None = Field(None, pattern=r"^upload:[0-9a-f]{64}$")
     method: MethodName = SEED
@@ -62,6 +63,13 @@ class AtlasRequest(BaseModel):
     # A part of the atlas: these layers only (default every conv layer), the first N filters of each.
     layers: list[str] | None = Field(None, min_length=1, max_length=max(len(t.layers) for t in model_tables().values()))
     filters_per_layer: int | None = Field(None, ge=1)
+
+    @field_validator("model")
+    @classmethod
+    def _known(cls, model: str) -> str:
+        if model_table(model) is None:
+            raise ValueError(f"no upload {model} of yours: POST /v1/models uploads a model")
+        return model
 
 
 def job_request(request: AtlasRequest, layer: str, filters: list[int]) -> dict[str, Any]:

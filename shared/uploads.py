@@ -62,7 +62,8 @@ def upload_id(sha256: str) -> str:
 
 
 def upload_identity(weights: str) -> str:
-    """The identity of an upload's weights: `file:<sha256>`, as for the same file on a worker's disk."""
+    """The identity of an upload's weights (its own, or a whole model's): `file:<sha256>`, as for the same
+    file on a worker's disk."""
     return f"file:{upload_sha256(weights)}"
 
 

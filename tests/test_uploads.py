@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import pickle
+import time
 import zipfile
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ import pytest
 import requests
 
 from shared.storage import Storage
-from shared.uploads import UPLOAD_PREFIX, may_use
+from shared.uploads import UPLOAD_PREFIX, may_use, upload_sha256
 from tests import keras_files
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import fetch_png, submit, wait_for
@@ -208,14 +209,22 @@ def test_a_whole_keras_model_renders_its_own_layers(api, service_stack, keras_mo
     assert f"{UPLOAD_PREFIX}{sha256}.keras" in stored_uploads(service_stack)
 
     # Its layers are the job's to choose from, at any size its layer allows (not only the saved 32).
-    job = submit(api, {"model": record["id"], "layer": "parts", "filters": [0, 5, 15], "image_size": 40,
-                       "steps": 3, "method": "fourier", "seed": 3, "grid": {"n": 2}})  # fmt: skip
+    spec = {"model": record["id"], "layer": "parts", "filters": [0, 5, 15], "image_size": 40, "steps": 3,
+            "method": "fourier", "seed": 3, "grid": {"n": 2}}  # fmt: skip
+    job = submit(api, spec)
     done = wait_for(api, job["id"], {"succeeded", "failed"})
     assert done["status"] == "succeeded", done["error"]
     manifest = requests.get(f"{api}/v1/jobs/{job['id']}/manifest.json", timeout=10).json()
     assert (manifest["params"]["model"], manifest["weights"]) == (record["id"], f"file:{sha256}")
     assert [entry["index"] for entry in manifest["filters"]] == [0, 5, 15]
-    assert fetch_png(f"{api}/v1/jobs/{job['id']}/grid.png").shape[:2] == (2 * 40 + 5, 2 * 40 + 5)
+    grid = fetch_png(f"{api}/v1/jobs/{job['id']}/grid.png")
+    assert grid.shape[:2] == (2 * 40 + 5, 2 * 40 + 5)
+    # The same job again: served from the cache, keyed by the model's content.
+    again = submit(api, {**spec, "filters": [0, 5]})
+    again = wait_for(api, again["id"], {"succeeded", "failed"})
+    assert again["status"] == "succeeded", again["error"]
+    cached = requests.get(f"{api}/v1/jobs/{again['id']}/manifest.json", timeout=10).json()
+    assert cached["cache"]["hits"] == 2 and cached["weights"] == f"file:{sha256}"
 
 
 def test_jobs_naming_a_whole_model_wrongly_are_a_422_naming_the_field(api, keras_model, weights_files):
@@ -268,3 +277,20 @@ def test_filterviz_upload_takes_a_whole_model_and_submit_renders_it(api, keras_m
     with pytest.raises(SystemExit) as exited:
         main(["submit", "--api", api, "--model", "upload:123"])
     assert exited.value.code == 2 and "uploaded model's id" in capsys.readouterr().err
+
+
+def test_an_atlas_of_a_whole_model_covers_each_of_its_convolutions(api, keras_model):
+    model = upload(api, keras_model.read_bytes(), architecture="").json()["id"]
+    asked = {"model": model, "image_size": 32, "steps": 2, "filters_per_layer": 2, "seed": 11}
+    started = requests.post(f"{api}/v1/atlas", json=asked, timeout=10)
+    assert started.status_code == 202, started.text
+    assert [layer["layer"] for layer in started.json()["layers"]] == ["edges", "parts", "mixed"]
+    atlas_url = f"{api}{started.headers['Location']}"
+    deadline = time.monotonic() + 120
+    while (found := requests.get(atlas_url, timeout=10).json())["status"] not in {"succeeded", "failed"}:
+        assert time.monotonic() < deadline, found
+        time.sleep(0.3)
+    assert found["status"] == "succeeded" and found["progress"] == {"done": 6, "total": 6}
+    assert found["weights"] == f"file:{upload_sha256(model)}"
+    unknown = requests.post(f"{api}/v1/atlas", json={**asked, "model": "upload:" + "0" * 64}, timeout=10)
+    assert unknown.status_code == 422 and "no upload" in unknown.text
