@@ -7,9 +7,9 @@ from typing import Any
 
 from api.services import Services
 from shared import cache
+from shared.models import ARCHITECTURES
 from shared.numerics import numerics_identity
 from shared.spec import JobSpec
-from shared.models import ARCHITECTURES
 from shared.uploads import upload_identity
 
 
