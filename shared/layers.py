@@ -113,8 +113,9 @@ def find_layer(name: str, model: str = DEFAULT_MODEL) -> ConvLayer | None:
 
 
 def is_unit(model: str, layer: str, unit: int) -> bool:
-    """Whether `model` is known and shows `layer`, with a filter `unit` in it."""
-    known = find_layer(layer, model)
+    """Whether `model` is a built-in network and shows `layer`, with a filter `unit` in it. (Units are
+    rendered for anyone who asks: an upload's belong to its owners, whose jobs show them.)"""
+    known = find_layer(layer, model) if model in ARCHITECTURES else None
     return known is not None and unit < known.filters
 
 

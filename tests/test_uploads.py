@@ -240,6 +240,9 @@ def test_jobs_naming_a_whole_model_wrongly_are_a_422_naming_the_field(api, keras
         answer = requests.post(f"{api}/v1/jobs", json=body, timeout=10)
         assert answer.status_code == 422, answer.text
         assert answer.json()["error"]["problems"][0]["field"] == field and words in answer.text, answer.text
+    # Units are rendered for anyone who asks: an upload's are its owners', through their jobs.
+    unit = requests.get(f"{api}/v1/units/{model}/parts/0.png", timeout=10)
+    assert unit.status_code == 404 and "no unit 0" in unit.text
 
 
 @pytest.mark.parametrize(
