@@ -141,6 +141,10 @@ def _table(config: Any, preprocessing: Preprocessing, parameters: int, max_filte
     side = min(shape[1], shape[2])
     shown, convolutions, valid = [], [], False
     for layer in layers:
+        if _is_pixelwise_dense(layer):  # a 1x1 convolution, on every pixel (ConvNeXt's): counted, not shown
+            built, units = layer["build_config"]["input_shape"], int(layer["config"]["units"])
+            downsampling = 2 ** round(math.log2(side / built[1]))
+            convolutions.append(Convolution(downsampling, built[3] * units, units))
         if layer.get("class_name") not in CONVOLUTIONS:
             continue
         convolution, pads = _convolution(layer, side)
@@ -148,7 +152,7 @@ def _table(config: Any, preprocessing: Preprocessing, parameters: int, max_filte
         convolutions.append(convolution)
         if convolution.channels > max_filters:
             raise UploadRefused(f"layer {layer['name']!r} has {convolution.channels} channels; at most {max_filters}")
-        shown.append((str(layer["config"]["name"]), convolution))
+        shown.append((str(layer["config"]["name"]), convolution, len(convolutions)))
     if not shown:
         raise UploadRefused("the model has no convolution layer (Conv2D, SeparableConv2D or DepthwiseConv2D) in its "
                             "own graph: filterviz shows convolution filters")  # fmt: skip
@@ -156,14 +160,23 @@ def _table(config: Any, preprocessing: Preprocessing, parameters: int, max_filte
     min_input = side if valid else 1
     table = ModelTable(
         tuple(
-            ConvLayer(name, conv.channels, conv.downsampling, index + 1, max(conv.downsampling, min_input))
-            for index, (name, conv) in enumerate(shown)
+            ConvLayer(name, conv.channels, conv.downsampling, up_to, max(conv.downsampling, min_input))
+            for name, conv, up_to in shown
         ),
         tuple(convolutions),
         parameters,
         preprocessing,
     )
     return table, side
+
+
+def _is_pixelwise_dense(layer: dict) -> bool:
+    built = (layer.get("build_config") or {}).get("input_shape")
+    return (
+        layer.get("class_name") == "Dense"
+        and _is_image_shape(built)
+        and isinstance(layer.get("config", {}).get("units"), int)
+    )
 
 
 def _is_image_shape(shape: Any) -> bool:

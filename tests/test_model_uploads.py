@@ -95,3 +95,15 @@ def test_the_engine_renders_an_uploaded_model_at_any_size(uploaded, method):
     pictures = [result.image for result in found]
     assert all(picture.shape == (48, 48, 3) for picture in pictures)
     assert not np.array_equal(pictures[0], pictures[1])
+
+
+def test_a_dense_layer_on_every_pixel_is_priced_as_a_1x1_convolution_and_not_shown(tmp_path):
+    import keras
+
+    path = tmp_path / "pointwise.keras"
+    keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, padding="same", name="first"),
+                      keras.layers.Dense(6, name="pointwise"), keras.layers.Conv2D(5, 3, padding="same", name="last")]
+                     ).save(path)  # fmt: skip
+    table = inspect_model(path.read_bytes(), "none", 10 * MEGABYTE, 2048).table
+    assert [(layer.name, layer.convolutions) for layer in table.layers] == [("first", 1), ("last", 3)]
+    assert [(conv.macs_per_pixel, conv.channels) for conv in table.convolutions] == [(108, 4), (24, 6), (270, 5)]
