@@ -7,10 +7,9 @@ from typing import Any
 
 from api.services import Services
 from shared import cache
-from shared.models import ARCHITECTURES
 from shared.numerics import numerics_identity
 from shared.spec import JobSpec
-from shared.uploads import upload_identity
+from shared.uploads import upload_identity, upload_of
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ def cached_filters(services: Services, spec: JobSpec) -> Cached:
         return Cached()
     redis = services.jobs.redis
     # An upload's identity is its content's (shared/uploads.py): uploaded weights, or a whole model.
-    upload = spec.weights or (spec.model if spec.model not in ARCHITECTURES else None)
+    upload = upload_of(spec.model, spec.weights)
     if upload is not None:
         weights: str | None = numerics_identity(upload_identity(upload), services.settings.precision)
     else:

@@ -9,7 +9,6 @@ deployment's limits, so raising a FILTERVIZ_MAX_* never turns a stored job inval
 All take numbers strictly: JSON `true` is not 1, `"20"` is not 20, `64.0` is not 64.
 """
 
-import re
 import secrets
 from functools import cache
 from math import isqrt
@@ -44,6 +43,7 @@ from shared.objectives import (
     as_terms,
     pictures_per_filter,
 )
+from shared.uploads import UPLOAD_ID
 
 DEFAULT_FILTER_COUNT = 200  # the seed scans the first 200 filters
 # No conv layer of any model has more filters: ranges and indexes are bounded by it before
@@ -54,11 +54,10 @@ MIN_PRIORITY, MAX_PRIORITY = -3, 3  # a job's priority in fair dispatch, 0 by de
 # Where an unknown layer's message sends the user: the API's route unless the caller names another
 # (the CLI: `filterviz layers`), passed to the validators in their context under LAYERS_HINT.
 API_LAYERS = "GET /v1/models lists the conv layers"
-UPLOADED_MODEL = r"^upload:[0-9a-f]{64}$"
 
 
 def _known_model_name(model: str) -> str:
-    if model in ARCHITECTURES or re.fullmatch(UPLOADED_MODEL, model):
+    if model in ARCHITECTURES or UPLOAD_ID.fullmatch(model):
         return model
     raise ValueError(f"unknown model {model[:100]!r}: one of {', '.join(ARCHITECTURES)}, or an upload's id")
 
@@ -67,7 +66,7 @@ def _known_model_name(model: str) -> str:
 JobModel = Annotated[
     str,
     AfterValidator(_known_model_name),
-    WithJsonSchema({"anyOf": [{"enum": list(ARCHITECTURES)}, {"type": "string", "pattern": UPLOADED_MODEL}]}),
+    WithJsonSchema({"anyOf": [{"enum": list(ARCHITECTURES)}, {"type": "string", "pattern": f"^{UPLOAD_ID.pattern}$"}]}),
 ]
 LAYERS_HINT = "layers_hint"
 

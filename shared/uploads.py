@@ -67,6 +67,12 @@ def upload_identity(weights: str) -> str:
     return f"file:{upload_sha256(weights)}"
 
 
+def upload_of(model: str, weights: str | None) -> str | None:
+    """The upload a job renders with: its uploaded weights, or its model where that is an upload; None
+    for a built-in network with the deployment's weights."""
+    return weights or (model if UPLOAD_ID.fullmatch(model) else None)
+
+
 def upload_sha256(weights: str) -> str:
     """The content address an upload id names (a validated `upload:<sha256>`)."""
     found = UPLOAD_ID.fullmatch(weights)

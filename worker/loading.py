@@ -15,7 +15,7 @@ from typing import Any
 from shared import model_uploads, uploads
 from shared.cost import filter_flops
 from shared.layers import model_table
-from shared.models import ARCHITECTURES, DEFAULT_MODEL
+from shared.models import DEFAULT_MODEL
 from shared.numerics import WeightsUnavailable, numerics_identity
 from shared.settings import Settings
 from shared.spec import JobSpec
@@ -143,7 +143,7 @@ class Engines:
         return self.get(spec.model, spec.weights).weights
 
     def _source(self, model: str, weights: str | None) -> str:
-        upload = weights or (model if model not in ARCHITECTURES else None)
+        upload = uploads.upload_of(model, weights)
         if upload is None:
             return self._settings.weights
         if self._uploads is None:
