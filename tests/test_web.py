@@ -14,6 +14,7 @@ from api.auth import token_digest
 from devstack.local import LocalStack, free_port
 from shared.job_errors import MESSAGES
 from shared.jobs import JobError, job_store
+from tests import keras_files
 from tests.conftest import TEST_WEIGHTS
 from tests.service_helpers import SMALL_JOB, submit, wait_for
 
@@ -104,6 +105,29 @@ def test_choosing_a_model_offers_its_layers_and_submits_it(page, stack):
     expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
     job = requests.get(f"{stack.api_url}/v1/jobs/{page.url.rsplit('/', 1)[1]}", timeout=10).json()
     assert (job["params"]["model"], job["params"]["layer"]) == ("resnet50", "conv2_block1_out")
+
+
+def test_upload_your_own_model_choose_its_layer_and_submit(page, stack, tmp_path):
+    open_page(page)
+    page.get_by_label("Or your own model").set_input_files(keras_files.with_lambda(tmp_path / "hostile.keras"))
+    expect(page.locator("#model-file-error")).to_contain_text("Lambda layer")
+    expect(page.get_by_label("Model").locator("option")).to_have_count(10)  # nothing added
+
+    page.get_by_label("What your model takes").select_option("none")
+    page.get_by_label("Or your own model").set_input_files(keras_files.small_cnn(tmp_path / "flowers.keras"))
+    model = page.get_by_label("Model")
+    expect(model).to_have_value(re.compile(r"^upload:[0-9a-f]{64}$"))
+    expect(model.locator("option:checked")).to_have_text("flowers.keras")
+    layer = page.get_by_label("Layer")
+    expect(layer.locator("option")).to_have_text(["edges (8 filters)", "parts (16 filters)", "mixed (16 filters)"])
+    expect(page.locator("#model-summary")).to_contain_text("3 convolutions, saved for 32 px")
+    fill_job(page, {"layer": "parts", "filters": {"start": 0, "stop": 4}, "image_size": 32, "steps": 2, "seed": 4})
+    chosen = model.input_value()
+    page.get_by_role("button", name="Submit").click()
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    expect(page.locator("#job-status")).to_contain_text("succeeded", timeout=120_000)
+    job = requests.get(f"{stack.api_url}/v1/jobs/{page.url.rsplit('/', 1)[1]}", timeout=10).json()
+    assert (job["params"]["model"], job["params"]["layer"]) == (chosen, "parts")
 
 
 def test_submit_watch_the_job_finish_and_open_a_filter(page, stack):

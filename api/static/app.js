@@ -118,6 +118,7 @@ async function loadModels() {
     select.append(element("option", { value: model.name }, model.name));
   }
   select.addEventListener("change", () => loadLayers(models.get(select.value)));
+  $("model-file").addEventListener("change", uploadModel);
   $("layer").addEventListener("change", () => {
     $("filters-stop").value = Math.min(200, layers.get($("layer").value));
     showFilterHint();
@@ -125,6 +126,40 @@ async function loadModels() {
   loadLayers(described[0]);
   loadMethods(methodList.filter((method) => described[0].methods.includes(method.name)));
   loadObjectives(objectiveList);
+}
+
+// A whole model of the user's own (POST /v1/models), added to the models with its layers (its convolutions).
+async function uploadModel() {
+  const [file] = $("model-file").files;
+  if (!file) return;
+  $("model-file-error").textContent = "";
+  const form = new FormData();
+  form.append("file", file);
+  form.append("preprocessing", $("model-preprocessing").value);
+  form.append("name", file.name.slice(0, 64));
+  try {
+    addUploadedModel(await api("/v1/models", { method: "POST", body: form }));
+  } catch (error) {
+    $("model-file-error").textContent = error.message;
+  }
+}
+
+function addUploadedModel(record) {
+  if (record.kind !== "model") {
+    $("model-file-error").textContent = "that file holds weights: name them as a job's weights through the API";
+    return;
+  }
+  const model = {
+    name: record.id,
+    layers: record.layers,
+    default_layer: record.layers.at(-1).name,
+    description: `${record.name ?? "your model"}: ${record.layers.length} convolutions, saved for ${record.input_side} px`,
+    min_image_size: Math.min(...record.layers.map((layer) => layer.min_image_size)),
+  };
+  if (!models.has(model.name)) $("model").append(element("option", { value: model.name }, record.name ?? record.id));
+  models.set(model.name, model);
+  $("model").value = model.name;
+  loadLayers(model);
 }
 
 // The kinds of objective a form can set (a direction's vector is for the API, diversity is the number of
@@ -505,6 +540,8 @@ function openFilter(filter, params) {
   $("filter-dialog-loss").textContent =
     `Final loss ${filter.loss.toFixed(4)}${filter.dead ? " (dead: left out of the grid)" : ""}`;
   $("filter-dialog-unit").href = `/atlas/${params.model}/${params.layer}/${filter.index}`;
+  // The atlas is the built-in networks'; an uploaded model's filters are its owners', in their jobs.
+  $("filter-dialog-unit").hidden = params.model.startsWith("upload:");
   $("filter-dialog").showModal();
 }
 
