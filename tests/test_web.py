@@ -109,12 +109,12 @@ def test_choosing_a_model_offers_its_layers_and_submits_it(page, stack):
 
 def test_upload_your_own_model_choose_its_layer_and_submit(page, stack, tmp_path):
     open_page(page)
-    page.get_by_label("Or your own model").set_input_files(keras_files.with_lambda(tmp_path / "hostile.keras"))
+    page.get_by_label("Or your own network").set_input_files(keras_files.with_lambda(tmp_path / "hostile.keras"))
     expect(page.locator("#model-file-error")).to_contain_text("Lambda layer")
     expect(page.get_by_label("Model").locator("option")).to_have_count(10)  # nothing added
 
-    page.get_by_label("What your model takes").select_option("none")
-    page.get_by_label("Or your own model").set_input_files(keras_files.small_cnn(tmp_path / "flowers.keras"))
+    page.get_by_label("What your network takes").select_option("none")
+    page.get_by_label("Or your own network").set_input_files(keras_files.small_cnn(tmp_path / "flowers.keras"))
     model = page.get_by_label("Model")
     expect(model).to_have_value(re.compile(r"^upload:[0-9a-f]{64}$"))
     expect(model.locator("option:checked")).to_have_text("flowers.keras")
