@@ -81,3 +81,14 @@ def with_members(model: Path, extra: dict[str, bytes]) -> bytes:
         for name, content in extra.items():
             archive.writestr(name, content)
     return buffer.getvalue()
+
+
+def with_weights_of(model: Path, other: Path) -> bytes:
+    """The model's archive holding another model's weights: data the API can't tell apart, that Keras
+    refuses on loading."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(model) as source, zipfile.ZipFile(other) as donor, zipfile.ZipFile(buffer, "w") as archive:
+        for member in source.infolist():
+            taken = donor if member.filename == "model.weights.h5" else source
+            archive.writestr(member.filename, taken.read(member.filename))
+    return buffer.getvalue()

@@ -297,3 +297,15 @@ def test_an_atlas_of_a_whole_model_covers_each_of_its_convolutions(api, keras_mo
     assert found["weights"] == f"file:{upload_sha256(model)}"
     unknown = requests.post(f"{api}/v1/atlas", json={**asked, "model": "upload:" + "0" * 64}, timeout=10)
     assert unknown.status_code == 422 and "no upload" in unknown.text
+
+
+def test_a_model_that_passes_the_api_but_not_keras_fails_its_job_and_the_worker_goes_on(api, keras_model, tmp_path):
+    other = keras_files.grey(tmp_path / "grey.keras")  # its weights: a 3x3x1x4 kernel where 3x3x3x8 is wanted
+    answer = upload(api, keras_files.with_weights_of(keras_model, other), architecture="")
+    assert answer.status_code == 201, answer.text
+    job = submit(api, {"model": answer.json()["id"], "layer": "edges", "filters": [0], "image_size": 32, "steps": 1})
+    failed = wait_for(api, job["id"], {"succeeded", "failed"})
+    assert failed["status"] == "failed" and failed["error"]["code"] == "weights_unavailable", failed
+    # The same workers render the next job.
+    fine = wait_for(api, submit(api, {**JOB, "seed": 8})["id"], {"succeeded", "failed"})
+    assert fine["status"] == "succeeded", fine["error"]
