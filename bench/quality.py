@@ -48,11 +48,12 @@ from shared.objectives import DEFAULT_OBJECTIVE, DIVERSITY, parse_term
 from shared.pictures import encode_png, stitch_grid
 from shared.settings import Settings
 from shared.spec import parse_spec
-from worker.engine import AscentEngine, picture
+from worker.engine import AscentEngine
 from worker.engine.network import cut_at, pre_activation, preprocess
 from worker.engine.objectives import Rows, objective_values
 from worker.engine.precision import FLOAT32, PRECISIONS
 from worker.engine.tf_step import compiled
+from worker.imaging import picture
 from worker.loading import load_engine
 
 NOISE_PICTURES = 8  # shuffles of each picture

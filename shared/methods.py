@@ -88,6 +88,9 @@ class Method:
     step_size: float
     step_size_means: str
     params: type[MethodParams]
+    # Its images come out of a sigmoid, on a 0..255 scale, and are shown as they are; the others' are
+    # standardised to a contrast (its `contrast` parameter, or the seed's).
+    shown_as_is: bool = False
 
     def resolve(self, given: Mapping[str, object] | None) -> dict[str, ParamValue]:
         """Every parameter of this method: the given values validated by its model (pydantic's
@@ -164,6 +167,7 @@ _FOURIER = Method(
     steps=128,
     step_size=0.05,
     step_size_means="Adam's learning rate",
+    shown_as_is=True,
     params=_params_model(
         FOURIER,
         decay_power=_number(float, 1.0, 0.0, 3.0, "frequency f's amplitude is scaled by 1/f^decay_power"),
@@ -183,6 +187,7 @@ _MACO = Method(
     # objective in bench/quality.py (1.0 moves every phase by about a radian a step).
     step_size=0.3,
     step_size_means="NAdam's learning rate",
+    shown_as_is=True,
     params=_params_model(
         MACO,
         magnitude_slope=_number(float, 1.3, 0.0, 3.0, "the fixed magnitude falls as 1/f^magnitude_slope"),

@@ -3,7 +3,7 @@
 import numpy as np
 
 from shared.pictures import FilterOutcome, decode_png, encode_png, grid_order, stitch_grid
-from worker.imaging import deprocess
+from worker.imaging import deprocess, picture
 
 
 def solid(value: int, size: int = 4) -> np.ndarray:
@@ -16,6 +16,18 @@ def test_deprocess_centres_on_mid_grey_with_std_25():
     assert picture.dtype == np.uint8
     assert abs(picture.mean() - 127.5) < 1.5
     assert abs(picture.std() - 25.5) < 1.0  # std 0.1 of the [0, 1] range
+
+
+def test_each_method_shows_its_images_its_own_way():
+    rng = np.random.default_rng(1)
+    raw = rng.normal(128, 40, (32, 32, 3))
+    # seed and multiscale standardise (multiscale to its `contrast`); fourier and MACO's sigmoid images are
+    # already on a 0..255 scale, shown rounded.
+    assert np.array_equal(picture("seed", None, raw), deprocess(raw))
+    assert np.array_equal(picture("multiscale", {"contrast": 0.3}, raw), deprocess(raw, contrast=0.3))
+    assert np.array_equal(picture("multiscale", None, raw), deprocess(raw, contrast=0.25))
+    for method in ("fourier", "maco"):
+        assert np.array_equal(picture(method, None, raw), np.clip(np.rint(raw), 0, 255).astype(np.uint8))
 
 
 def test_grid_order_is_by_loss_best_first_without_dead_filters():

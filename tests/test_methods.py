@@ -11,10 +11,10 @@ from pydantic import ValidationError
 
 from shared.methods import METHODS, SEED, describe_methods
 from shared.spec import Limits, describe_problems, limited_spec_model, parse_spec
-from worker.engine import picture
 from worker.engine.optimizers import Adam, NAdam
 from worker.engine.schedule import octaves
 from worker.engine.tf_step import redirectable_relu
+from worker.imaging import picture
 
 NEW_METHODS = [name for name in METHODS if name != SEED]
 SIZE, STEPS, LAYER = 32, 4, "block3_conv1"

@@ -17,7 +17,8 @@ from PIL import Image
 from shared.job_events import FRAME, EventStream
 from shared.pictures import encode_png
 from shared.spec import JobSpec
-from worker.engine import Frame, Frames, picture
+from worker.engine import Frame, Frames
+from worker.imaging import picture
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import numpy as np
 from shared.manifest import GRID_FILE, MANIFEST_FILE, build_manifest, filter_file
 from shared.pictures import FilterOutcome, encode_png, grid_order, stitch_grid
 from shared.spec import JobSpec
-from worker.engine import AscentEngine, FilterAscent, Frames, picture
+from worker.engine import AscentEngine, FilterAscent, Frames
+from worker.imaging import picture
 
 
 @dataclass(frozen=True)

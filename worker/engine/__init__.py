@@ -30,7 +30,7 @@ from worker.engine.backend import step_module  # noqa: E402
 from worker.engine.core import FilterAscent, Frame, Frames  # noqa: E402
 from worker.engine.loop import CompiledRecipe, ascend_recipe_batch, compile_recipe  # noqa: E402
 from worker.engine.network import cut_at, preprocess, up_to  # noqa: E402
-from worker.engine.recipes import build_recipe, picture  # noqa: E402
+from worker.engine.recipes import build_recipe  # noqa: E402
 from worker.engine.seed import ascend_seed_batch, start_image  # noqa: E402
 from worker.engine.sizing import activation_bytes_per_image, auto_batch_size  # noqa: E402
 
@@ -41,7 +41,6 @@ __all__ = [
     "Frames",
     "activation_bytes_per_image",
     "auto_batch_size",
-    "picture",
     "start_image",
 ]
 

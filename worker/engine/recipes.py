@@ -5,13 +5,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from shared.methods import FOURIER, MACO, METHODS, MULTISCALE, SEED
+from shared.methods import FOURIER, MACO, METHODS, MULTISCALE
 from worker.engine.optimizers import Adam, NAdam, NormalisedAscent
 from worker.engine.param import Fourier, Phase, Pixels
 from worker.engine.transforms import Affine, Crops
-from worker.imaging import deprocess, to_picture
 
 
 @dataclass(frozen=True)
@@ -26,8 +23,6 @@ class Recipe:
     redirect_steps: int = 0
     octaves: int = 1
     octave_scale: float = 1.2
-    # Pixel images are shown standardised to this contrast; sigmoid images already are 0..255.
-    contrast: float | None = None
 
 
 def _affine(p: Mapping[str, Any]) -> Affine:
@@ -42,7 +37,7 @@ def build_recipe(method: str, params: Mapping[str, Any] | None = None) -> Recipe
     if method == MULTISCALE:
         return Recipe(
             method, Pixels(), _affine(p), NormalisedAscent(), **common,
-            octaves=p["octaves"], octave_scale=p["octave_scale"], contrast=p["contrast"],
+            octaves=p["octaves"], octave_scale=p["octave_scale"],
         )  # fmt: skip
     if method == FOURIER:
         return Recipe(method, Fourier(p["decay_power"], p["init_sd"]), _affine(p), Adam(), **common)
@@ -50,11 +45,3 @@ def build_recipe(method: str, params: Mapping[str, Any] | None = None) -> Recipe
         crops = Crops(copies=p["crops"], start=p["crop_start"], end=p["crop_end"], noise=p["noise"])
         return Recipe(method, Phase(p["magnitude_slope"]), crops, NAdam(), **common)
     raise ValueError(f"method {method!r} has no recipe")
-
-
-def picture(method: str, params: Mapping[str, Any] | None, image: np.ndarray) -> np.ndarray:
-    """The uint8 picture shown for a method's raw image."""
-    if method == SEED:
-        return deprocess(image)
-    recipe = build_recipe(method, params)
-    return deprocess(image, contrast=recipe.contrast) if recipe.contrast is not None else to_picture(image)
