@@ -86,24 +86,31 @@ def inspect_model(data: bytes, preprocessing: Preprocessing, max_bytes: int, max
         raise UploadRefused(f"the weights unpack to over {max_bytes // 2**20} MB (FILTERVIZ_MODEL_UPLOAD_MB)")
     try:
         config = json.loads(archive.read("config.json"))
-    except (ValueError, zipfile.BadZipFile) as error:
-        raise UploadRefused(f"config.json can't be read: {error}") from None
+    except (ValueError, zipfile.BadZipFile, RecursionError) as error:  # RecursionError: nested past Python's stack
+        raise UploadRefused(f"config.json can't be read: {str(error)[:200]}") from None
     _refuse_code(config)
     weights = archive.read("model.weights.h5")
-    table, side = _table(config, preprocessing, float_count(weights), max_filters)
+    try:
+        table, side = _table(config, preprocessing, float_count(weights), max_filters)
+    except UploadRefused:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError):  # hand-made JSON, not what Keras writes
+        raise UploadRefused("config.json is not a Keras model's config") from None
     return InspectedModel(table, side)
 
 
 def _objects(value: Any) -> Iterator[dict]:
-    """Every serialized object in a config, however deep: dicts naming a class."""
-    if isinstance(value, dict):
-        if "class_name" in value:
-            yield value
-        for item in value.values():
-            yield from _objects(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _objects(item)
+    """Every serialized object in a config, however deep: dicts naming a class (walked with a list, not
+    recursion, so no nesting overflows the stack)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if "class_name" in item:
+                yield item
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def _refuse_code(config: Any) -> None:

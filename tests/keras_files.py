@@ -92,3 +92,9 @@ def with_weights_of(model: Path, other: Path) -> bytes:
             taken = donor if member.filename == "model.weights.h5" else source
             archive.writestr(member.filename, taken.read(member.filename))
     return buffer.getvalue()
+
+
+def weights_of(model: Path) -> bytes:
+    """The model's model.weights.h5."""
+    with zipfile.ZipFile(model) as archive:
+        return archive.read("model.weights.h5")

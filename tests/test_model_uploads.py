@@ -1,8 +1,11 @@
 """Whole Keras models: the table read from an upload's config agrees with the network Keras loads, what
 is refused says why, and the engine renders the loaded model at sizes other than the one it was saved for."""
 
+import io
+import json
 import math
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -44,6 +47,28 @@ def test_the_table_read_from_the_config_matches_the_loaded_network(saved):
     assert table_from_json(table_json(table)) == table
 
 
+def _archive(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _odd_conv_config() -> bytes:
+    """A hand-made config: a convolution without a name."""
+    layers = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 8, 8, 3]}},
+              {"class_name": "Conv2D", "build_config": {"input_shape": [None, 8, 8, 3]},
+               "config": {"filters": 4, "kernel_size": [3, 3], "strides": [1, 1], "dilation_rate": [1, 1],
+                          "padding": "same"}}]  # fmt: skip
+    return json.dumps({"class_name": "Functional", "config": {"layers": layers}}).encode()
+
+
+def _deep_lambda(depth: int) -> str:
+    """A Lambda layer deep inside nested lists, past where a recursive walk would overflow."""
+    return "[" * depth + '{"class_name": "Lambda"}' + "]" * depth
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [
@@ -56,6 +81,20 @@ def test_the_table_read_from_the_config_matches_the_loaded_network(saved):
         (lambda path: keras_files.with_members(keras_files.small_cnn(path), {"w.pkl": pickle.dumps(1)}), "pickled"),
         (lambda path: keras_files.with_members(keras_files.small_cnn(path), {"run.py": b"x"}), "not part of a Keras"),
         (lambda path: b"PK\x03\x04 and then nothing", "broken zip"),
+        (
+            lambda path: _archive({"config.json": b"[" * 100_000 + b"]" * 100_000, "model.weights.h5": b""}),
+            "config.json can't be read",
+        ),
+        (lambda path: _archive({"config.json": _deep_lambda(500).encode(), "model.weights.h5": b""}), "Lambda layer"),
+        (
+            lambda path: _archive(
+                {
+                    "config.json": _odd_conv_config(),
+                    "model.weights.h5": keras_files.weights_of(keras_files.small_cnn(path)),
+                }
+            ),
+            "not a Keras model's config",
+        ),
     ],
 )
 def test_unfit_models_are_refused_saying_why(tmp_path, make, words):
