@@ -98,3 +98,12 @@ def weights_of(model: Path) -> bytes:
     """The model's model.weights.h5."""
     with zipfile.ZipFile(model) as archive:
         return archive.read("model.weights.h5")
+
+
+def archive(members: dict[str, bytes]) -> bytes:
+    """A zip of these members, as a hand-made upload."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as made:
+        for name, content in members.items():
+            made.writestr(name, content)
+    return buffer.getvalue()

@@ -1,11 +1,9 @@
 """Whole Keras models: the table read from an upload's config agrees with the network Keras loads, what
 is refused says why, and the engine renders the loaded model at sizes other than the one it was saved for."""
 
-import io
 import json
 import math
 import pickle
-import zipfile
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from shared.layers import use_uploaded_models
 from shared.model_uploads import inspect_model, table_from_json, table_json
 from shared.uploads import UploadRefused
 from tests import keras_files
+from tests.keras_files import archive
 
 pytestmark = pytest.mark.engine
 MODEL_ID = "upload:" + "ab" * 32
@@ -47,14 +46,6 @@ def test_the_table_read_from_the_config_matches_the_loaded_network(saved):
     assert table_from_json(table_json(table)) == table
 
 
-def _archive(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
-
-
 def _odd_conv_config() -> bytes:
     """A hand-made config: a convolution without a name."""
     layers = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 8, 8, 3]}},
@@ -82,12 +73,15 @@ def _deep_lambda(depth: int) -> str:
         (lambda path: keras_files.with_members(keras_files.small_cnn(path), {"run.py": b"x"}), "not part of a Keras"),
         (lambda path: b"PK\x03\x04 and then nothing", "broken zip"),
         (
-            lambda path: _archive({"config.json": b"[" * 100_000 + b"]" * 100_000, "model.weights.h5": b""}),
+            lambda path: archive({"config.json": b"[" * 100_000 + b"]" * 100_000, "model.weights.h5": b""}),
             "config.json can't be read",
         ),
-        (lambda path: _archive({"config.json": _deep_lambda(500).encode(), "model.weights.h5": b""}), "Lambda layer"),
         (
-            lambda path: _archive(
+            lambda path: archive({"config.json": _deep_lambda(500).encode(), "model.weights.h5": b""}),
+            "Lambda layer",
+        ),
+        (
+            lambda path: archive(
                 {
                     "config.json": _odd_conv_config(),
                     "model.weights.h5": keras_files.weights_of(keras_files.small_cnn(path)),

@@ -8,7 +8,6 @@ import io
 import json
 import pickle
 import time
-import zipfile
 from urllib.parse import urlsplit
 
 import h5py
@@ -20,6 +19,7 @@ from shared.storage import Storage
 from shared.uploads import UPLOAD_PREFIX, may_use, upload_sha256
 from tests import keras_files
 from tests.conftest import TEST_WEIGHTS
+from tests.keras_files import archive
 from tests.service_helpers import fetch_png, submit, wait_for
 
 JOB = {"layer": "block2_conv1", "filters": {"start": 0, "stop": 4}, "image_size": 32, "steps": 3, "seed": 7,
@@ -108,14 +108,6 @@ def test_a_job_naming_weights_it_cannot_use_is_a_422_naming_weights(api, weights
         assert answer.json()["error"]["problems"][0]["field"] == "weights" and words in answer.text
 
 
-def _archive(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
-
-
 def _hdf5_of_strings() -> bytes:
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as weights:
@@ -134,9 +126,13 @@ LAMBDA_CONFIG = json.dumps({"class_name": "Functional", "config": {"layers": [{"
         (lambda files: pickle.dumps({"weights": [1.0, 2.0]}), "vgg16", "pickled"),
         (lambda files: _hdf5_of_strings(), "vgg16", "only floating-point weights"),
         (lambda files: b"not weights at all", "vgg16", "not a Keras weights file"),
-        (lambda files: _archive({"../../etc/cron.d/x": b"* * * * * root sh"}), "vgg16", "outside it"),
-        (lambda files: _archive({"config.json": LAMBDA_CONFIG, "model.weights.h5": b""}), "vgg16", "Lambda layer"),
-        (lambda files: _archive({"payload.pkl": pickle.dumps(1)}), "vgg16", "pickled or NumPy"),
+        (lambda files: archive({"../../etc/cron.d/x": b"* * * * * root sh"}), "vgg16", "outside it"),
+        (
+            lambda files: archive({"config.json": LAMBDA_CONFIG, "model.weights.h5": b""}),
+            "vgg16",
+            "Lambda layer",
+        ),
+        (lambda files: archive({"payload.pkl": pickle.dumps(1)}), "vgg16", "pickled or NumPy"),
         (lambda files: files["vgg16"].read_bytes(), "vgg17", "architecture: one of"),
     ],
 )
