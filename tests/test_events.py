@@ -90,6 +90,7 @@ def test_a_stream_asked_wrong_is_a_4xx(api, job_id, headers, status):
     assert answer.status_code == status and answer.json()["error"]["message"]
 
 
+@pytest.mark.stack  # starts its own stack
 def test_past_its_streams_an_api_process_says_503_and_wait_polls_instead(tmp_path):
     # One API process with one stream slot, and no worker: the job stays queued.
     env = {"FILTERVIZ_EVENT_STREAMS": "1", "FILTERVIZ_API_WORKERS": "1"}
