@@ -140,3 +140,11 @@ def test_a_dense_layer_on_every_pixel_is_priced_as_a_1x1_convolution_and_not_sho
     table = inspect_model(path.read_bytes(), "none", 10 * MEGABYTE, 2048).table
     assert [(layer.name, layer.convolutions) for layer in table.layers] == [("first", 1), ("last", 3)]
     assert [(conv.macs_per_pixel, conv.channels) for conv in table.convolutions] == [(108, 4), (24, 6), (270, 5)]
+
+
+def test_the_worker_refuses_code_in_a_model_even_if_it_reached_the_bucket(tmp_path):
+    from worker.model import WeightsError, load_network
+
+    # Defence in depth: Keras' safe_mode on the worker refuses what the API would have.
+    with pytest.raises(WeightsError, match="could not be loaded.*(?i:lambda)"):
+        load_network(str(keras_files.with_lambda(tmp_path / "hostile.keras")), model=MODEL_ID)
