@@ -146,5 +146,5 @@ def test_the_worker_refuses_code_in_a_model_even_if_it_reached_the_bucket(tmp_pa
     from worker.model import WeightsError, load_network
 
     # Defence in depth: Keras' safe_mode on the worker refuses what the API would have.
-    with pytest.raises(WeightsError, match="could not be loaded.*(?i:lambda)"):
+    with pytest.raises(WeightsError, match=r"could not be loaded.*(?i:lambda)"):
         load_network(str(keras_files.with_lambda(tmp_path / "hostile.keras")), model=MODEL_ID)
