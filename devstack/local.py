@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,21 @@ def stop_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM, gra
             process.wait()
 
 
+def dump_stacks(process: subprocess.Popen, log: Path) -> str:
+    """End a hung Python process and its children with SIGABRT, one at a time, each writing its threads'
+    stacks into `log` (faulthandler, on through PYTHONFAULTHANDLER); what they wrote."""
+    start = log.stat().st_size
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+    for pid in [*pids, process.pid]:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGABRT)
+        time.sleep(1)  # its dump written before the next one starts
+    with log.open(errors="replace") as text:
+        text.seek(start)
+        return "".join(line for line in text if not line.startswith("Extension modules:"))
+
+
 @dataclass
 class LocalStack:
     """One Redis, one S3 server, any number of workers and an API, under `workdir`."""
@@ -145,6 +161,7 @@ class LocalStack:
             "S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONUNBUFFERED": "1",
+            "PYTHONFAULTHANDLER": "1",
             **self.extra_env,
         }
 
@@ -229,7 +246,10 @@ class LocalStack:
                 raise RuntimeError(f"worker {name} can't load its weights: {reason}")
             return f"worker {name}:" in text and "ready: weights" in text
 
-        wait_until(loaded, f"worker {name}", timeout, process)
+        try:
+            wait_until(loaded, f"worker {name}", timeout, process)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; where its processes were:\n{dump_stacks(process, log)}") from None
         return process
 
     def spawn_worker(self, name: str, app: str = "worker.tasks", env: dict | None = None) -> subprocess.Popen:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 POISON_SEED = os.environ.get("FILTERVIZ_TEST_POISON_SEED")
 PAUSE_SEED = os.environ.get("FILTERVIZ_TEST_PAUSE_SEED")
 PAUSE_SECONDS = 3
+HANG_AT_START = os.environ.get("FILTERVIZ_TEST_HANG_AT_START")
 
 
 def _poisoned(render):
@@ -45,6 +46,16 @@ def _paused(step: str, call):
     return paused
 
 
+def _hanging(start):
+    def start_process(*args: Any) -> Any:
+        while HANG_AT_START:
+            time.sleep(1)
+        return start(*args)
+
+    return start_process
+
+
 worker.render.render_filters = _poisoned(worker.render.render_filters)
 worker.tasks._store_chunk = _paused("store chunk", worker.tasks._store_chunk)
 worker.tasks._assemble = _paused("finish", worker.tasks._assemble)
+worker.tasks.start_process = _hanging(worker.tasks.start_process)

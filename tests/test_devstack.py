@@ -31,6 +31,19 @@ def test_a_port_is_handed_out_once_even_while_nothing_listens_on_it(monkeypatch)
 
 
 @pytest.mark.stack  # starts its own servers
+def test_a_worker_that_never_gets_ready_is_reported_with_its_threads_stacks(tmp_path):
+    stack = LocalStack(tmp_path, extra_env={"FILTERVIZ_TEST_HANG_AT_START": "1"})
+    try:
+        stack.start_redis()
+        with pytest.raises(TimeoutError, match="not ready after 10 s") as raised:
+            stack.start_worker("stuck", timeout=10, app="tests.fault_worker")
+    finally:
+        stack.stop_all(at_once=True)
+    # faulthandler's dump of the pool process, down to the line it waits on.
+    assert "most recent call first" in str(raised.value) and "in start_process" in str(raised.value)
+
+
+@pytest.mark.stack  # starts its own servers
 def test_the_local_s3_takes_a_gigabyte_of_png_sized_objects(tmp_path):
     # The old settings (8 volume slots of 64 MB) refused every write after about 70 MB.
     stack = LocalStack(tmp_path)

@@ -36,11 +36,14 @@ WORKER_STOPPING = "worker stopping"
 YIELDING = "yielding to another client"
 
 
-def run_every(seconds: float, step: Callable[[], None], name: str, failure: str) -> None:
-    """Run `step` every `seconds` in a daemon thread (it ends with the process). A failure is logged and
-    the next period tries again: Redis or S3 down past their retries is no reason to stop beating."""
+def run_every(seconds: float, step: Callable[[], None], name: str, failure: str, wait_first: bool = False) -> None:
+    """Run `step` every `seconds` in a daemon thread (it ends with the process), first after `seconds` if
+    `wait_first`. A failure is logged and the next period tries again: Redis or S3 down past their
+    retries is no reason to stop beating."""
 
     def forever() -> None:
+        if wait_first:
+            time.sleep(seconds)
         while True:
             try:
                 step()
@@ -165,8 +168,17 @@ class HoldingsBeat:
         self._held = held
 
     def start(self) -> None:
-        """Start the beat thread (daemon: it ends with the process)."""
-        run_every(PUBLISH_SECONDS, self._beat, "filterviz-holdings", "holdings beat failed")
+        """Beat once here, then every PUBLISH_SECONDS in a daemon thread (it ends with the process).
+
+        The first beat runs in the caller, before the pool forks: it is the process's first connection,
+        and a pool process forked while another thread is inside its first getaddrinfo (which imports
+        encodings.idna) inherits that lock held, and hangs forever on its own first connection.
+        """
+        try:
+            self._beat()
+        except redis.RedisError:
+            log.exception("holdings beat failed")
+        run_every(PUBLISH_SECONDS, self._beat, "filterviz-holdings", "holdings beat failed", wait_first=True)
 
     def _beat(self) -> None:
         publish_holdings(self._db, self._name, self._held())

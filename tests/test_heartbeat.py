@@ -1,0 +1,25 @@
+"""The Celery parent's holdings beat, on a real Valkey."""
+
+import json
+import threading
+
+from shared.deliveries import HOLDINGS
+from worker import heartbeat
+from worker.heartbeat import HoldingsBeat
+
+
+def test_the_first_holdings_beat_runs_in_the_caller_before_the_pool_forks(redis_server, monkeypatch):
+    # A pool process forked while another thread is inside its first getaddrinfo (which imports
+    # encodings.idna) inherits the import lock held and hangs on its own first connection: the
+    # parent's first connection is made before start() returns, in the thread that goes on to fork.
+    redis_server.flushall()
+    monkeypatch.setattr(heartbeat, "run_every", lambda *_, **__: None)  # the later beats: not this test's
+    callers = []
+
+    def held() -> list[str]:
+        callers.append(threading.current_thread())
+        return ["job:0"]
+
+    HoldingsBeat(redis_server, "host:1", held).start()
+    assert callers[0] is threading.current_thread()
+    assert json.loads(redis_server.get(HOLDINGS + "host:1"))["held"] == ["job:0"]
