@@ -48,6 +48,8 @@ def _paused(step: str, call):
 
 def _hanging(start):
     def start_process(*args: Any) -> Any:
+        if HANG_AT_START:
+            log.warning("fault hook: start hangs")
         while HANG_AT_START:
             time.sleep(1)
         return start(*args)
