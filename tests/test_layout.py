@@ -1,7 +1,9 @@
 """The folders' dependencies, read from their imports: no cycle between folders; shared/ serves both
-sides and knows neither; client/ needs only requests; tests and benchmarks share devstack/, not each other."""
+sides and knows neither; client/ needs only requests; tests and benchmarks share devstack/, not each
+other. The page's JavaScript modules have no cycle either."""
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -57,6 +59,13 @@ def test_the_cycle_finder_finds_one():
 
 def test_no_cycle_between_folders():
     assert cycle_in(folder_graph()) is None, folder_graph()
+
+
+def test_no_cycle_between_the_pages_modules():
+    static = ROOT / "api" / "static"
+    graph = {path.name: set(re.findall(r'from "\./([\w-]+\.js)"', path.read_text())) for path in static.glob("*.js")}
+    assert graph["app.js"], "the page's imports are no longer read"
+    assert cycle_in(graph) is None, graph
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@
 //   /atlas/<model>/<layer>/<k>  one unit under each method rendered: picture, final loss, dead or alive, links
 // It reads the same /v1 API as any client.
 
-import { $, api, authorizedFetch, element, showResult } from "./app.js";
+import { $, element } from "./dom.js";
+import { api, authorizedFetch, showResult } from "./service.js";
 
 const THUMBNAIL_PX = 64;
 // Units on demand (api/units.py): a unit no atlas covers renders the first time it comes into view,

@@ -7,7 +7,8 @@
 // finish (less often while the streams prompt it), reading the same /v1 API as any client, with the
 // token where one is set (api, authorizedFetch, showResult).
 
-import { $, api, authorizedFetch, element, FINISHED, POLL_MS, showResult, STREAM_BACKSTOP_MS } from "./app.js";
+import { $, element } from "./dom.js";
+import { api, authorizedFetch, FINISHED, POLL_MS, showResult, STREAM_BACKSTOP_MS } from "./service.js";
 import { followJob } from "./live.js";
 
 const PICTURE_PX = 128;
