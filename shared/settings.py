@@ -57,6 +57,9 @@ class Settings(ApiServerSettings, BackendSettings, ExposureSettings):
     # worker's last heartbeat; the recovery sweep runs this often (one worker at a time).
     lease_seconds: int = Field(30, ge=5, validation_alias="FILTERVIZ_LEASE_SECONDS")
     sweep_seconds: int = Field(10, ge=1, validation_alias="FILTERVIZ_SWEEP_SECONDS")
+    # A worker's pool process that has not loaded its network and reached Redis and S3 this long after
+    # it was forked has hung: it shows its threads' stacks and the worker exits non-zero.
+    start_seconds: int = Field(300, ge=1, validation_alias="FILTERVIZ_START_SECONDS")
     # Starts of one chunk that ended without a result before its job fails (chunk_failed_repeatedly).
     max_attempts: int = Field(3, ge=1, validation_alias="FILTERVIZ_MAX_ATTEMPTS")
     # A job fails (deadline_exceeded) this long after it was submitted; 0 derives it from its cost.

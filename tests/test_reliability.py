@@ -297,14 +297,25 @@ def test_the_running_chunk_of_an_ended_job_stops_within_seconds(stack, api, endi
         assert final["status"] == "failed" and final["error"]["code"] == "deadline_exceeded"
 
 
-def test_a_worker_with_bad_weights_exits_non_zero_and_takes_no_task(stack, api):
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"FILTERVIZ_WEIGHTS": "/nonexistent/vgg16.weights.h5"},
+         ["WeightsUnavailable: weights file /nonexistent/vgg16.weights.h5 does not exist"]),
+        # A start that hangs (tests/fault_worker.py) ends at its deadline, its stacks in the log.
+        ({"FILTERVIZ_TEST_HANG_AT_START": "1", "FILTERVIZ_START_SECONDS": "5"},
+         ["TimeoutError: not started after 5 s", "most recent call first", "in start_process"]),
+    ],
+    ids=["bad weights", "a start that hangs"],
+)  # fmt: skip
+def test_a_worker_that_cannot_start_exits_non_zero_and_takes_no_task(stack, api, env, said):
     stack.stop("alpha")
-    job = submit(api, {**FAST_JOB, "seed": 13})
-    broken = stack.spawn_worker("broken", env={"FILTERVIZ_WEIGHTS": "/nonexistent/vgg16.weights.h5"})
+    job = submit(api, {**FAST_JOB, "seed": 13, "cache": False})  # each case renders it
+    broken = stack.spawn_worker("broken", app=FAULT_APP, env=env)
     assert broken.wait(timeout=120) != 0
     stack.processes.pop("broken")
-    said = "WeightsUnavailable: weights file /nonexistent/vgg16.weights.h5 does not exist"
-    assert said in (stack.workdir / "broken.log").read_text()
+    log = (stack.workdir / "broken.log").read_text()
+    assert all(words in log for words in said), log[-3000:]
     assert get_job(api, job["id"])["status"] == "queued"
     units = redis_of(stack).hgetall(f"filterviz:job:{job['id']}:units")
     assert not [name for name in units if name.startswith(b"starts:")]  # no chunk was started

@@ -10,12 +10,15 @@
   it back to the queue, so the shutdown ends within seconds and no work waits for a lease to lapse.
 """
 
+import faulthandler
 import logging
 import os
 import signal
 import socket
 import sys
-from contextlib import suppress
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -42,6 +45,7 @@ START_CHECK_SECONDS = 10
 # Parent to pool process: give your unit back. Pool process to parent: I can't start.
 # (Not SIGUSR1: billiard's soft time limit uses it in pool processes.)
 GIVE_BACK_SIGNAL = START_FAILED_SIGNAL = signal.SIGUSR2
+STDERR = 2
 
 
 @dataclass
@@ -84,6 +88,26 @@ def start_process(settings: Settings, app: Celery) -> WorkerState:
     heartbeat.start()
     Sweeper(lifecycle, name, settings.sweep_seconds).start()
     return WorkerState(engines, lifecycle, storage, heartbeat, name)
+
+
+@contextmanager
+def start_deadline(seconds: float) -> Iterator[None]:
+    """In a pool process: a start still running after `seconds` (a lock inherited held across the fork,
+    a server that takes the connection and never answers) is a start that failed. The stacks of its
+    threads go to the log first, to say where it hung."""
+
+    def expired() -> None:
+        # To the file descriptor: Celery's pool puts a logging proxy (no descriptor) in sys.stderr.
+        faulthandler.dump_traceback(file=STDERR, all_threads=True)
+        refuse_to_start(TimeoutError(f"not started after {seconds:.0f} s"))
+
+    timer = threading.Timer(seconds, expired)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def process_name(settings: Settings) -> str:

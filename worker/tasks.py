@@ -10,7 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import redis
@@ -40,9 +40,11 @@ from worker.process import (
     WorkerState,
     ask_pool_to_give_back,
     exit_when_a_pool_process_cannot_start,
+    in_pool_process,
     listen_for_give_back,
     process_name,
     refuse_to_start,
+    start_deadline,
     start_process,
 )
 
@@ -99,8 +101,11 @@ def record_receipt(request: Any = None, **_: Any) -> None:
 def start_pool_process(**_: Any) -> None:
     """Load VGG16 and reach Redis and S3 before this process takes tasks, or take the worker down."""
     global _state
+    # A solo worker starts inside its first task, under the task's time limit.
+    deadline = start_deadline(settings.start_seconds) if in_pool_process() else nullcontext()
     try:
-        _state = start_process(settings, app)
+        with deadline:
+            _state = start_process(settings, app)
     except Exception as error:
         refuse_to_start(error)
     loaded = _state.engines.default
