@@ -3,7 +3,9 @@
 
 Retries (urllib3's Retry under requests): a connection that could not be made, and answers 429
 (too many jobs or submissions) and 503 (Redis or storage down), are retried for every method,
-POST included, after the server's `Retry-After` (else an exponential backoff).
+POST included, after the server's `Retry-After` (else an exponential backoff). An answer that asks
+for a longer wait than MAX_RETRY_AFTER_SECONDS (an hourly submission limit) is not waited for: it is
+raised at once, its `retry_after` saying when to come back.
 
 The token goes only to the API's own origin (scheme, host and port of `base_url`): a link the server
 answers with that points elsewhere is fetched without it. `download` writes only inside its folder. That is safe for
@@ -24,21 +26,35 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from sseclient import SSEClient
+from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
 FINISHED = frozenset({"succeeded", "failed", "canceled"})
 # The kinds of event a job's stream (GET /v1/jobs/{id}/events) carries that `wait` reads; `end` is last.
 STATUS, PROGRESS, END = "status", "progress", "end"
 RETRIED_STATUSES = (429, 503)
+# The longest Retry-After the client sleeps through (urllib3 would sleep up to 6 hours, each retry).
+MAX_RETRY_AFTER_SECONDS = 60
 # (connect, read) seconds per request: connecting is quick or hopeless; an answer may take a while.
 DEFAULT_TIMEOUT = (5.0, 30.0)
+
+
+class BoundedRetry(Retry):
+    """urllib3's Retry, except that an answer asking to wait past MAX_RETRY_AFTER_SECONDS ends the
+    retries: urllib3 then hands that answer back (raise_on_status=False), as when retries are spent."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if response is not None and (self.get_retry_after(response) or 0) > MAX_RETRY_AFTER_SECONDS:
+            raise MaxRetryError(_pool, url, ResponseError(f"Retry-After {response.headers['Retry-After']}"))
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
 class ApiError(Exception):
     """The API refused a request, or could not be reached; `status` is None for the latter."""
 
     def __init__(self, status: int | None, code: str, message: str, retry_after: str | None = None) -> None:
-        super().__init__(f"{status or 'no answer'} {code}: {message}")
+        when = f" (Retry-After: {retry_after})" if retry_after else ""
+        super().__init__(f"{status or 'no answer'} {code}: {message}{when}")
         self.status = status
         self.code = code
         self.message = message
@@ -139,7 +155,7 @@ class Client:
         self.session = requests.Session()
         # Sent with requests to base_url's origin only, never to a link that points elsewhere.
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
-        retry = Retry(
+        retry = BoundedRetry(
             total=retries,
             connect=retries,
             read=False,  # re-raise read errors at once (see above)

@@ -95,6 +95,15 @@ def test_a_429_is_retried_after_its_retry_after():
         assert second - first >= 0.9  # waited as told, not the backoff's fraction of a second
 
 
+def test_a_429_that_asks_for_an_hour_is_raised_at_once_not_slept_through():
+    with answering((429, {"Retry-After": "3600"})) as api:
+        with pytest.raises(ApiError) as refused:
+            Client(api["url"]).submit({"filters": [0, 1, 2, 3]})
+        assert len(api["posts"]) == 1
+    assert (refused.value.status, refused.value.retry_after) == (429, "3600")
+    assert str(refused.value) == "429 busy: try later (Retry-After: 3600)"
+
+
 def test_submit_says_unavailable_once_retries_are_spent_and_when_nothing_answers(capsys):
     with answering((503, {"Retry-After": "1"})) as api:
         assert main(["submit", "--api", api["url"], "--retries", "2", *SMALL_ARGS]) == UNAVAILABLE
