@@ -20,12 +20,15 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from sseclient import SSEClient
+from urllib3 import BaseHTTPResponse
+from urllib3.connectionpool import ConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
@@ -43,9 +46,18 @@ class BoundedRetry(Retry):
     """urllib3's Retry, except that an answer asking to wait past MAX_RETRY_AFTER_SECONDS ends the
     retries: urllib3 then hands that answer back (raise_on_status=False), as when retries are spent."""
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
         if response is not None and (self.get_retry_after(response) or 0) > MAX_RETRY_AFTER_SECONDS:
-            raise MaxRetryError(_pool, url, ResponseError(f"Retry-After {response.headers['Retry-After']}"))
+            said = ResponseError(f"Retry-After {response.headers['Retry-After']}")
+            raise MaxRetryError(_pool, url or "", said)  # type: ignore[arg-type]  # urllib3 takes a None pool
         return super().increment(method, url, response, error, _pool, _stacktrace)
 
 
