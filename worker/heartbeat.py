@@ -176,7 +176,7 @@ class HoldingsBeat:
         """
         try:
             self._beat()
-        except redis.RedisError:
+        except Exception:  # as in the thread: the next beat tries again
             log.exception("holdings beat failed")
         run_every(PUBLISH_SECONDS, self._beat, "filterviz-holdings", "holdings beat failed", wait_first=True)
 

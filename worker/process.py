@@ -1,9 +1,9 @@
 """A worker process's life: it starts only when healthy, beats while alive, and stops gracefully.
 
-- Start: load VGG16 (other models on their first job) and reach Redis and S3, or exit non-zero
-  before running any task. Celery logs and swallows exceptions raised in worker_process_init, so a
-  pool process that can't start signals its parent (SIGUSR2), which stops with exit code 1, and
-  leaves; Compose or Kubernetes restart the worker.
+- Start: load VGG16 (other models on their first job) and reach Redis and S3 within
+  FILTERVIZ_START_SECONDS, or exit non-zero before running any task. Celery logs and swallows
+  exceptions raised in worker_process_init, so a pool process that can't start signals its parent
+  (SIGUSR2), which stops with exit code 1, and leaves; Compose or Kubernetes restart the worker.
 - Alive: a heartbeat thread (leases, stop flags, the worker's heartbeat) and a sweeper thread.
 - Stop: on SIGTERM the Celery parent starts a warm shutdown and sends SIGUSR2 to its pool
   processes; a pool process running a unit stops it at its next check (between steps) and gives
