@@ -2,6 +2,7 @@
 
 import json
 import threading
+from types import SimpleNamespace
 
 from shared.deliveries import HOLDINGS
 from worker import heartbeat
@@ -13,7 +14,9 @@ def test_the_first_holdings_beat_runs_in_the_caller_before_the_pool_forks(redis_
     # encodings.idna) inherits the import lock held and hangs on its own first connection: the
     # parent's first connection is made before start() returns, in the thread that goes on to fork.
     redis_server.flushall()
-    monkeypatch.setattr(heartbeat, "run_every", lambda *_, **__: None)  # the later beats: not this test's
+    # The later beats' thread is not this test's: it is made but not started.
+    unstarted = SimpleNamespace(Thread=lambda **_: SimpleNamespace(start=lambda: None))
+    monkeypatch.setattr(heartbeat, "threading", unstarted)
     callers = []
 
     def held() -> list[str]:

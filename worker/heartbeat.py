@@ -36,22 +36,29 @@ WORKER_STOPPING = "worker stopping"
 YIELDING = "yielding to another client"
 
 
-def run_every(seconds: float, step: Callable[[], None], name: str, failure: str, wait_first: bool = False) -> None:
-    """Run `step` every `seconds` in a daemon thread (it ends with the process), first after `seconds` if
-    `wait_first`. A failure is logged and the next period tries again: Redis or S3 down past their
-    retries is no reason to stop beating."""
+def run_every(seconds: float, step: Callable[[], None], name: str, failure: str, first_here: bool = False) -> None:
+    """Run `step` every `seconds` in a daemon thread (it ends with the process); with `first_here`, the
+    first run is in the caller, before this returns. A failure is logged and the next period tries
+    again: Redis or S3 down past their retries is no reason to stop beating."""
+
+    def once() -> None:
+        try:
+            step()
+        except Exception:
+            log.exception(failure)
 
     def forever() -> None:
-        if wait_first:
-            time.sleep(seconds)
         while True:
-            try:
-                step()
-            except Exception:
-                log.exception(failure)
+            once()
             time.sleep(seconds)
 
-    threading.Thread(target=forever, name=name, daemon=True).start()
+    def after_a_period() -> None:
+        time.sleep(seconds)
+        forever()
+
+    if first_here:
+        once()
+    threading.Thread(target=after_a_period if first_here else forever, name=name, daemon=True).start()
 
 
 class Watch:
@@ -174,11 +181,7 @@ class HoldingsBeat:
         and a pool process forked while another thread is inside its first getaddrinfo (which imports
         encodings.idna) inherits that lock held, and hangs forever on its own first connection.
         """
-        try:
-            self._beat()
-        except Exception:  # as in the thread: the next beat tries again
-            log.exception("holdings beat failed")
-        run_every(PUBLISH_SECONDS, self._beat, "filterviz-holdings", "holdings beat failed", wait_first=True)
+        run_every(PUBLISH_SECONDS, self._beat, "filterviz-holdings", "holdings beat failed", first_here=True)
 
     def _beat(self) -> None:
         publish_holdings(self._db, self._name, self._held())
