@@ -122,9 +122,10 @@ def up(local: LocalStackSettings) -> int:
 
 
 def stop_group(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM a process group, then SIGKILL what is left after `grace` seconds (weed can linger)."""
+    """SIGTERM the group's leader alone (its log pipe hands it to the service, as a container runtime
+    would), wait for the whole group to be gone, and SIGKILL what is left after `grace` seconds."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             os.killpg(pid, 0)  # raises once the whole group is gone

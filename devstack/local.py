@@ -108,15 +108,20 @@ def _redis_answers(port: int) -> bool:
 
 
 def stop_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
-    """Send `sig` to a process's group (it was started in a session of its own) and wait; SIGKILL
-    what is left after `grace` seconds."""
+    """Stop a process started in a session of its own. SIGKILL goes to its whole group at once; any
+    other signal to the process alone, as Docker and Kubernetes send it (a Celery worker's pool
+    processes take SIGTERM's default: signalled directly, they die mid-chunk instead of giving the
+    chunk back). What is left of the group after the process ends, or after `grace` seconds, is killed."""
     if process.poll() is None:
-        os.killpg(process.pid, sig)
-        try:
+        if sig == signal.SIGKILL:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+        with suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def dump_stacks(process: subprocess.Popen, log: Path) -> str:

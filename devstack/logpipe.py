@@ -1,9 +1,10 @@
 """`python -m devstack.logpipe FILE -- COMMAND...`: run COMMAND with its output going to FILE,
 rotated at a size, so the logs of a long-running `make up` stay bounded.
 
-The pipe runs in COMMAND's process group and ignores the signals that stop the group: they reach
-COMMAND directly, and the pipe keeps copying until COMMAND has written its last line, then exits
-with COMMAND's status.
+The pipe leads COMMAND's process group and hands the stop signals it gets to COMMAND alone, as a
+container runtime does (a Celery worker's pool processes must not get SIGTERM themselves: their
+parent stops them, and they give their chunks back). It keeps copying until COMMAND has written its
+last line, then exits with COMMAND's status.
 """
 
 import argparse
@@ -47,12 +48,13 @@ def main() -> int:
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    _handle_stop_signals(signal.SIG_IGN)
+    _handle_stop_signals(signal.SIG_IGN)  # until there is a child to hand them to
     # The child gets the default handling back: ignored signals are inherited across exec.
     child = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         preexec_fn=lambda: _handle_stop_signals(signal.SIG_DFL),
     )  # fmt: skip
+    _handle_stop_signals(lambda sig, _frame: child.send_signal(sig))
     copy_rotating(child.stdout, args.file, args.max_bytes, args.backups)
     status = child.wait()
     return 128 - status if status < 0 else status

@@ -80,6 +80,35 @@ def test_logs_rotate_at_a_size(tmp_path):
     assert log.read_text().splitlines()[-1] == "line 1999 " + "x" * 40
 
 
+# A service that says which of its processes got SIGTERM: itself, or the child it started.
+SAYS_WHO_GOT_SIGTERM = """
+import signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import signal, time\\n"
+    "signal.signal(signal.SIGTERM, lambda *_: print('child got SIGTERM', flush=True))\\n"
+    "print('child ready', flush=True)\\ntime.sleep(60)"])
+def stop(*_):
+    print("service got SIGTERM", flush=True)
+    time.sleep(0.5)  # the child's word, if it got one, is written first
+    child.kill()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+time.sleep(60)
+"""
+
+
+def test_a_stop_signal_to_the_log_pipe_reaches_the_service_alone(tmp_path):
+    # `make down` signals the pipe, which leads the group: the service gets it, and stops its own
+    # children its way (a Celery worker's pool processes give their chunks back on their parent's word).
+    log = tmp_path / "service.log"
+    pipe = subprocess.Popen([sys.executable, "-m", "devstack.logpipe", str(log), "--", sys.executable, "-c",
+                             SAYS_WHO_GOT_SIGTERM], cwd=ROOT, start_new_session=True)  # fmt: skip
+    wait_until(lambda: log.exists() and "child ready" in log.read_text(), "the service's child", 30, pipe)
+    pipe.terminate()
+    assert pipe.wait(timeout=30) == 0  # the service's own status
+    said = log.read_text()
+    assert "service got SIGTERM" in said and "child got SIGTERM" not in said, said
+
+
 def _devstack(action: str, env: dict[str, str], *extra: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "devstack", action, *extra], cwd=ROOT, env=env, input=stdin,

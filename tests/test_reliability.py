@@ -99,6 +99,24 @@ def test_a_whole_worker_killed_mid_chunk_is_replaced_within_a_minute(stack, api)
     assert listed["workers"][0]["name"].startswith("alpha:")
 
 
+def test_a_worker_stopped_mid_chunk_gives_the_chunk_back_and_leaves_the_list_at_once(stack, api):
+    job = submit(api, {**SLOW_JOB, "seed": 9})
+    wait_until(lambda: running(stack, api, job["id"]), "first chunk running", 60)
+    stack.stop("alpha")  # SIGTERM to the worker, as `docker compose stop` or a rollout sends it
+
+    # Its pool process stopped the chunk at its next step and gave it back: no lease left to lapse.
+    assert log_mentions(stack, "alpha", "'stopped': 'worker stopping'") == 1
+    assert not lease_held(stack, job["id"])
+    # And it withdrew: the API doesn't count it, nor key the cache by its weights, for LIVE_SECONDS.
+    assert requests.get(f"{api}/v1/workers", timeout=10).json()["count"] == 0
+    assert get_job(api, job["id"])["status"] == "running"
+
+    stack.start_worker("alpha", app=FAULT_APP)
+    final = wait_for(api, job["id"], ENDED, timeout=150)
+    assert final["status"] == "succeeded", final["error"]
+    assert_every_filter_once(api, job["id"], list(range(8)))
+
+
 @contextmanager
 def pool_held(stack, worker: str) -> Iterator[None]:
     """The worker's pool processes stopped (SIGSTOP): its parent receives messages, none begins."""

@@ -88,6 +88,8 @@ class Heartbeat:
         self._stopping = False  # the worker shuts down: give running units back
         self._lock = threading.Lock()
         self._published = 0.0
+        self._publishing = threading.Lock()  # a beat mid-publish ends before a withdrawal
+        self._withdrawn = False
 
     def start(self) -> None:
         """Start the heartbeat thread (daemon: it ends with the process)."""
@@ -121,14 +123,17 @@ class Heartbeat:
         return self._running is not None
 
     def withdraw(self) -> None:
-        """Stop counting this worker as live (on a clean exit)."""
-        withdraw(self._lifecycle.jobs.redis, self._name)
+        """Stop counting this worker as live (on a clean exit); no later beat publishes it again."""
+        with self._publishing:
+            self._withdrawn = True
+            withdraw(self._lifecycle.jobs.redis, self._name)
 
     def _beat(self) -> None:
         self._renew()
-        if time.monotonic() - self._published >= PUBLISH_SECONDS:
-            self._publish()
-            self._published = time.monotonic()
+        with self._publishing:
+            if not self._withdrawn and time.monotonic() - self._published >= PUBLISH_SECONDS:
+                self._publish()
+                self._published = time.monotonic()
 
     def _renew(self) -> None:
         with self._lock:
