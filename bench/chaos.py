@@ -11,9 +11,12 @@ Moments:
                it loads its weights (an OOM kill while loading, a crash loop)
     delivered  a unit was delivered to a worker that has not begun it (the pool processes are
                held with SIGSTOP until the fault)
+    running    the job's first chunk runs (its worker is hit)
     finish     the finish step runs
 Faults:
     worker-killed        the whole worker (Celery parent and pool) SIGKILLed, started again 2 s later
+    worker-stopped       the worker sent SIGTERM (a rollout, `docker compose stop`), started again 2 s
+                         after it exits
     pool-process-killed  the pool process SIGKILLed (Celery starts another)
     redis-killed         Redis SIGKILLed, started again from its append-only file
     s3-down              the S3 server SIGKILLed, started again after --outage seconds
@@ -58,7 +61,7 @@ JOB = {"layer": "block3_conv1", "filters": {"start": 0, "stop": FILTERS}, "image
 ENDED = {"succeeded", "failed", "canceled"}
 TARGET_SECONDS = 60
 RESTART_DELAY = 2.0
-MOMENTS = ("random", "startup", "delivered", "finish")
+MOMENTS = ("random", "startup", "delivered", "running", "finish")
 
 
 @dataclass
@@ -170,6 +173,15 @@ def kill_worker(stack: LocalStack, target: str) -> str:
     return f"{target} SIGKILL, restarted"
 
 
+def stop_worker(stack: LocalStack, target: str) -> str:
+    for process in pool_processes(stack, target):  # a held pool goes on, as a running one would
+        process.send_signal(signal.SIGCONT)
+    stack.stop(target)
+    time.sleep(RESTART_DELAY)
+    restart_worker(stack, target)
+    return f"{target} SIGTERM, restarted"
+
+
 def kill_pool_process(stack: LocalStack, target: str) -> str:
     for process in pool_processes(stack, target):
         process.send_signal(signal.SIGCONT)
@@ -192,6 +204,7 @@ def s3_down(stack: LocalStack, target: str, outage: float = 30.0) -> str:
 
 FAULTS: dict[str, Callable[[LocalStack, str], str]] = {
     "worker-killed": kill_worker,
+    "worker-stopped": stop_worker,
     "pool-process-killed": kill_pool_process,
     "redis-killed": kill_redis,
     "s3-down": s3_down,
@@ -207,22 +220,22 @@ def submit(stack: LocalStack, seed: int) -> str:
     return response.json()["id"]
 
 
-def caught_in_its_finish(stack: LocalStack, seed: int, tries: int = 5) -> str:
-    """A job whose finish holds its lease now. The finish takes milliseconds: its lease is watched
-    from the submission on; a job that ended unseen (this process was not scheduled in time) is
-    submitted again with the next seed."""
+def caught_holding(stack: LocalStack, seed: int, unit: str, tries: int = 5) -> str:
+    """A job whose `unit` (a chunk, or "finish") holds its lease now. A unit takes a fraction of a
+    second: its lease is watched from the submission on; a job that ended unseen (this process was
+    not scheduled in time) is submitted again with the next seed."""
     client = redis_client(stack)
     for attempt in range(tries):
         job_id = submit(stack, seed + attempt * 1000)
-        lease, deadline = lease_key(job_id, "finish"), time.monotonic() + 120
+        lease, deadline = lease_key(job_id, unit), time.monotonic() + 120
         while not client.exists(lease):
             if (client.hget(job_keys(job_id).record, "status") or b"").decode() in ENDED:
                 break
-            assert time.monotonic() < deadline, f"job {job_id}: no finish within 120 s"
+            assert time.monotonic() < deadline, f"job {job_id}: {unit} not begun within 120 s"
             time.sleep(0.001)
         else:
             return job_id
-    raise AssertionError(f"{tries} jobs ended before their finish could be caught")
+    raise AssertionError(f"{tries} jobs ended before their {unit} could be caught")
 
 
 def arrange(stack: LocalStack, moment: str, seed: int, job_seconds: float, exits: ExitStack) -> tuple[str, str]:
@@ -241,10 +254,11 @@ def arrange(stack: LocalStack, moment: str, seed: int, job_seconds: float, exits
         job_id = submit(stack, seed)
         wait_until(lambda: receiver_of(stack, job_id), "a unit delivered and not begun", 60)
         return job_id, receiver_of(stack, job_id) or WORKERS[0]
-    if moment == "finish":
-        job_id = caught_in_its_finish(stack, seed)
+    if moment in ("running", "finish"):
+        unit = "0" if moment == "running" else "finish"
+        job_id = caught_holding(stack, seed, unit)
         exits.enter_context(pools_held(stack))
-        return job_id, holder_of(stack, job_id, "finish") or WORKERS[0]
+        return job_id, holder_of(stack, job_id, unit) or WORKERS[0]
     job_id = submit(stack, seed)
     time.sleep(rng.uniform(0.0, job_seconds))
     return job_id, holder_of(stack, job_id) or rng.choice(WORKERS)
