@@ -20,7 +20,7 @@ from devstack.local import S3_READER_KEY, S3_READER_SECRET, wait_until
 from shared import cache
 from shared.celery_app import QUEUE
 from shared.deliveries import RECEIVED
-from shared.jobs import job_store
+from shared.jobs import job_keys, job_store
 from shared.keys import lease_key
 from shared.manifest import filter_file
 from shared.spec import parse_spec
@@ -107,6 +107,8 @@ def test_a_worker_stopped_mid_chunk_gives_the_chunk_back_and_leaves_the_list_at_
     # Its pool process stopped the chunk at its next step and gave it back: no lease left to lapse.
     assert log_mentions(stack, "alpha", "'stopped': 'worker stopping'") == 1
     assert not lease_held(stack, job["id"])
+    # Its start isn't counted as an attempt: stops and rollouts never fail a job.
+    assert redis_of(stack).hget(job_keys(job["id"]).units, "starts:0") == b"0"
     # And it withdrew: the API doesn't count it, nor key the cache by its weights, for LIVE_SECONDS.
     assert requests.get(f"{api}/v1/workers", timeout=10).json()["count"] == 0
     assert get_job(api, job["id"])["status"] == "running"
