@@ -166,25 +166,32 @@ def restart_worker(stack: LocalStack, name: str) -> None:
     stack.start_worker(name)
 
 
-def kill_worker(stack: LocalStack, target: str) -> str:
-    stack.stop(target, signal.SIGKILL)
+def resume_pool(stack: LocalStack, target: str) -> list[psutil.Process]:
+    """The target's pool processes, resumed if held: they go on as running ones would."""
+    pool = pool_processes(stack, target)
+    for process in pool:
+        process.send_signal(signal.SIGCONT)
+    return pool
+
+
+def signal_and_restart(stack: LocalStack, target: str, sig: signal.Signals) -> str:
+    stack.stop(target, sig)
     time.sleep(RESTART_DELAY)
     restart_worker(stack, target)
-    return f"{target} SIGKILL, restarted"
+    return f"{target} {sig.name}, restarted"
+
+
+def kill_worker(stack: LocalStack, target: str) -> str:
+    return signal_and_restart(stack, target, signal.SIGKILL)
 
 
 def stop_worker(stack: LocalStack, target: str) -> str:
-    for process in pool_processes(stack, target):  # a held pool goes on, as a running one would
-        process.send_signal(signal.SIGCONT)
-    stack.stop(target)
-    time.sleep(RESTART_DELAY)
-    restart_worker(stack, target)
-    return f"{target} SIGTERM, restarted"
+    resume_pool(stack, target)
+    return signal_and_restart(stack, target, signal.SIGTERM)
 
 
 def kill_pool_process(stack: LocalStack, target: str) -> str:
-    for process in pool_processes(stack, target):
-        process.send_signal(signal.SIGCONT)
+    for process in resume_pool(stack, target):
         process.kill()
     return f"{target}'s pool process SIGKILL"
 

@@ -112,11 +112,8 @@ def stop_process_group(process: subprocess.Popen, sig: int = signal.SIGTERM, gra
     other signal to the process alone, as Docker and Kubernetes send it (a Celery worker's pool
     processes take SIGTERM's default: signalled directly, they die mid-chunk instead of giving the
     chunk back). What is left of the group after the process ends, or after `grace` seconds, is killed."""
-    if process.poll() is None:
-        if sig == signal.SIGKILL:
-            os.killpg(process.pid, sig)
-        else:
-            process.send_signal(sig)
+    if process.poll() is None and sig != signal.SIGKILL:
+        process.send_signal(sig)
         with suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace)
     with suppress(ProcessLookupError):
